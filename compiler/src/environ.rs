@@ -1,0 +1,175 @@
+//! The seam between the translator and the runtime's layout.
+//!
+//! `translate.rs` turns Wasm operators into Cranelift IR without knowing where memories,
+//! tables, globals or other functions live. Everything that touches runtime state goes through
+//! [`FuncEnvironment`]; `func_environ.rs` implements it on top of [`crate::vmoffsets`], and the
+//! tests use a dummy environment.
+
+use cranelift_codegen::ir::{self, AbiParam, ArgumentPurpose, MemFlagsData, Signature, Value};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+use wasmparser::{FuncType, ValType};
+
+use crate::ModuleInfo;
+
+/// The Cranelift type a Wasm value of type `ty` is held in. References are pointer-sized.
+pub fn ir_type(ty: ValType, pointer_type: ir::Type) -> ir::Type {
+    match ty {
+        ValType::I32 => ir::types::I32,
+        ValType::I64 => ir::types::I64,
+        ValType::F32 => ir::types::F32,
+        ValType::F64 => ir::types::F64,
+        ValType::V128 => ir::types::I8X16,
+        ValType::Ref(_) => pointer_type,
+    }
+}
+
+/// The calling convention of every Wasm function weft compiles.
+///
+/// `tail` supports any number of results, and is what return calls will need.
+pub const WASM_CALL_CONV: CallConv = CallConv::Tail;
+
+/// The Cranelift signature of a Wasm function of type `ty`: the callee's vmctx, the caller's
+/// vmctx, then the Wasm parameters; the Wasm results.
+pub fn wasm_signature(ty: &FuncType, pointer_type: ir::Type) -> Signature {
+    let mut sig = Signature::new(WASM_CALL_CONV);
+    sig.params
+        .push(AbiParam::special(pointer_type, ArgumentPurpose::VMContext));
+    sig.params.push(AbiParam::new(pointer_type));
+    for &param in ty.params() {
+        sig.params.push(AbiParam::new(ir_type(param, pointer_type)));
+    }
+    for &result in ty.results() {
+        sig.returns.push(AbiParam::new(ir_type(result, pointer_type)));
+    }
+    sig
+}
+
+/// Everything the translator asks of the world outside one function body.
+///
+/// Indices are Wasm indices (imports included). Operands arrive already popped from the value
+/// stack and have the types validation guarantees; a method that produces a value returns it
+/// with the type [`ir_type`] gives.
+pub trait FuncEnvironment {
+    /// The module being compiled.
+    fn module(&self) -> &ModuleInfo;
+
+    /// The target's pointer type.
+    fn pointer_type(&self) -> ir::Type;
+
+    /// The signature to call a function of type `type_index` with (see [`wasm_signature`]).
+    fn signature(&self, type_index: u32) -> Signature {
+        wasm_signature(
+            &self.module().types[type_index as usize],
+            self.pointer_type(),
+        )
+    }
+
+    /// The native address of the `access_size` bytes at Wasm address `index + offset` of
+    /// `memory` (`index` is an i32), and the flags to load or store through it. Emits the bounds
+    /// check the memory mode needs; an out-of-bounds access traps with
+    /// `TrapCode::HEAP_OUT_OF_BOUNDS` (a check, or the returned flags' trap code on a guard-page
+    /// fault).
+    fn heap_address(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memory: u32,
+        index: Value,
+        offset: u64,
+        access_size: u32,
+    ) -> (Value, MemFlagsData);
+
+    fn global_get(&mut self, builder: &mut FunctionBuilder, global: u32) -> Value;
+    fn global_set(&mut self, builder: &mut FunctionBuilder, global: u32, value: Value);
+
+    /// A direct call; returns the callee's results.
+    fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value>;
+
+    /// `call_indirect`: `callee` is the i32 table index. Checks bounds, null and signature.
+    fn call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+    ) -> Vec<Value>;
+
+    /// `memory.size`, in pages, as an i32.
+    fn memory_size(&mut self, builder: &mut FunctionBuilder, memory: u32) -> Value;
+    /// `memory.grow`: returns the old size in pages, or -1, as an i32.
+    fn memory_grow(&mut self, builder: &mut FunctionBuilder, memory: u32, delta: Value) -> Value;
+    fn memory_fill(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memory: u32,
+        dst: Value,
+        value: Value,
+        len: Value,
+    );
+    fn memory_copy(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        dst_memory: u32,
+        src_memory: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    );
+    fn memory_init(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memory: u32,
+        data: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    );
+    fn data_drop(&mut self, builder: &mut FunctionBuilder, data: u32);
+
+    fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value) -> Value;
+    fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value, value: Value);
+    /// `table.size` as an i32.
+    fn table_size(&mut self, builder: &mut FunctionBuilder, table: u32) -> Value;
+    /// `table.grow`: returns the old size, or -1, as an i32.
+    fn table_grow(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        init: Value,
+        delta: Value,
+    ) -> Value;
+    fn table_fill(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        dst: Value,
+        value: Value,
+        len: Value,
+    );
+    fn table_copy(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        dst_table: u32,
+        src_table: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    );
+    fn table_init(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        elem: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    );
+    fn elem_drop(&mut self, builder: &mut FunctionBuilder, elem: u32);
+
+    /// `ref.func`: a non-null funcref.
+    fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value;
+
+    /// Called at the top of every loop body (a place for fuel or epoch checks).
+    fn loop_header(&mut self, _builder: &mut FunctionBuilder) {}
+}

@@ -1,0 +1,382 @@
+//! What weft knows about a module after parsing it: types, the index spaces, imports, exports,
+//! segments and names. Built once per module by [`parse_module`] after wasmparser has validated
+//! the whole binary, and shared read-only by the translator, the function environment and the
+//! runtime.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use wasmparser::{
+    ConstExpr, DataKind, ElementItems, ElementKind, ExternalKind, FuncType, GlobalType, MemoryType,
+    Operator, Parser, Payload, RefType, TableType, TypeRef, ValType,
+};
+
+use crate::CompileError;
+
+/// An index into one of a module's index spaces, as named by an import or an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityIndex {
+    Func(u32),
+    Table(u32),
+    Memory(u32),
+    Global(u32),
+}
+
+/// One import, in the order of the import section.
+#[derive(Clone, Debug)]
+pub struct Import {
+    pub module: String,
+    pub name: String,
+    /// The index this import occupies in its index space.
+    pub index: EntityIndex,
+}
+
+/// A constant expression, reduced to what Wasm 2.0 allows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConstInit {
+    I32(i32),
+    I64(i64),
+    F32(u32),
+    F64(u64),
+    V128(u128),
+    RefNull,
+    RefFunc(u32),
+    GlobalGet(u32),
+}
+
+/// A global's type and, for a defined global, its initializer.
+#[derive(Clone, Debug)]
+pub struct GlobalInfo {
+    pub ty: GlobalType,
+    /// `None` for an imported global.
+    pub init: Option<ConstInit>,
+}
+
+/// How an element segment is used.
+#[derive(Clone, Debug)]
+pub enum ElementMode {
+    Passive,
+    Declared,
+    Active { table: u32, offset: ConstInit },
+}
+
+#[derive(Clone, Debug)]
+pub struct ElementSegment {
+    pub mode: ElementMode,
+    pub ty: RefType,
+    /// One constant expression per element (function indices become `RefFunc`).
+    pub items: Vec<ConstInit>,
+}
+
+#[derive(Clone, Debug)]
+pub enum DataMode {
+    Passive,
+    Active { memory: u32, offset: ConstInit },
+}
+
+#[derive(Clone, Debug)]
+pub struct DataSegment {
+    pub mode: DataMode,
+    /// Byte range of the segment's contents within the module binary.
+    pub range: Range<usize>,
+}
+
+/// A defined function's body: where its bytes are in the module binary.
+#[derive(Clone, Debug)]
+pub struct FunctionBodyInfo {
+    pub range: Range<usize>,
+}
+
+/// Everything about a module except its code.
+#[derive(Clone, Debug, Default)]
+pub struct ModuleInfo {
+    /// The type section. Wasm 2.0 has only function types.
+    pub types: Vec<FuncType>,
+    /// Type index of every function, imports first.
+    pub funcs: Vec<u32>,
+    pub num_imported_funcs: u32,
+    pub tables: Vec<TableType>,
+    pub num_imported_tables: u32,
+    pub memories: Vec<MemoryType>,
+    pub num_imported_memories: u32,
+    pub globals: Vec<GlobalInfo>,
+    pub num_imported_globals: u32,
+    pub imports: Vec<Import>,
+    /// Exports in section order.
+    pub exports: Vec<(String, EntityIndex)>,
+    pub start: Option<u32>,
+    pub elements: Vec<ElementSegment>,
+    pub data: Vec<DataSegment>,
+    /// Bodies of the defined functions, in order.
+    pub bodies: Vec<FunctionBodyInfo>,
+    /// Functions that `ref.func` may name (declared by an element segment, an export or a
+    /// global initializer).
+    pub name: Option<String>,
+    pub func_names: HashMap<u32, String>,
+}
+
+impl ModuleInfo {
+    /// The function type of function `func` (imports included).
+    pub fn func_type(&self, func: u32) -> &FuncType {
+        &self.types[self.funcs[func as usize] as usize]
+    }
+
+    pub fn num_defined_funcs(&self) -> u32 {
+        self.funcs.len() as u32 - self.num_imported_funcs
+    }
+
+    pub fn is_imported_func(&self, func: u32) -> bool {
+        func < self.num_imported_funcs
+    }
+
+    pub fn is_imported_memory(&self, memory: u32) -> bool {
+        memory < self.num_imported_memories
+    }
+
+    pub fn is_imported_table(&self, table: u32) -> bool {
+        table < self.num_imported_tables
+    }
+
+    pub fn is_imported_global(&self, global: u32) -> bool {
+        global < self.num_imported_globals
+    }
+
+    /// The name a backtrace shows for `func`: from the name section, else `None`.
+    pub fn func_name(&self, func: u32) -> Option<&str> {
+        self.func_names.get(&func).map(String::as_str)
+    }
+}
+
+/// Parses a module that wasmparser has already validated.
+///
+/// # Errors
+/// A `CompileError::Invalid` if the binary is malformed (it should not be after validation, but
+/// the parser is not trusted to agree with the validator on everything).
+pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
+    let mut info = ModuleInfo::default();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::TypeSection(reader) => {
+                for rec_group in reader {
+                    for sub in rec_group?.into_types() {
+                        match &sub.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => info.types.push(f.clone()),
+                            _ => {
+                                return Err(CompileError::Unsupported(
+                                    "non-function types (GC proposal)".into(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import?;
+                    let index = match import.ty {
+                        TypeRef::Func(ty) => {
+                            info.funcs.push(ty);
+                            info.num_imported_funcs += 1;
+                            EntityIndex::Func(info.funcs.len() as u32 - 1)
+                        }
+                        TypeRef::Table(ty) => {
+                            info.tables.push(ty);
+                            info.num_imported_tables += 1;
+                            EntityIndex::Table(info.tables.len() as u32 - 1)
+                        }
+                        TypeRef::Memory(ty) => {
+                            info.memories.push(ty);
+                            info.num_imported_memories += 1;
+                            EntityIndex::Memory(info.memories.len() as u32 - 1)
+                        }
+                        TypeRef::Global(ty) => {
+                            info.globals.push(GlobalInfo { ty, init: None });
+                            info.num_imported_globals += 1;
+                            EntityIndex::Global(info.globals.len() as u32 - 1)
+                        }
+                        other => {
+                            return Err(CompileError::Unsupported(format!(
+                                "import of kind {other:?}"
+                            )));
+                        }
+                    };
+                    info.imports.push(Import {
+                        module: import.module.to_string(),
+                        name: import.name.to_string(),
+                        index,
+                    });
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader {
+                    info.funcs.push(ty?);
+                }
+            }
+            Payload::TableSection(reader) => {
+                for table in reader {
+                    let table = table?;
+                    if !matches!(table.init, wasmparser::TableInit::RefNull) {
+                        return Err(CompileError::Unsupported(
+                            "table initializer expressions".into(),
+                        ));
+                    }
+                    info.tables.push(table.ty);
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let memory = memory?;
+                    if memory.memory64 || memory.shared {
+                        return Err(CompileError::Unsupported(
+                            "64-bit and shared memories".into(),
+                        ));
+                    }
+                    info.memories.push(memory);
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                for global in reader {
+                    let global = global?;
+                    let init = const_init(&global.init_expr)?;
+                    info.globals.push(GlobalInfo {
+                        ty: global.ty,
+                        init: Some(init),
+                    });
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export?;
+                    let index = match export.kind {
+                        ExternalKind::Func => EntityIndex::Func(export.index),
+                        ExternalKind::Table => EntityIndex::Table(export.index),
+                        ExternalKind::Memory => EntityIndex::Memory(export.index),
+                        ExternalKind::Global => EntityIndex::Global(export.index),
+                        other => {
+                            return Err(CompileError::Unsupported(format!(
+                                "export of kind {other:?}"
+                            )));
+                        }
+                    };
+                    info.exports.push((export.name.to_string(), index));
+                }
+            }
+            Payload::StartSection { func, .. } => info.start = Some(func),
+            Payload::ElementSection(reader) => {
+                for element in reader {
+                    let element = element?;
+                    let mode = match element.kind {
+                        ElementKind::Passive => ElementMode::Passive,
+                        ElementKind::Declared => ElementMode::Declared,
+                        ElementKind::Active {
+                            table_index,
+                            offset_expr,
+                        } => ElementMode::Active {
+                            table: table_index.unwrap_or(0),
+                            offset: const_init(&offset_expr)?,
+                        },
+                    };
+                    let (ty, items) = match element.items {
+                        ElementItems::Functions(funcs) => {
+                            let mut items = Vec::new();
+                            for f in funcs {
+                                items.push(ConstInit::RefFunc(f?));
+                            }
+                            (RefType::FUNCREF, items)
+                        }
+                        ElementItems::Expressions(ty, exprs) => {
+                            let mut items = Vec::new();
+                            for e in exprs {
+                                items.push(const_init(&e?)?);
+                            }
+                            (ty, items)
+                        }
+                    };
+                    info.elements.push(ElementSegment { mode, ty, items });
+                }
+            }
+            Payload::DataSection(reader) => {
+                for data in reader {
+                    let data = data?;
+                    let mode = match data.kind {
+                        DataKind::Passive => DataMode::Passive,
+                        DataKind::Active {
+                            memory_index,
+                            offset_expr,
+                        } => DataMode::Active {
+                            memory: memory_index,
+                            offset: const_init(&offset_expr)?,
+                        },
+                    };
+                    info.data.push(DataSegment {
+                        mode,
+                        range: data.range.end as usize - data.data.len()..data.range.end as usize,
+                    });
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                info.bodies.push(FunctionBodyInfo {
+                    range: body.range().start as usize..body.range().end as usize,
+                });
+            }
+            Payload::CustomSection(reader) => {
+                if let wasmparser::KnownCustom::Name(names) = reader.as_known() {
+                    // A malformed name section is ignored, as the spec asks of custom sections.
+                    let _ = read_names(names, &mut info);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+fn read_names(
+    names: wasmparser::NameSectionReader<'_>,
+    info: &mut ModuleInfo,
+) -> Result<(), wasmparser::BinaryReaderError> {
+    for name in names {
+        match name? {
+            wasmparser::Name::Module { name, .. } => info.name = Some(name.to_string()),
+            wasmparser::Name::Function(map) => {
+                for naming in map {
+                    let naming = naming?;
+                    info.func_names.insert(naming.index, naming.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reduces a validated constant expression to a [`ConstInit`].
+fn const_init(expr: &ConstExpr<'_>) -> Result<ConstInit, CompileError> {
+    let mut reader = expr.get_operators_reader();
+    let init = match reader.read()? {
+        Operator::I32Const { value } => ConstInit::I32(value),
+        Operator::I64Const { value } => ConstInit::I64(value),
+        Operator::F32Const { value } => ConstInit::F32(value.bits()),
+        Operator::F64Const { value } => ConstInit::F64(value.bits()),
+        Operator::V128Const { value } => ConstInit::V128(u128::from_le_bytes(*value.bytes())),
+        Operator::RefNull { .. } => ConstInit::RefNull,
+        Operator::RefFunc { function_index } => ConstInit::RefFunc(function_index),
+        Operator::GlobalGet { global_index } => ConstInit::GlobalGet(global_index),
+        other => {
+            return Err(CompileError::Unsupported(format!(
+                "constant expression {other:?} (extended-const)"
+            )));
+        }
+    };
+    match reader.read()? {
+        Operator::End => Ok(init),
+        other => Err(CompileError::Unsupported(format!(
+            "constant expression with {other:?} (extended-const)"
+        ))),
+    }
+}
+
+/// The Cranelift-independent shape of a value type: whether it is a reference.
+pub fn is_ref(ty: ValType) -> bool {
+    matches!(ty, ValType::Ref(_))
+}
