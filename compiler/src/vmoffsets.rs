@@ -55,6 +55,14 @@ pub mod func_ref {
     pub const SIZE: u32 = 24;
 }
 
+/// A host function's context, the vmctx its Wasm-to-host trampoline receives. Only the first
+/// field is read by compiled code; the runtime keeps the rest of its state after it.
+pub mod host_func {
+    /// `unsafe extern "C" fn(host_ctx, caller_vmctx, values: *mut ValRaw, len: usize) -> u8`,
+    /// returning 0 when it recorded a trap.
+    pub const ARRAY_CALL: i32 = 0;
+}
+
 /// `VMGlobal`: a 16-byte cell; every value type is stored little-endian from offset 0.
 pub mod global {
     pub const SIZE: u32 = 16;

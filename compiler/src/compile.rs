@@ -1,0 +1,422 @@
+//! The compile driver: validation, parallel translation and code generation, and the
+//! trampolines that cross between the host's calling convention and Wasm's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::types::I8;
+use cranelift_codegen::ir::{
+    self, AbiParam, ExternalName, InstBuilder, MemFlagsData, Signature, UserFuncName,
+};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, FinalizedMachReloc, FinalizedRelocTarget, binemit::Reloc};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use wasmparser::{FuncType, Validator, WasmFeatures};
+
+use crate::environ::{ir_type, wasm_signature};
+use crate::func_environ::{WeftFuncEnvironment, install_stack_limit};
+use crate::vmoffsets::{VMOffsets, host_func, trap_codes};
+use crate::{CompileError, ModuleInfo, translate};
+
+/// How compiled code keeps memory accesses in bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MemoryMode {
+    /// Each 32-bit memory reserves 8 GiB of address space (4 GiB of memory plus 4 GiB of
+    /// guard), so any `index + offset` lands in the reservation and an access out of bounds
+    /// faults on an inaccessible page. No checks in the code.
+    #[default]
+    GuardPages,
+    /// Every access compares against the current length. For hosts that cannot reserve
+    /// address space.
+    ExplicitBounds,
+}
+
+/// Where a relocation points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelocTarget {
+    /// A defined function of the same module, by Wasm function index.
+    Func(u32),
+    /// A Cranelift runtime routine (float rounding on ISAs without the instructions).
+    LibCall(ir::LibCall),
+}
+
+#[derive(Clone, Debug)]
+pub struct Relocation {
+    /// Offset of the patched bytes from the start of the function.
+    pub offset: u32,
+    pub kind: Reloc,
+    pub target: RelocTarget,
+    pub addend: i64,
+}
+
+/// Machine code for one function and what the runtime needs to know about it.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledFunction {
+    pub code: Vec<u8>,
+    pub alignment: u32,
+    pub relocations: Vec<Relocation>,
+    /// `(code offset, trap code)` of every instruction that may trap, sorted.
+    pub traps: Vec<(u32, ir::TrapCode)>,
+    /// `(code offset where a range starts, Wasm byte offset)`, sorted; for backtraces.
+    pub source_locations: Vec<(u32, u32)>,
+}
+
+/// Everything that shapes generated code; part of the engine's configuration.
+#[derive(Clone, Debug)]
+pub struct CompilerOptions {
+    pub memory_mode: MemoryMode,
+    /// Compile with Cranelift's IR verifier on (slower; for tests).
+    pub verify: bool,
+    /// Threads for compiling a module's functions; 0 picks the machine's parallelism.
+    pub threads: usize,
+}
+
+impl Default for CompilerOptions {
+    fn default() -> Self {
+        CompilerOptions {
+            memory_mode: MemoryMode::GuardPages,
+            verify: cfg!(debug_assertions),
+            threads: 0,
+        }
+    }
+}
+
+/// A configured Cranelift for the host.
+pub struct Compiler {
+    isa: OwnedTargetIsa,
+    options: CompilerOptions,
+}
+
+impl Compiler {
+    /// A compiler for the machine this runs on.
+    ///
+    /// # Errors
+    /// `CompileError::Unsupported` if Cranelift does not support the host.
+    pub fn new(options: CompilerOptions) -> Result<Self, CompileError> {
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+            flags
+                .set(name, value)
+                .map_err(|e| CompileError::Codegen(format!("setting {name}: {e}")))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        // Backtraces walk frame pointers, through Wasm and trampolines alike.
+        set(&mut flags, "preserve_frame_pointers", "true")?;
+        set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
+        // The stack-limit check in every prologue covers the whole frame, so no probes.
+        set(&mut flags, "enable_probestack", "false")?;
+        set(&mut flags, "unwind_info", "false")?;
+        set(
+            &mut flags,
+            "enable_verifier",
+            if options.verify { "true" } else { "false" },
+        )?;
+        let isa_builder = cranelift_native::builder()
+            .map_err(|e| CompileError::Unsupported(format!("host ISA: {e}")))?;
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| CompileError::Codegen(e.to_string()))?;
+        Ok(Compiler { isa, options })
+    }
+
+    pub fn isa(&self) -> &dyn TargetIsa {
+        &*self.isa
+    }
+
+    pub fn options(&self) -> &CompilerOptions {
+        &self.options
+    }
+
+    fn pointer_type(&self) -> ir::Type {
+        self.isa.pointer_type()
+    }
+
+    fn host_call_conv(&self) -> CallConv {
+        self.isa.default_call_conv()
+    }
+
+    /// Validates `wasm` against WebAssembly 2.0 and parses its module-level structure.
+    ///
+    /// # Errors
+    /// `CompileError::Invalid` with the byte offset of the first problem.
+    pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
+        Validator::new_with_features(WasmFeatures::WASM2).validate_all(wasm)?;
+        crate::parse_module(wasm)
+    }
+
+    /// Compiles every defined function of a validated module, in parallel. `type_ids` maps the
+    /// module's type indices to the engine's canonical ids.
+    ///
+    /// # Errors
+    /// `Unsupported` for features weft lacks; `Codegen` if Cranelift fails.
+    pub fn compile_functions(
+        &self,
+        module: &ModuleInfo,
+        wasm: &[u8],
+        type_ids: &[u32],
+    ) -> Result<Vec<CompiledFunction>, CompileError> {
+        let count = module.bodies.len();
+        let threads = match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(count.max(1));
+        let offsets = VMOffsets::new(module);
+        let next = AtomicUsize::new(0);
+        let work = || -> Result<Vec<(usize, CompiledFunction)>, CompileError> {
+            let mut done = Vec::new();
+            let mut ctx = Context::new();
+            let mut builder_ctx = FunctionBuilderContext::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok(done);
+                }
+                let compiled = self.compile_one(
+                    module,
+                    wasm,
+                    &offsets,
+                    type_ids,
+                    i,
+                    &mut ctx,
+                    &mut builder_ctx,
+                );
+                match compiled {
+                    Ok(f) => done.push((i, f)),
+                    Err(e) => {
+                        // Stop the other workers early.
+                        next.store(count, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let results: Vec<_> = if threads <= 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("compile worker panicked"))
+                    .collect()
+            })
+        };
+        let mut functions = vec![CompiledFunction::default(); count];
+        for result in results {
+            for (i, f) in result? {
+                functions[i] = f;
+            }
+        }
+        Ok(functions)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compile_one(
+        &self,
+        module: &ModuleInfo,
+        wasm: &[u8],
+        offsets: &VMOffsets,
+        type_ids: &[u32],
+        defined_index: usize,
+        ctx: &mut Context,
+        builder_ctx: &mut FunctionBuilderContext,
+    ) -> Result<CompiledFunction, CompileError> {
+        let func_index = module.num_imported_funcs + defined_index as u32;
+        let range = module.bodies[defined_index].range.clone();
+        let body = wasmparser::FunctionBody::new(wasmparser::BinaryReader::new(
+            &wasm[range.clone()],
+            range.start as u64,
+        ));
+        ctx.clear();
+        ctx.func.signature = wasm_signature(module.func_type(func_index), self.pointer_type());
+        ctx.func.name = UserFuncName::user(0, func_index);
+        install_stack_limit(&mut ctx.func, self.pointer_type());
+        let mut env = WeftFuncEnvironment {
+            module,
+            offsets,
+            type_ids,
+            memory_mode: self.options.memory_mode,
+            pointer_type: self.pointer_type(),
+            host_call_conv: self.host_call_conv(),
+        };
+        translate::translate_function(
+            &mut env,
+            &mut ctx.func,
+            builder_ctx,
+            &body,
+            func_index,
+            self.isa.frontend_config(),
+        )?;
+        self.finish(ctx)
+    }
+
+    /// Runs Cranelift on `ctx.func` and collects the code and its metadata.
+    fn finish(&self, ctx: &mut Context) -> Result<CompiledFunction, CompileError> {
+        let func = ctx.func.clone();
+        let compiled = ctx
+            .compile(&*self.isa, &mut ControlPlane::default())
+            .map_err(|e| CompileError::Codegen(format!("{:?}", e.inner)))?;
+        let buffer = &compiled.buffer;
+        let relocations = buffer
+            .relocs()
+            .iter()
+            .map(|r| convert_relocation(r, &func))
+            .collect::<Result<_, _>>()?;
+        Ok(CompiledFunction {
+            code: buffer.data().to_vec(),
+            alignment: compiled.buffer.alignment,
+            relocations,
+            traps: buffer.traps().iter().map(|t| (t.offset, t.code)).collect(),
+            source_locations: buffer
+                .get_srclocs_sorted()
+                .iter()
+                .filter(|s| !s.loc.is_default())
+                .map(|s| (s.start, s.loc.bits()))
+                .collect(),
+        })
+    }
+
+    /// The host-to-Wasm trampoline for functions of type `ty`:
+    /// `extern "C" fn(callee_vmctx, wasm_code, values: *mut [ValRaw])`. It loads the arguments
+    /// from `values`, calls `wasm_code` and stores the results back into `values`. Each slot is
+    /// 16 bytes.
+    ///
+    /// # Errors
+    /// `Codegen` if Cranelift fails.
+    pub fn compile_array_to_wasm(&self, ty: &FuncType) -> Result<CompiledFunction, CompileError> {
+        let pointer = self.pointer_type();
+        let mut ctx = Context::new();
+        let mut sig = Signature::new(self.host_call_conv());
+        sig.params.extend([AbiParam::new(pointer); 3]);
+        ctx.func.signature = sig;
+        let mut builder_ctx = FunctionBuilderContext::new();
+        let mut builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
+        let entry = builder.create_block();
+        builder.append_block_params_for_function_params(entry);
+        builder.switch_to_block(entry);
+        let [vmctx, code, values] = builder.block_params(entry) else {
+            unreachable!("three parameters")
+        };
+        let (vmctx, code, values) = (*vmctx, *code, *values);
+        let mut args = vec![vmctx, vmctx];
+        for (i, &param) in ty.params().iter().enumerate() {
+            let ty = ir_type(param, pointer);
+            args.push(
+                builder
+                    .ins()
+                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
+            );
+        }
+        let wasm_sig = builder.import_signature(wasm_signature(ty, pointer));
+        let call = builder.ins().call_indirect(wasm_sig, code, &args);
+        let results = builder.inst_results(call).to_vec();
+        for (i, result) in results.into_iter().enumerate() {
+            builder
+                .ins()
+                .store(MemFlagsData::trusted(), result, values, slot(i));
+        }
+        builder.ins().return_(&[]);
+        builder.seal_all_blocks();
+        builder.finalize(self.isa.frontend_config());
+        self.finish(&mut ctx)
+    }
+
+    /// The Wasm-to-host trampoline for host functions of type `ty`: a function with the Wasm
+    /// calling convention whose vmctx is a host function's context. It spills the arguments to
+    /// a stack buffer, calls the context's `array_call(host_ctx, caller_vmctx, values, len)`,
+    /// traps with `RECORDED` if that returns 0, and returns the results from the buffer.
+    ///
+    /// # Errors
+    /// `Codegen` if Cranelift fails.
+    pub fn compile_wasm_to_array(&self, ty: &FuncType) -> Result<CompiledFunction, CompileError> {
+        let pointer = self.pointer_type();
+        let mut ctx = Context::new();
+        ctx.func.signature = wasm_signature(ty, pointer);
+        let mut builder_ctx = FunctionBuilderContext::new();
+        let mut builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
+        let entry = builder.create_block();
+        builder.append_block_params_for_function_params(entry);
+        builder.switch_to_block(entry);
+        let params = builder.block_params(entry).to_vec();
+        let (host_ctx, caller_vmctx) = (params[0], params[1]);
+        let len = ty.params().len().max(ty.results().len());
+        let buffer = builder.create_sized_stack_slot(ir::StackSlotData::new(
+            ir::StackSlotKind::ExplicitSlot,
+            (len.max(1) * 16) as u32,
+            4,
+        ));
+        let values = builder.ins().stack_addr(pointer, buffer, 0);
+        for (i, &arg) in params[2..].iter().enumerate() {
+            builder
+                .ins()
+                .store(MemFlagsData::trusted(), arg, values, slot(i));
+        }
+        let mut host_sig = Signature::new(self.host_call_conv());
+        host_sig.params.extend([AbiParam::new(pointer); 4]);
+        host_sig.returns.push(AbiParam::new(I8));
+        let host_sig = builder.import_signature(host_sig);
+        let array_call = builder.ins().load(
+            pointer,
+            MemFlagsData::trusted(),
+            host_ctx,
+            host_func::ARRAY_CALL,
+        );
+        let len = builder.ins().iconst(pointer, len as i64);
+        let call = builder.ins().call_indirect(
+            host_sig,
+            array_call,
+            &[host_ctx, caller_vmctx, values, len],
+        );
+        let ok = builder.inst_results(call)[0];
+        builder.ins().trapz(ok, trap_codes::RECORDED);
+        let mut results = Vec::new();
+        for (i, &result) in ty.results().iter().enumerate() {
+            let ty = ir_type(result, pointer);
+            results.push(
+                builder
+                    .ins()
+                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
+            );
+        }
+        builder.ins().return_(&results);
+        builder.seal_all_blocks();
+        builder.finalize(self.isa.frontend_config());
+        self.finish(&mut ctx)
+    }
+}
+
+/// Byte offset of value slot `i` in a trampoline's value buffer.
+fn slot(i: usize) -> i32 {
+    (i * 16) as i32
+}
+
+fn convert_relocation(
+    reloc: &FinalizedMachReloc,
+    func: &ir::Function,
+) -> Result<Relocation, CompileError> {
+    let target = match &reloc.target {
+        FinalizedRelocTarget::ExternalName(ExternalName::User(name)) => {
+            RelocTarget::Func(func.params.user_named_funcs()[*name].index)
+        }
+        FinalizedRelocTarget::ExternalName(ExternalName::LibCall(libcall)) => {
+            RelocTarget::LibCall(*libcall)
+        }
+        other => {
+            return Err(CompileError::Codegen(format!(
+                "unexpected relocation target {other:?}"
+            )));
+        }
+    };
+    Ok(Relocation {
+        offset: reloc.offset,
+        kind: reloc.kind,
+        target,
+        addend: reloc.addend,
+    })
+}
+
+/// A compiler shared between threads.
+pub type SharedCompiler = Arc<Compiler>;

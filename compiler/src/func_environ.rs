@@ -1,0 +1,539 @@
+//! weft's [`FuncEnvironment`]: how compiled code reaches memories, tables, globals, other
+//! functions and the runtime's builtins, following the layout in [`crate::vmoffsets`].
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I8, I32, I64};
+use cranelift_codegen::ir::{
+    self, AbiParam, ArgumentPurpose, ExtFuncData, ExternalName, InstBuilder, MemFlagsData,
+    Signature, TrapCode, UserExternalName, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+
+use crate::environ::{FuncEnvironment, ir_type, wasm_signature};
+use crate::vmoffsets::{
+    BuiltinFunction, VMOffsets, func_ref, memory, store_context, table, trap_codes,
+};
+use crate::{MemoryMode, ModuleInfo};
+
+/// Flags for loads of VM structure fields that never change while code runs (pointers in the
+/// vmctx, a guard-mode memory's base).
+fn readonly() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
+/// The environment for translating one function of `module`.
+pub struct WeftFuncEnvironment<'a> {
+    pub module: &'a ModuleInfo,
+    pub offsets: &'a VMOffsets,
+    /// The engine-wide id of each of the module's types, for `call_indirect` checks.
+    pub type_ids: &'a [u32],
+    pub memory_mode: MemoryMode,
+    pub pointer_type: ir::Type,
+    /// The platform calling convention, used for builtins.
+    pub host_call_conv: CallConv,
+}
+
+impl WeftFuncEnvironment<'_> {
+    fn vmctx(&self, builder: &FunctionBuilder) -> Value {
+        builder
+            .func
+            .special_param(ArgumentPurpose::VMContext)
+            .expect("Wasm functions take a vmctx")
+    }
+
+    /// Loads the pointer stored at `offset` in the vmctx.
+    fn vmctx_ptr(&self, builder: &mut FunctionBuilder, offset: u32) -> Value {
+        let vmctx = self.vmctx(builder);
+        builder
+            .ins()
+            .load(self.pointer_type, readonly(), vmctx, offset as i32)
+    }
+
+    /// Calls builtin `builtin` with `args` (the vmctx is prepended).
+    fn call_builtin(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        builtin: BuiltinFunction,
+        params: &[ir::Type],
+        ret: Option<ir::Type>,
+        args: &[Value],
+    ) -> Option<Value> {
+        let mut sig = Signature::new(self.host_call_conv);
+        sig.params.push(AbiParam::new(self.pointer_type));
+        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.returns.extend(ret.map(AbiParam::new));
+        let sig = builder.import_signature(sig);
+        let builtins = self.vmctx_ptr(builder, VMOffsets::BUILTINS);
+        let callee = builder
+            .ins()
+            .load(self.pointer_type, readonly(), builtins, builtin.offset());
+        let vmctx = self.vmctx(builder);
+        let mut all_args = vec![vmctx];
+        all_args.extend_from_slice(args);
+        let call = builder.ins().call_indirect(sig, callee, &all_args);
+        builder.inst_results(call).first().copied()
+    }
+
+    /// Calls a builtin that reports a trap by returning 0, and traps if it did.
+    fn call_trapping_builtin(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        builtin: BuiltinFunction,
+        params: &[ir::Type],
+        args: &[Value],
+    ) {
+        let ok = self
+            .call_builtin(builder, builtin, params, Some(I8), args)
+            .expect("trapping builtins return a status");
+        builder.ins().trapz(ok, trap_codes::RECORDED);
+    }
+
+    fn table_definition(&self, builder: &mut FunctionBuilder, table: u32) -> Value {
+        self.vmctx_ptr(builder, self.offsets.table(table))
+    }
+
+    /// The address of element `index` (an i32) of `table`, after a bounds check that traps with
+    /// `code`.
+    fn table_element_address(
+        &self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        index: Value,
+        code: TrapCode,
+    ) -> Value {
+        let definition = self.table_definition(builder, table);
+        let len = builder.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            definition,
+            table::CURRENT_ELEMENTS,
+        );
+        let index = builder.ins().uextend(I64, index);
+        let out_of_bounds = builder
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
+        builder.ins().trapnz(out_of_bounds, code);
+        let base = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            definition,
+            table::BASE,
+        );
+        let byte_offset = builder
+            .ins()
+            .imul_imm_u(index, i64::from(table::ELEMENT_SIZE));
+        builder.ins().iadd(base, byte_offset)
+    }
+
+    fn i32_const(builder: &mut FunctionBuilder, value: u32) -> Value {
+        builder.ins().iconst(I32, i64::from(value))
+    }
+
+    /// Calls `callee_code` with the Wasm calling convention.
+    fn call_wasm(
+        &self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        callee_code: Value,
+        callee_vmctx: Value,
+        args: &[Value],
+    ) -> Vec<Value> {
+        let sig = builder.import_signature(self.signature(type_index));
+        let caller_vmctx = self.vmctx(builder);
+        let mut all_args = vec![callee_vmctx, caller_vmctx];
+        all_args.extend_from_slice(args);
+        let call = builder
+            .ins()
+            .call_indirect(sig, callee_code, &all_args);
+        builder.inst_results(call).to_vec()
+    }
+}
+
+impl FuncEnvironment for WeftFuncEnvironment<'_> {
+    fn module(&self) -> &ModuleInfo {
+        self.module
+    }
+
+    fn pointer_type(&self) -> ir::Type {
+        self.pointer_type
+    }
+
+    fn heap_address(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        memory: u32,
+        index: Value,
+        offset: u64,
+        access_size: u32,
+    ) -> (Value, MemFlagsData) {
+        let definition = self.vmctx_ptr(builder, self.offsets.memory(memory));
+        let index = builder.ins().uextend(I64, index);
+        let base = match self.memory_mode {
+            // The base never moves and every address a 32-bit index plus a 32-bit offset can
+            // form lies inside the reservation: the guard pages do the bounds check.
+            MemoryMode::GuardPages => {
+                builder
+                    .ins()
+                    .load(self.pointer_type, readonly(), definition, memory::BASE)
+            }
+            // `memory.grow` may move the memory and changes its length: load both each time.
+            MemoryMode::ExplicitBounds => {
+                let len = builder.ins().load(
+                    I64,
+                    MemFlagsData::trusted(),
+                    definition,
+                    memory::CURRENT_LENGTH,
+                );
+                // index < 2^32 and offset < 2^32: the sum cannot overflow 64 bits.
+                let end = builder
+                    .ins()
+                    .iadd_imm_u(index, (offset + u64::from(access_size)) as i64);
+                let out_of_bounds = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+                builder
+                    .ins()
+                    .trapnz(out_of_bounds, TrapCode::HEAP_OUT_OF_BOUNDS);
+                builder.ins().load(
+                    self.pointer_type,
+                    MemFlagsData::trusted(),
+                    definition,
+                    memory::BASE,
+                )
+            }
+        };
+        let mut address = builder.ins().iadd(base, index);
+        if offset != 0 {
+            address = builder.ins().iadd_imm_u(address, offset as i64);
+        }
+        let flags = MemFlagsData::new().with_trap_code(Some(TrapCode::HEAP_OUT_OF_BOUNDS));
+        (address, flags)
+    }
+
+    fn global_get(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {
+        let cell = self.vmctx_ptr(builder, self.offsets.global(index));
+        let ty = ir_type(
+            self.module.globals[index as usize].ty.content_type,
+            self.pointer_type,
+        );
+        builder.ins().load(ty, MemFlagsData::trusted(), cell, 0)
+    }
+
+    fn global_set(&mut self, builder: &mut FunctionBuilder, index: u32, value: Value) {
+        let cell = self.vmctx_ptr(builder, self.offsets.global(index));
+        builder
+            .ins()
+            .store(MemFlagsData::trusted(), value, cell, 0);
+    }
+
+    fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value> {
+        let type_index = self.module.funcs[callee as usize];
+        if self.module.is_imported_func(callee) {
+            let vmctx = self.vmctx(builder);
+            let offset = self.offsets.func_ref(callee) as i32;
+            let code = builder.ins().load(
+                self.pointer_type,
+                readonly(),
+                vmctx,
+                offset + func_ref::WASM_CALL,
+            );
+            let callee_vmctx =
+                builder
+                    .ins()
+                    .load(self.pointer_type, readonly(), vmctx, offset + func_ref::VMCTX);
+            return self.call_wasm(builder, type_index, code, callee_vmctx, args);
+        }
+        // A defined function of this module: a direct, PC-relative call with our own vmctx.
+        let sig = builder.import_signature(wasm_signature(
+            &self.module.types[type_index as usize],
+            self.pointer_type,
+        ));
+        let name = builder
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, callee));
+        let func_ref = builder.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature: sig,
+            colocated: true,
+            patchable: false,
+        });
+        let vmctx = self.vmctx(builder);
+        let mut all_args = vec![vmctx, vmctx];
+        all_args.extend_from_slice(args);
+        let call = builder.ins().call(func_ref, &all_args);
+        builder.inst_results(call).to_vec()
+    }
+
+    fn call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+    ) -> Vec<Value> {
+        let address =
+            self.table_element_address(builder, table, callee, trap_codes::UNDEFINED_ELEMENT);
+        let func_ref = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            address,
+            0,
+        );
+        builder
+            .ins()
+            .trapz(func_ref, trap_codes::UNINITIALIZED_ELEMENT);
+        let actual = builder.ins().load(
+            I32,
+            MemFlagsData::trusted(),
+            func_ref,
+            func_ref::TYPE_ID,
+        );
+        let expected = self.type_ids[type_index as usize];
+        let mismatch = builder
+            .ins()
+            .icmp_imm_u(IntCC::NotEqual, actual, i64::from(expected));
+        builder
+            .ins()
+            .trapnz(mismatch, trap_codes::INDIRECT_CALL_TYPE_MISMATCH);
+        let code = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            func_ref,
+            func_ref::WASM_CALL,
+        );
+        let callee_vmctx = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            func_ref,
+            func_ref::VMCTX,
+        );
+        self.call_wasm(builder, type_index, code, callee_vmctx, args)
+    }
+
+    fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {
+        let definition = self.vmctx_ptr(builder, self.offsets.memory(index));
+        let len = builder.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            definition,
+            memory::CURRENT_LENGTH,
+        );
+        let pages = builder.ins().ushr_imm_u(len, 16);
+        builder.ins().ireduce(I32, pages)
+    }
+
+    fn memory_grow(&mut self, builder: &mut FunctionBuilder, index: u32, delta: Value) -> Value {
+        let index = Self::i32_const(builder, index);
+        let delta = builder.ins().uextend(I64, delta);
+        let old = self
+            .call_builtin(
+                builder,
+                BuiltinFunction::MemoryGrow,
+                &[I32, I64],
+                Some(I64),
+                &[index, delta],
+            )
+            .expect("memory.grow returns the old size");
+        // u64::MAX (failure) becomes -1.
+        builder.ins().ireduce(I32, old)
+    }
+
+    fn memory_fill(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        index: u32,
+        dst: Value,
+        value: Value,
+        len: Value,
+    ) {
+        let index = Self::i32_const(builder, index);
+        let dst = builder.ins().uextend(I64, dst);
+        let len = builder.ins().uextend(I64, len);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::MemoryFill,
+            &[I32, I64, I32, I64],
+            &[index, dst, value, len],
+        );
+    }
+
+    fn memory_copy(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        dst_memory: u32,
+        src_memory: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    ) {
+        let dst_memory = Self::i32_const(builder, dst_memory);
+        let src_memory = Self::i32_const(builder, src_memory);
+        let dst = builder.ins().uextend(I64, dst);
+        let src = builder.ins().uextend(I64, src);
+        let len = builder.ins().uextend(I64, len);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::MemoryCopy,
+            &[I32, I32, I64, I64, I64],
+            &[dst_memory, src_memory, dst, src, len],
+        );
+    }
+
+    fn memory_init(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        index: u32,
+        data: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    ) {
+        let index = Self::i32_const(builder, index);
+        let data = Self::i32_const(builder, data);
+        let dst = builder.ins().uextend(I64, dst);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::MemoryInit,
+            &[I32, I32, I64, I32, I32],
+            &[index, data, dst, src, len],
+        );
+    }
+
+    fn data_drop(&mut self, builder: &mut FunctionBuilder, data: u32) {
+        let data = Self::i32_const(builder, data);
+        self.call_builtin(builder, BuiltinFunction::DataDrop, &[I32], None, &[data]);
+    }
+
+    fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value) -> Value {
+        let address =
+            self.table_element_address(builder, table, index, trap_codes::TABLE_OUT_OF_BOUNDS);
+        builder
+            .ins()
+            .load(self.pointer_type, MemFlagsData::trusted(), address, 0)
+    }
+
+    fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value, value: Value) {
+        let address =
+            self.table_element_address(builder, table, index, trap_codes::TABLE_OUT_OF_BOUNDS);
+        builder
+            .ins()
+            .store(MemFlagsData::trusted(), value, address, 0);
+    }
+
+    fn table_size(&mut self, builder: &mut FunctionBuilder, table: u32) -> Value {
+        let definition = self.table_definition(builder, table);
+        let len = builder.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            definition,
+            table::CURRENT_ELEMENTS,
+        );
+        builder.ins().ireduce(I32, len)
+    }
+
+    fn table_grow(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        init: Value,
+        delta: Value,
+    ) -> Value {
+        let table = Self::i32_const(builder, table);
+        self.call_builtin(
+            builder,
+            BuiltinFunction::TableGrow,
+            &[I32, I32, self.pointer_type],
+            Some(I32),
+            &[table, delta, init],
+        )
+        .expect("table.grow returns the old size")
+    }
+
+    fn table_fill(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        dst: Value,
+        value: Value,
+        len: Value,
+    ) {
+        let table = Self::i32_const(builder, table);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::TableFill,
+            &[I32, I32, self.pointer_type, I32],
+            &[table, dst, value, len],
+        );
+    }
+
+    fn table_copy(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        dst_table: u32,
+        src_table: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    ) {
+        let dst_table = Self::i32_const(builder, dst_table);
+        let src_table = Self::i32_const(builder, src_table);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::TableCopy,
+            &[I32, I32, I32, I32, I32],
+            &[dst_table, src_table, dst, src, len],
+        );
+    }
+
+    fn table_init(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        elem: u32,
+        dst: Value,
+        src: Value,
+        len: Value,
+    ) {
+        let table = Self::i32_const(builder, table);
+        let elem = Self::i32_const(builder, elem);
+        self.call_trapping_builtin(
+            builder,
+            BuiltinFunction::TableInit,
+            &[I32, I32, I32, I32, I32],
+            &[table, elem, dst, src, len],
+        );
+    }
+
+    fn elem_drop(&mut self, builder: &mut FunctionBuilder, elem: u32) {
+        let elem = Self::i32_const(builder, elem);
+        self.call_builtin(builder, BuiltinFunction::ElemDrop, &[I32], None, &[elem]);
+    }
+
+    fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value {
+        let vmctx = self.vmctx(builder);
+        builder
+            .ins()
+            .iadd_imm_u(vmctx, i64::from(self.offsets.func_ref(func)))
+    }
+}
+
+/// Sets `func.stack_limit` to the limit the store context holds, so the prologue of every Wasm
+/// function compares SP against it (and traps with `STACK_OVERFLOW`).
+pub fn install_stack_limit(func: &mut ir::Function, pointer_type: ir::Type) {
+    let vmctx = func.create_global_value(ir::GlobalValueData::VMContext);
+    let readonly_flags = func.dfg.mem_flags.insert_unchecked(readonly());
+    let trusted_flags = func.dfg.mem_flags.insert_unchecked(MemFlagsData::trusted());
+    let store_context = func.create_global_value(ir::GlobalValueData::Load {
+        base: vmctx,
+        offset: (VMOffsets::STORE_CONTEXT as i32).into(),
+        global_type: pointer_type,
+        flags: readonly_flags,
+    });
+    let limit = func.create_global_value(ir::GlobalValueData::Load {
+        base: store_context,
+        offset: store_context::STACK_LIMIT.into(),
+        global_type: pointer_type,
+        flags: trusted_flags,
+    });
+    func.stack_limit = Some(limit);
+}
