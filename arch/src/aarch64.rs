@@ -6,10 +6,58 @@
 //!
 //! Callee-saved registers in this ABI: `x19`–`x28`, the frame pointer `x29`, the link register
 //! `x30` (as the return address), and the low 64 bits of `v8`–`v15` (`d8`–`d15`).
+//!
+//! # The stack switcher
+//!
+//! A suspended context is four words on its own stack, at its saved stack pointer:
+//!
+//! ```text
+//!   sp + 24   padding (sp stays 16-aligned)
+//!   sp + 16   x19
+//!   sp + 8    resume pc      ┐ a frame record: frame-pointer walkers can follow
+//!   sp + 0    x29            ┘ a pointer to `sp` into the suspended context
+//! ```
+//!
+//! `x19` and `x29` are saved explicitly because Rust's inline assembly cannot declare them
+//! clobbered (LLVM reserves `x19` as a base pointer and `x29` is the frame pointer). Every other
+//! register is declared clobbered — `x20`–`x28` by name, the rest (including `x30` and all of
+//! `v0`–`v31`) through `clobber_abi("C")` — so the compiler spills exactly the registers that
+//! are live across the switch, in the frame of the function that switches. That is 32 bytes
+//! saved per switch by the switcher itself (24 of data + 8 of alignment padding); see the crate
+//! docs for why this beats saving all callee-saved registers (160 bytes) in a naked routine.
+//!
+//! The top of a stack prepared by [`init_stack`] (`top` = the stack's highest address):
+//!
+//! ```text
+//!   top - 8    entry function               read once by stack_start
+//!   top - 16   parent link                  the resumer's sp, rewritten by every switch_and_link
+//!   top - 24   arg                          read once by stack_start
+//!   top - 32   padding                      <- sp while stack_start runs (16-aligned)
+//!   top - 40   padding                      ┐
+//!   top - 48   x19 = 0                      │ the initial context, popped by the first switch
+//!   top - 56   resume pc = stack_start      │
+//!   top - 64   x29 = top - 16               ┘ <- initial sp
+//! ```
+//!
+//! `stack_start` keeps `x29 = top - 16` while the entry function runs, so the entry function's
+//! frame record links to the parent link, which points at the resumer's saved {x29, pc}: a
+//! frame-pointer walk goes from the continuation's frames straight into the resumer's. Its CFI
+//! says the same thing to DWARF unwinders.
 
 use core::arch::{asm, naked_asm};
 
-use crate::{ContextRegisters, EntryRecord, landing_pad_address};
+use crate::{ContextRegisters, EntryRecord, StackEntry, landing_pad_address};
+
+/// Required alignment of a stack top, and of the stack pointer at all times (AAPCS64).
+pub const STACK_ALIGNMENT: usize = 16;
+
+/// Bytes the switcher itself saves per switch (x29, resume pc, x19, padding). Registers live
+/// across the switch are spilled by the compiler in the switching function on top of this.
+pub const SWITCH_SAVED_BYTES: usize = 32;
+
+/// Bytes at the top of a stack that [`init_stack`] keeps for the switcher for the stack's whole
+/// life (entry, parent link, arg, padding); the entry function's frame starts below them.
+pub const STACK_TOP_RESERVED: usize = 32;
 
 /// Calls `callee(a0, a1, a2)` (AAPCS64 C ABI, returns nothing) after recording in `*record`
 /// where to resume if a signal handler redirects to the landing pad.
@@ -225,4 +273,188 @@ pub unsafe fn flush_icache(start: *const u8, len: usize) {
     }
     // SAFETY: barriers have no memory-safety preconditions.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Prepares the fresh stack below `stack_top` so that the first [`switch_and_link`] to the
+/// returned stack pointer runs `entry(arg, value, stack_top)` on it, where `value` is the value
+/// passed to that first switch. When `entry` returns `result`, control goes back to the resumer
+/// of the moment, whose `switch_and_link` returns `(result, None)`.
+///
+/// Writes 64 bytes below `stack_top` (see the layout in the module docs).
+///
+/// # Safety
+///
+/// `stack_top` must be [`STACK_ALIGNMENT`]-aligned, and the memory below it must be a writable
+/// stack that nothing else uses until the routine finishes or the stack is abandoned.
+pub unsafe fn init_stack(stack_top: usize, entry: StackEntry, arg: usize) -> usize {
+    debug_assert_eq!(stack_top % STACK_ALIGNMENT, 0);
+    let top = stack_top as *mut usize;
+    // SAFETY: the caller guarantees the 64 bytes below `stack_top` are ours to write.
+    unsafe {
+        top.sub(1).write(entry as usize);
+        top.sub(2).write(0); // parent link: written by every switch_and_link
+        top.sub(3).write(arg);
+        top.sub(4).write(0); // padding
+        top.sub(5).write(0); // padding
+        top.sub(6).write(0); // x19
+        top.sub(7).write(stack_start as *const () as usize); // resume pc
+        top.sub(8).write(stack_top - 16); // x29: the parent link, as a frame record
+    }
+    stack_top - 64
+}
+
+/// Switches from the current stack to the suspended (or fresh) context at `sp` on the stack
+/// whose top is `stack_top`, passing `value`. Records the current stack pointer in that stack's
+/// parent link so the routine can switch back.
+///
+/// Returns when the routine switches back: `(value, Some(sp))` if it suspended with
+/// [`switch_yield`] (resume it later by passing `sp`), `(value, None)` if its entry function
+/// returned `value`.
+///
+/// Registers: `x0` = `value` in and out, `x1` = `sp` in and the routine's sp (or 0) out,
+/// `x2` = `stack_top`.
+///
+/// # Safety
+///
+/// - `sp` must come from [`init_stack`] on this `stack_top`, or from the last `Some(sp)`
+///   returned for this stack, and must not have been resumed since.
+/// - The stack must stay mapped, and its routine must not be resumed by anyone else, until it
+///   switches back here.
+/// - Code on the other side sees the values of this thread's registers only; thread-local
+///   addresses computed before the switch must not be reused after it if the routine may be
+///   resumed on another thread (see the crate docs).
+#[inline(always)]
+pub unsafe fn switch_and_link(value: usize, sp: usize, stack_top: usize) -> (usize, Option<usize>) {
+    let (value_back, sp_back): (usize, usize);
+    // SAFETY: per the caller's guarantees, `sp` holds a context in the format this module's
+    // switches restore; everything the other side may change is declared clobbered, apart from
+    // x19 and x29, which are saved and restored here.
+    unsafe {
+        asm!(
+            // Suspend ourselves: x29 and the resume pc (a frame record at the top), then x19.
+            "adr x9, 2f",
+            "sub sp, sp, #32",
+            "stp x29, x9, [sp]",
+            "str x19, [sp, #16]",
+            // Publish our sp in the target stack's parent link.
+            "mov x9, sp",
+            "str x9, [x2, #-16]",
+            // Restore the target's context and take its stack.
+            "ldp x29, x9, [x1]",
+            "ldr x19, [x1, #16]",
+            "add sp, x1, #32",
+            "br x9",
+            // We are resumed here by switch_yield or stack_start with x0 = value and
+            // x1 = the routine's sp (0 if it finished). The nop keeps this address inside the
+            // asm block: unwinders look up the CFI of a return address after a signal frame
+            // (stack_start's) at the address itself, not at the address - 4.
+            "2:",
+            "nop",
+            inlateout("x0") value => value_back,
+            inlateout("x1") sp => sp_back,
+            in("x2") stack_top,
+            lateout("x20") _,
+            lateout("x21") _,
+            lateout("x22") _,
+            lateout("x23") _,
+            lateout("x24") _,
+            lateout("x25") _,
+            lateout("x26") _,
+            lateout("x27") _,
+            lateout("x28") _,
+            clobber_abi("C"),
+        );
+    }
+    (value_back, (sp_back != 0).then_some(sp_back))
+}
+
+/// Called by a routine running on the stack whose top is `stack_top`: suspends it and switches
+/// back to its resumer, whose [`switch_and_link`] returns `(value, Some(sp))`. Returns the value
+/// of the `switch_and_link` that resumes this routine.
+///
+/// Registers: `x0` = `value` in and out, `x2` = `stack_top`; `x1` carries our sp to the
+/// resumer.
+///
+/// # Safety
+///
+/// Must be called on the stack whose top is `stack_top`, by its routine (the entry function
+/// given to [`init_stack`] or code it called), while a `switch_and_link` into that stack is
+/// waiting for it. The same thread-local caution as for `switch_and_link` applies.
+#[inline(always)]
+pub unsafe fn switch_yield(value: usize, stack_top: usize) -> usize {
+    let value_back: usize;
+    // SAFETY: per the caller's guarantees, the parent link holds the sp of a context suspended
+    // by switch_and_link; clobbers as in switch_and_link.
+    unsafe {
+        asm!(
+            // Suspend ourselves: x29, the resume pc, x19.
+            "adr x9, 2f",
+            "sub sp, sp, #32",
+            "stp x29, x9, [sp]",
+            "str x19, [sp, #16]",
+            // Hand our sp to the resumer, take its stack from the parent link, restore it.
+            "mov x1, sp",
+            "ldr x9, [x2, #-16]",
+            "ldp x29, x10, [x9]",
+            "ldr x19, [x9, #16]",
+            "add sp, x9, #32",
+            "br x10",
+            // Resumed here by switch_and_link with x0 = value (see the nop there).
+            "2:",
+            "nop",
+            inlateout("x0") value => value_back,
+            in("x2") stack_top,
+            lateout("x1") _,
+            lateout("x20") _,
+            lateout("x21") _,
+            lateout("x22") _,
+            lateout("x23") _,
+            lateout("x24") _,
+            lateout("x25") _,
+            lateout("x26") _,
+            lateout("x27") _,
+            lateout("x28") _,
+            clobber_abi("C"),
+        );
+    }
+    value_back
+}
+
+/// The root frame of every stack: entered by the first `switch_and_link`, calls the entry
+/// function, and switches back to the resumer for the last time when it returns.
+///
+/// Not callable: it expects the stack prepared by [`init_stack`] and the registers set by
+/// `switch_and_link` (x0 = value, x29 = `top - 16`, sp = `top - 32`).
+#[unsafe(naked)]
+unsafe extern "C" fn stack_start() {
+    naked_asm!(
+        ".cfi_startproc",
+        // Marked as a signal frame: the resumer's stack may lie at a higher or lower address
+        // than this one, and gdb accepts a non-monotonic stack only across signal frames.
+        ".cfi_signal_frame",
+        // The caller of this frame is the resumer, as it was when it switched to us. Its CFA is
+        // its sp before the switch pushed four words: CFA = [x29] + 32, x29 pointing at the
+        // parent link. The bytes: DW_CFA_def_cfa_expression, length 5, DW_OP_breg29 0,
+        // DW_OP_deref, DW_OP_plus_uconst 32.
+        ".cfi_escape 0x0f, 5, 0x8d, 0x00, 0x06, 0x23, 0x20",
+        // The resumer's saved registers, relative to that CFA (x30 is the return column).
+        ".cfi_offset x19, -16",
+        ".cfi_offset x30, -24",
+        ".cfi_offset x29, -32",
+        // entry(arg, value, stack_top); sp = top - 32 is 16-aligned.
+        "mov x1, x0",
+        "ldr x0, [x29, #-8]",
+        "add x2, x29, #16",
+        "ldr x9, [x29, #8]",
+        "blr x9",
+        // The entry function returned: switch to the resumer with x0 = result, x1 = 0
+        // ("finished"), restoring its context like switch_yield does. Nothing saves ours.
+        "mov x1, #0",
+        "ldr x9, [x29]",
+        "ldp x29, x10, [x9]",
+        "ldr x19, [x9, #16]",
+        "add sp, x9, #32",
+        "br x10",
+        ".cfi_endproc",
+    )
 }

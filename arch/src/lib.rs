@@ -78,7 +78,22 @@ mod isa;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("weft-arch supports x86_64 and aarch64 only; add a file per ISA to port it");
 
-pub use isa::{call_with_landing_pad, context_registers, flush_icache, redirect_to_landing_pad};
+pub mod stack;
+
+pub use isa::{
+    STACK_ALIGNMENT, STACK_TOP_RESERVED, SWITCH_SAVED_BYTES, call_with_landing_pad,
+    context_registers, flush_icache, init_stack, redirect_to_landing_pad, switch_and_link,
+    switch_yield,
+};
+pub use stack::{Stack, StackConfig, StackPool};
+
+/// The function a stack prepared by [`init_stack`] runs: `entry(arg, value, stack_top)`, where
+/// `arg` was given to `init_stack`, `value` to the first [`switch_and_link`], and `stack_top` is
+/// what [`switch_yield`] needs. Its return value reaches the resumer as `(value, None)`.
+///
+/// It must not unwind: a panic escaping it aborts (it is `extern "C"`), so catch panics inside
+/// and pass them out through the result.
+pub type StackEntry = unsafe extern "C" fn(arg: usize, value: usize, stack_top: usize) -> usize;
 
 /// State the landing pad needs to abandon everything called from [`call_with_landing_pad`].
 ///

@@ -5,10 +5,55 @@
 //! layout drawing first, then the code, then the CFI.
 //!
 //! Callee-saved registers in this ABI: `rbx`, `rbp`, `r12`–`r15` (no vector registers).
+//!
+//! # The stack switcher
+//!
+//! A suspended context is three words on its own stack, at its saved stack pointer:
+//!
+//! ```text
+//!   sp + 16   rbx
+//!   sp + 8    resume pc      ┐ a frame record: frame-pointer walkers can follow
+//!   sp + 0    rbp            ┘ a pointer to `sp` into the suspended context
+//! ```
+//!
+//! `rbx` and `rbp` are saved explicitly because Rust's inline assembly cannot declare them
+//! clobbered (LLVM reserves `rbx` and uses `rbp` as the frame pointer). Every other register is
+//! declared clobbered — `r12`–`r15` by name, the rest through `clobber_abi("sysv64")` — so the
+//! compiler spills exactly the registers that are live across the switch, in the frame of the
+//! function that switches. That is 24 bytes saved per switch by the switcher itself; see the
+//! crate docs for why this beats saving all callee-saved registers (56 bytes) in a naked routine.
+//!
+//! The top of a stack prepared by [`init_stack`] (`top` = the stack's highest address):
+//!
+//! ```text
+//!   top - 8    entry function               read once by stack_start
+//!   top - 16   parent link                  the resumer's sp, rewritten by every switch_and_link
+//!   top - 24   arg                          read once by stack_start
+//!   top - 32   padding                      <- sp while stack_start runs (16-aligned)
+//!   top - 40   rbx = 0                      ┐
+//!   top - 48   resume pc = stack_start      │ the initial context, popped by the first switch
+//!   top - 56   rbp = top - 16               ┘ <- initial sp
+//! ```
+//!
+//! `stack_start` keeps `rbp = top - 16` while the entry function runs, so the entry function's
+//! frame record links to the parent link, which points at the resumer's saved {rbp, pc}: a
+//! frame-pointer walk goes from the continuation's frames straight into the resumer's. Its CFI
+//! says the same thing to DWARF unwinders.
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 
-use crate::{ContextRegisters, EntryRecord, landing_pad_address};
+use crate::{ContextRegisters, EntryRecord, StackEntry, landing_pad_address};
+
+/// Required alignment of a stack top, and of the stack pointer at every call.
+pub const STACK_ALIGNMENT: usize = 16;
+
+/// Bytes the switcher itself saves per switch (rbx, rbp, resume pc). Registers live across the
+/// switch are spilled by the compiler in the switching function on top of this.
+pub const SWITCH_SAVED_BYTES: usize = 24;
+
+/// Bytes at the top of a stack that [`init_stack`] keeps for the switcher for the stack's whole
+/// life (entry, parent link, arg, padding); the entry function's frame starts below them.
+pub const STACK_TOP_RESERVED: usize = 32;
 
 /// Calls `callee(a0, a1, a2)` (System V C ABI, returns nothing) after recording in `*record`
 /// where to resume if a signal handler redirects to the landing pad.
@@ -157,4 +202,177 @@ pub unsafe fn redirect_to_landing_pad(ucontext: *mut libc::c_void, record: *cons
 /// callers are written the same way on every ISA.
 pub unsafe fn flush_icache(start: *const u8, len: usize) {
     let _ = (start, len);
+}
+
+/// Prepares the fresh stack below `stack_top` so that the first [`switch_and_link`] to the
+/// returned stack pointer runs `entry(arg, value, stack_top)` on it, where `value` is the value
+/// passed to that first switch. When `entry` returns `result`, control goes back to the resumer
+/// of the moment, whose `switch_and_link` returns `(result, None)`.
+///
+/// Writes 56 bytes below `stack_top` (see the layout in the module docs).
+///
+/// # Safety
+///
+/// `stack_top` must be [`STACK_ALIGNMENT`]-aligned, and the memory below it must be a writable
+/// stack that nothing else uses until the routine finishes or the stack is abandoned.
+pub unsafe fn init_stack(stack_top: usize, entry: StackEntry, arg: usize) -> usize {
+    debug_assert_eq!(stack_top % STACK_ALIGNMENT, 0);
+    let top = stack_top as *mut usize;
+    // SAFETY: the caller guarantees the 56 bytes below `stack_top` are ours to write.
+    unsafe {
+        top.sub(1).write(entry as usize);
+        top.sub(2).write(0); // parent link: written by every switch_and_link
+        top.sub(3).write(arg);
+        top.sub(4).write(0); // padding
+        top.sub(5).write(0); // rbx
+        top.sub(6).write(stack_start as *const () as usize); // resume pc
+        top.sub(7).write(stack_top - 16); // rbp: the parent link, as a frame record
+    }
+    stack_top - 56
+}
+
+/// Switches from the current stack to the suspended (or fresh) context at `sp` on the stack
+/// whose top is `stack_top`, passing `value`. Records the current stack pointer in that stack's
+/// parent link so the routine can switch back.
+///
+/// Returns when the routine switches back: `(value, Some(sp))` if it suspended with
+/// [`switch_yield`] (resume it later by passing `sp`), `(value, None)` if its entry function
+/// returned `value`.
+///
+/// Registers: `rdi` = `value` in and out, `rsi` = `sp` in and the routine's sp (or 0) out,
+/// `rdx` = `stack_top`.
+///
+/// # Safety
+///
+/// - `sp` must come from [`init_stack`] on this `stack_top`, or from the last `Some(sp)`
+///   returned for this stack, and must not have been resumed since.
+/// - The stack must stay mapped, and its routine must not be resumed by anyone else, until it
+///   switches back here.
+/// - Code on the other side sees the values of this thread's registers only; thread-local
+///   addresses computed before the switch must not be reused after it if the routine may be
+///   resumed on another thread (see the crate docs).
+#[inline(always)]
+pub unsafe fn switch_and_link(value: usize, sp: usize, stack_top: usize) -> (usize, Option<usize>) {
+    let (value_back, sp_back): (usize, usize);
+    // SAFETY: per the caller's guarantees, `sp` holds a context in the format this module's
+    // switches restore; everything the other side may change is declared clobbered, apart from
+    // rbx and rbp, which are saved and restored here.
+    unsafe {
+        asm!(
+            // Suspend ourselves: push rbx, the resume pc and rbp (a frame record at the top).
+            "push rbx",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "push rbp",
+            // Publish our sp in the target stack's parent link.
+            "mov [rdx - 16], rsp",
+            // Take the target's stack and restore its context.
+            "mov rsp, rsi",
+            "pop rbp",
+            "pop rax",
+            "pop rbx",
+            "jmp rax",
+            // We are resumed here by switch_yield or stack_start with rdi = value and
+            // rsi = the routine's sp (0 if it finished). The nop keeps this address inside the
+            // asm block: unwinders look up the CFI of a return address after a signal frame
+            // (stack_start's) at the address itself, not at the address - 1.
+            "2:",
+            "nop",
+            inlateout("rdi") value => value_back,
+            inlateout("rsi") sp => sp_back,
+            in("rdx") stack_top,
+            lateout("r12") _,
+            lateout("r13") _,
+            lateout("r14") _,
+            lateout("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
+    (value_back, (sp_back != 0).then_some(sp_back))
+}
+
+/// Called by a routine running on the stack whose top is `stack_top`: suspends it and switches
+/// back to its resumer, whose [`switch_and_link`] returns `(value, Some(sp))`. Returns the value
+/// of the `switch_and_link` that resumes this routine.
+///
+/// Registers: `rdi` = `value` in and out, `rdx` = `stack_top`; `rsi` carries our sp to the
+/// resumer.
+///
+/// # Safety
+///
+/// Must be called on the stack whose top is `stack_top`, by its routine (the entry function
+/// given to [`init_stack`] or code it called), while a `switch_and_link` into that stack is
+/// waiting for it. The same thread-local caution as for `switch_and_link` applies.
+#[inline(always)]
+pub unsafe fn switch_yield(value: usize, stack_top: usize) -> usize {
+    let value_back: usize;
+    // SAFETY: per the caller's guarantees, the parent link holds the sp of a context suspended
+    // by switch_and_link; clobbers as in switch_and_link.
+    unsafe {
+        asm!(
+            // Suspend ourselves: push rbx, the resume pc and rbp.
+            "push rbx",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "push rbp",
+            // Hand our sp to the resumer, take its stack from the parent link, restore it.
+            "mov rsi, rsp",
+            "mov rsp, [rdx - 16]",
+            "pop rbp",
+            "pop rax",
+            "pop rbx",
+            "jmp rax",
+            // Resumed here by switch_and_link with rdi = value (see the nop there).
+            "2:",
+            "nop",
+            inlateout("rdi") value => value_back,
+            in("rdx") stack_top,
+            lateout("rsi") _,
+            lateout("r12") _,
+            lateout("r13") _,
+            lateout("r14") _,
+            lateout("r15") _,
+            clobber_abi("sysv64"),
+        );
+    }
+    value_back
+}
+
+/// The root frame of every stack: entered by the first `switch_and_link`, calls the entry
+/// function, and switches back to the resumer for the last time when it returns.
+///
+/// Not callable: it expects the stack prepared by [`init_stack`] and the registers set by
+/// `switch_and_link` (rdi = value, rbp = `top - 16`, rsp = `top - 32`).
+#[unsafe(naked)]
+unsafe extern "C" fn stack_start() {
+    naked_asm!(
+        ".cfi_startproc",
+        // Marked as a signal frame: the resumer's stack may lie at a higher or lower address
+        // than this one, and gdb accepts a non-monotonic stack only across signal frames.
+        ".cfi_signal_frame",
+        // The caller of this frame is the resumer, as it was when it switched to us. Its CFA is
+        // its sp before the switch pushed three words: CFA = [rbp] + 24, rbp pointing at the
+        // parent link. The bytes: DW_CFA_def_cfa_expression, length 5, DW_OP_breg6 (rbp) 0,
+        // DW_OP_deref, DW_OP_plus_uconst 24.
+        ".cfi_escape 0x0f, 5, 0x76, 0x00, 0x06, 0x23, 0x18",
+        // The resumer's saved registers, relative to that CFA.
+        ".cfi_offset rbx, -8",
+        ".cfi_offset rip, -16",
+        ".cfi_offset rbp, -24",
+        // entry(arg, value, stack_top); rsp = top - 32 is 16-aligned.
+        "mov rsi, rdi",
+        "mov rdi, [rbp - 8]",
+        "lea rdx, [rbp + 16]",
+        "call [rbp + 8]",
+        // The entry function returned: switch to the resumer with rdi = result, rsi = 0
+        // ("finished"), restoring its context like switch_yield does. Nothing saves ours.
+        "mov rdi, rax",
+        "xor esi, esi",
+        "mov rsp, [rbp]",
+        "pop rbp",
+        "pop rax",
+        "pop rbx",
+        "jmp rax",
+        ".cfi_endproc",
+    )
 }
