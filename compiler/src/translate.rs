@@ -22,7 +22,7 @@
 //! An `if` creates its `else` block up front and branches to it on zero. If no `else` arm
 //! appears, `end` fills that block with a jump to `next` carrying the `if`'s parameters (valid
 //! Wasm guarantees they have the result types). This costs an extra block in the IR, which the
-//! backend threads away, and saves the placeholder-branch rewriting a lazier scheme needs.
+//! backend's branch simplification folds away, and saves rewriting a placeholder branch later.
 //!
 //! **Unreachable code.** After `br`, `br_table`, `return` or `unreachable` the current Cranelift
 //! block is terminated, and Wasm may still contain (valid, type-checked) operators up to the

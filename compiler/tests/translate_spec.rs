@@ -780,3 +780,20 @@ fn instructions_carry_their_operators_module_offset() {
         .expect("an imul");
     assert_eq!(func.srcloc(imul), ir::SourceLoc::new(mul_offset));
 }
+
+#[test]
+fn simd_is_refused_as_unsupported_not_mistranslated() {
+    let isa = host_isa();
+    for wat in [
+        "(module (func (result v128) (v128.const i64x2 1 2)))",
+        "(module (func (local v128)))",
+        "(module (func (param v128)))",
+    ] {
+        let wasm = wat::parse_str(wat).unwrap();
+        match compile_module(&wasm, &isa, &mut FunctionBuilderContext::new()) {
+            Err(ModuleFailure::Unsupported { simd: true, .. }) => {}
+            Err(failure) => panic!("{wat}: {failure}"),
+            Ok(_) => panic!("{wat}: translated SIMD"),
+        }
+    }
+}
