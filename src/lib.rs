@@ -1,1 +1,34 @@
+//! # weft
+//!
+//! A WebAssembly engine: a Cranelift JIT for x86-64 and AArch64 whose calls can suspend deep
+//! inside their native stack when a host import has to wait, and resume later (see the
+//! continuations work in `arch/`).
+//!
+//! This crate is what embedders use. The API follows wasmtime's on purpose: an [`Engine`]
+//! compiles [`Module`]s; a [`Store`] owns instances and the host's data; a [`Linker`] resolves
+//! imports; [`Func`] and [`TypedFunc`] call exports; host functions receive a [`Caller`].
+//!
+//! ```
+//! use weft::{Engine, Linker, Module, Store};
+//!
+//! let engine = Engine::default();
+//! let module = Module::new(&engine, r#"
+//!     (module (func (export "add") (param i32 i32) (result i32)
+//!         local.get 0 local.get 1 i32.add))
+//! "#)?;
+//! let mut store = Store::new(&engine, ());
+//! let instance = Linker::new(&engine).instantiate(&mut store, &module)?;
+//! let add = instance.get_typed_func::<(i32, i32), i32>(&mut store, "add")?;
+//! assert_eq!(add.call(&mut store, (2, 3))?, 5);
+//! # Ok::<(), weft::Error>(())
+//! ```
+//!
+//! The crates below it: `weft-compiler` (validation and Wasm → Cranelift IR → machine code),
+//! `weft-runtime` (stores, instances, memories, tables, traps; the API types are defined there
+//! and re-exported here), `weft-arch` (the per-ISA assembly).
 
+#![forbid(unsafe_code)]
+
+pub mod wast;
+
+pub use weft_runtime::*;

@@ -40,7 +40,8 @@ pub fn wasm_signature(ty: &FuncType, pointer_type: ir::Type) -> Signature {
         sig.params.push(AbiParam::new(ir_type(param, pointer_type)));
     }
     for &result in ty.results() {
-        sig.returns.push(AbiParam::new(ir_type(result, pointer_type)));
+        sig.returns
+            .push(AbiParam::new(ir_type(result, pointer_type)));
     }
     sig
 }

@@ -143,9 +143,7 @@ impl WeftFuncEnvironment<'_> {
         let caller_vmctx = self.vmctx(builder);
         let mut all_args = vec![callee_vmctx, caller_vmctx];
         all_args.extend_from_slice(args);
-        let call = builder
-            .ins()
-            .call_indirect(sig, callee_code, &all_args);
+        let call = builder.ins().call_indirect(sig, callee_code, &all_args);
         builder.inst_results(call).to_vec()
     }
 }
@@ -220,9 +218,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
 
     fn global_set(&mut self, builder: &mut FunctionBuilder, index: u32, value: Value) {
         let cell = self.vmctx_ptr(builder, self.offsets.global(index));
-        builder
-            .ins()
-            .store(MemFlagsData::trusted(), value, cell, 0);
+        builder.ins().store(MemFlagsData::trusted(), value, cell, 0);
     }
 
     fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value> {
@@ -236,10 +232,12 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
                 vmctx,
                 offset + func_ref::WASM_CALL,
             );
-            let callee_vmctx =
-                builder
-                    .ins()
-                    .load(self.pointer_type, readonly(), vmctx, offset + func_ref::VMCTX);
+            let callee_vmctx = builder.ins().load(
+                self.pointer_type,
+                readonly(),
+                vmctx,
+                offset + func_ref::VMCTX,
+            );
             return self.call_wasm(builder, type_index, code, callee_vmctx, args);
         }
         // A defined function of this module: a direct, PC-relative call with our own vmctx.
@@ -273,21 +271,15 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) -> Vec<Value> {
         let address =
             self.table_element_address(builder, table, callee, trap_codes::UNDEFINED_ELEMENT);
-        let func_ref = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted(),
-            address,
-            0,
-        );
+        let func_ref = builder
+            .ins()
+            .load(self.pointer_type, MemFlagsData::trusted(), address, 0);
         builder
             .ins()
             .trapz(func_ref, trap_codes::UNINITIALIZED_ELEMENT);
-        let actual = builder.ins().load(
-            I32,
-            MemFlagsData::trusted(),
-            func_ref,
-            func_ref::TYPE_ID,
-        );
+        let actual = builder
+            .ins()
+            .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
         let expected = self.type_ids[type_index as usize];
         let mismatch = builder
             .ins()

@@ -11,14 +11,14 @@ pub mod module_info;
 pub mod translate;
 pub mod vmoffsets;
 
-pub use environ::FuncEnvironment;
 pub use compile::{
     CompiledFunction, Compiler, CompilerOptions, MemoryMode, RelocTarget, Relocation,
 };
 pub use cranelift_codegen::binemit::Reloc;
 pub use cranelift_codegen::ir::{LibCall, TrapCode};
+pub use environ::FuncEnvironment;
 pub use module_info::{ModuleInfo, parse_module};
-pub use wasmparser::{FuncType, RefType, ValType};
+pub use wasmparser::{self, FuncType, RefType, ValType};
 
 /// Why a module could not be compiled.
 #[derive(Debug, thiserror::Error)]

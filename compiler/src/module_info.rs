@@ -341,7 +341,8 @@ fn read_names(
             wasmparser::Name::Function(map) => {
                 for naming in map {
                     let naming = naming?;
-                    info.func_names.insert(naming.index, naming.name.to_string());
+                    info.func_names
+                        .insert(naming.index, naming.name.to_string());
                 }
             }
             _ => {}

@@ -1,0 +1,173 @@
+//! `Engine` and `Config`: the compiler, its settings, and what is shared by every module and
+//! store of one engine (canonical function types and their trampolines).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use weft_compiler::{Compiler, CompilerOptions, MemoryMode};
+
+use crate::error::{Error, Result};
+use crate::types::FuncType;
+use crate::vm::code_memory::CodeMemory;
+
+/// Settings for an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) memory_mode: MemoryMode,
+    pub(crate) max_wasm_stack: usize,
+    pub(crate) verify: bool,
+    pub(crate) compile_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            memory_mode: MemoryMode::GuardPages,
+            max_wasm_stack: 512 * 1024,
+            verify: false,
+            compile_threads: 0,
+        }
+    }
+}
+
+impl Config {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How memory accesses are kept in bounds: guard pages (the default; each memory reserves
+    /// 8 GiB of address space) or explicit checks (for hosts that cannot reserve it).
+    pub fn memory_mode(&mut self, mode: MemoryMode) -> &mut Self {
+        self.memory_mode = mode;
+        self
+    }
+
+    /// The stack Wasm may use before a call traps with [`crate::Trap::StackOverflow`]
+    /// (default 512 KiB). The thread must have this much stack plus room for host functions.
+    pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
+        self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// Runs Cranelift's IR verifier on all generated code (slow; for testing weft itself).
+    pub fn cranelift_verifier(&mut self, enable: bool) -> &mut Self {
+        self.verify = enable;
+        self
+    }
+
+    /// Threads used to compile one module's functions; 0 (the default) uses every core.
+    pub fn compile_threads(&mut self, threads: usize) -> &mut Self {
+        self.compile_threads = threads;
+        self
+    }
+}
+
+/// The trampolines of one function type.
+#[derive(Clone, Copy)]
+pub(crate) struct Trampolines {
+    /// Address of `extern "C" fn(vmctx, code, values)`: host to Wasm.
+    pub array_to_wasm: usize,
+    /// Address of a Wasm-convention function whose vmctx is a host function context.
+    pub wasm_to_array: usize,
+}
+
+#[derive(Default)]
+struct TypeRegistry {
+    ids: HashMap<FuncType, u32>,
+    types: Vec<FuncType>,
+    trampolines: Vec<Option<Trampolines>>,
+    /// Keeps the trampolines' code alive.
+    code: Vec<Arc<CodeMemory>>,
+}
+
+/// A compiler and its configuration, shared by modules and stores. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    config: Config,
+    compiler: Compiler,
+    types: Mutex<TypeRegistry>,
+}
+
+impl Engine {
+    /// An engine for this machine.
+    ///
+    /// # Errors
+    /// If Cranelift does not support the host.
+    pub fn new(config: &Config) -> Result<Engine> {
+        let compiler = Compiler::new(CompilerOptions {
+            memory_mode: config.memory_mode,
+            verify: config.verify,
+            threads: config.compile_threads,
+        })?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                config: config.clone(),
+                compiler,
+                types: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn compiler(&self) -> &Compiler {
+        &self.inner.compiler
+    }
+
+    pub fn same(a: &Engine, b: &Engine) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// The engine-wide id of `ty`: equal types get equal ids, which is what `call_indirect`
+    /// and import checks compare.
+    pub(crate) fn type_id(&self, ty: &FuncType) -> u32 {
+        let mut registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = registry.ids.get(ty) {
+            return id;
+        }
+        let id = registry.types.len() as u32;
+        registry.types.push(ty.clone());
+        registry.trampolines.push(None);
+        registry.ids.insert(ty.clone(), id);
+        id
+    }
+
+    pub(crate) fn func_type(&self, id: u32) -> FuncType {
+        let registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        registry.types[id as usize].clone()
+    }
+
+    /// The trampolines for type `id`, compiled on first use.
+    pub(crate) fn trampolines(&self, id: u32) -> Result<Trampolines> {
+        let mut registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = registry.trampolines[id as usize] {
+            return Ok(t);
+        }
+        let ty = registry.types[id as usize].to_wasm();
+        let compiler = self.compiler();
+        let functions = [
+            compiler.compile_array_to_wasm(&ty)?,
+            compiler.compile_wasm_to_array(&ty)?,
+        ];
+        let code = CodeMemory::publish(&functions, &[None, None], None).map_err(Error::Message)?;
+        let t = Trampolines {
+            array_to_wasm: code.function_address(0) as usize,
+            wasm_to_array: code.function_address(1) as usize,
+        };
+        registry.code.push(code);
+        registry.trampolines[id as usize] = Some(t);
+        Ok(t)
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(&Config::default()).expect("Cranelift supports the host")
+    }
+}

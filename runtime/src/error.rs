@@ -1,0 +1,189 @@
+//! weft's error type, traps, and Wasm backtraces.
+
+use std::fmt;
+
+/// Why Wasm execution stopped abnormally. The messages are the spec's wording.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Trap {
+    /// `unreachable` was executed.
+    Unreachable,
+    /// A load, store or bulk memory operation went out of bounds.
+    MemoryOutOfBounds,
+    /// A table access or bulk table operation went out of bounds.
+    TableOutOfBounds,
+    /// `call_indirect` with an index past the end of the table.
+    UndefinedElement,
+    /// `call_indirect` of a null table entry.
+    UninitializedElement,
+    /// `call_indirect` of a function of another type.
+    IndirectCallTypeMismatch,
+    IntegerDivisionByZero,
+    IntegerOverflow,
+    /// A trapping float-to-int conversion of NaN or an out-of-range value.
+    BadConversionToInteger,
+    /// Wasm used up its stack (see `Config::max_wasm_stack`).
+    StackOverflow,
+    /// A suspending import was called from a call that cannot suspend (a synchronous `call`
+    /// rather than `call_async`), like JSPI's `SuspendError`.
+    SuspendOutsidePromisingCall,
+}
+
+impl Trap {
+    /// The spec's message for this trap.
+    pub fn message(self) -> &'static str {
+        match self {
+            Trap::Unreachable => "unreachable",
+            Trap::MemoryOutOfBounds => "out of bounds memory access",
+            Trap::TableOutOfBounds => "out of bounds table access",
+            Trap::UndefinedElement => "undefined element",
+            Trap::UninitializedElement => "uninitialized element",
+            Trap::IndirectCallTypeMismatch => "indirect call type mismatch",
+            Trap::IntegerDivisionByZero => "integer divide by zero",
+            Trap::IntegerOverflow => "integer overflow",
+            Trap::BadConversionToInteger => "invalid conversion to integer",
+            Trap::StackOverflow => "call stack exhausted",
+            Trap::SuspendOutsidePromisingCall => {
+                "suspending import called outside a promising call"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// One Wasm frame of a backtrace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// The function's index in its module (imports included).
+    pub func_index: u32,
+    /// The function's name from the name section, if any.
+    pub func_name: Option<String>,
+    /// The module's name from the name section, if any.
+    pub module_name: Option<String>,
+    /// Byte offset of the instruction in the module binary.
+    pub module_offset: Option<u32>,
+}
+
+/// The Wasm frames active when a trap happened, innermost first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WasmBacktrace {
+    pub frames: Vec<FrameInfo>,
+}
+
+impl fmt::Display for WasmBacktrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "wasm backtrace:")?;
+        for (i, frame) in self.frames.iter().enumerate() {
+            write!(f, "  {i:>2}: ")?;
+            if let Some(module) = &frame.module_name {
+                write!(f, "{module}!")?;
+            }
+            match &frame.func_name {
+                Some(name) => write!(f, "{name} (func {})", frame.func_index)?,
+                None => write!(f, "func {}", frame.func_index)?,
+            }
+            if let Some(offset) = frame.module_offset {
+                write!(f, " @ {offset:#x}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in weft.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not a valid WebAssembly module (or not valid WAT).
+    #[error("invalid module: {message} (at offset {offset:#x})")]
+    InvalidModule { message: String, offset: usize },
+    /// The module uses a feature weft does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Wasm trapped.
+    #[error("wasm trap: {trap}")]
+    Trap {
+        trap: Trap,
+        backtrace: WasmBacktrace,
+    },
+    /// An import has no definition.
+    #[error("unknown import: `{module}::{name}` has not been defined")]
+    UnknownImport { module: String, name: String },
+    /// An import's definition has the wrong type.
+    #[error("incompatible import type for `{module}::{name}`: {reason}")]
+    IncompatibleImport {
+        module: String,
+        name: String,
+        reason: String,
+    },
+    /// Values of the wrong number or type were passed, or a typed view does not match.
+    #[error("type mismatch: {0}")]
+    TypeMismatch(String),
+    /// A limit was exceeded or the system refused memory.
+    #[error("resource limit: {0}")]
+    ResourceLimit(String),
+    /// An error raised by a host function.
+    #[error("{0}")]
+    Host(Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else, described in words.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl Error {
+    /// A host error carrying `message`.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error::Message(message.to_string())
+    }
+
+    /// A host error wrapping `error`.
+    pub fn host(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Host(Box::new(error))
+    }
+
+    /// The trap, if this error is one.
+    pub fn trap(&self) -> Option<Trap> {
+        match self {
+            Error::Trap { trap, .. } => Some(*trap),
+            _ => None,
+        }
+    }
+
+    /// The Wasm backtrace, if this error is a trap.
+    pub fn backtrace(&self) -> Option<&WasmBacktrace> {
+        match self {
+            Error::Trap { backtrace, .. } => Some(backtrace),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn trap_without_backtrace(trap: Trap) -> Self {
+        Error::Trap {
+            trap,
+            backtrace: WasmBacktrace::default(),
+        }
+    }
+}
+
+impl From<weft_compiler::CompileError> for Error {
+    fn from(e: weft_compiler::CompileError) -> Self {
+        match e {
+            weft_compiler::CompileError::Invalid { message, offset } => {
+                Error::InvalidModule { message, offset }
+            }
+            weft_compiler::CompileError::Unsupported(what) => Error::Unsupported(what),
+            weft_compiler::CompileError::Codegen(what) => {
+                Error::Message(format!("code generation failed: {what}"))
+            }
+        }
+    }
+}
+
+/// `Result` with weft's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,421 @@
+//! `Instance`: a module instantiated in a store, and instantiation itself.
+
+use std::collections::HashMap;
+
+use weft_compiler::module_info::{ConstInit, DataMode, ElementMode, EntityIndex};
+
+use crate::error::{Error, Result, Trap};
+use crate::externals::{Extern, Global, Memory, Table};
+use crate::func::{Func, TypedFunc, WasmParams, WasmResults};
+use crate::module::{Module, global_type, table_type};
+use crate::store::{AsContextMut, GlobalData, InstanceData, StoreContext, StoreId, TableData};
+use crate::types::{ExternType, limits_match};
+use crate::vm::{self, VMGlobal};
+
+/// An instantiated module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Instance {
+    store: StoreId,
+    index: usize,
+}
+
+impl Instance {
+    pub(crate) fn from_index(store: StoreId, index: usize) -> Instance {
+        Instance { store, index }
+    }
+
+    /// Instantiates `module` with `imports` given in the order of the module's imports, then
+    /// runs its start function.
+    ///
+    /// # Errors
+    /// [`Error::IncompatibleImport`] for imports of the wrong kind or type; a trap raised while
+    /// initializing tables and memories or by the start function.
+    pub fn new<T: 'static>(
+        mut store: impl AsContextMut<Data = T>,
+        module: &Module,
+        imports: &[Extern],
+    ) -> Result<Instance> {
+        let store = store.as_context_mut();
+        let instance = instantiate_without_start(store, module, imports)?;
+        if let Some(start) = module.inner.info.start {
+            let func = instance.func_by_index(store, start);
+            func.call(&mut *store, &[], &mut [])?;
+        }
+        Ok(instance)
+    }
+
+    pub(crate) fn func_by_index<T: 'static>(
+        &self,
+        store: &mut StoreContext<T>,
+        index: u32,
+    ) -> Func {
+        let opaque = &mut store.opaque;
+        let func_ref = opaque.instances[self.index].vm.func_ref(index);
+        Func::from_index(opaque.id, opaque.func_for_ref(func_ref))
+    }
+
+    /// The export named `name`.
+    pub fn get_export(&self, mut store: impl AsContextMut, name: &str) -> Option<Extern> {
+        let store = store.as_context_mut();
+        store.opaque.check(self.store);
+        let data = &store.opaque.instances[self.index];
+        if let Some(e) = data.exports.get(name) {
+            return Some(*e);
+        }
+        let index = data
+            .module
+            .inner
+            .info
+            .exports
+            .iter()
+            .find(|(n, _)| n == name)?
+            .1;
+        let export = match index {
+            EntityIndex::Func(f) => {
+                let opaque = &mut store.opaque;
+                let func_ref = opaque.instances[self.index].vm.func_ref(f);
+                Extern::Func(Func::from_index(opaque.id, opaque.func_for_ref(func_ref)))
+            }
+            // Tables, memories and globals are resolved eagerly at instantiation.
+            _ => unreachable!("non-function exports are recorded at instantiation"),
+        };
+        store.opaque.instances[self.index]
+            .exports
+            .insert(name.to_string(), export);
+        Some(export)
+    }
+
+    /// All exports, in the module's order.
+    pub fn exports(&self, mut store: impl AsContextMut) -> Vec<(String, Extern)> {
+        let store = store.as_context_mut();
+        let names: Vec<String> = store.opaque.instances[self.index]
+            .module
+            .inner
+            .info
+            .exports
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let e = self.get_export(&mut *store, &n)?;
+                Some((n, e))
+            })
+            .collect()
+    }
+
+    pub fn get_func(&self, store: impl AsContextMut, name: &str) -> Option<Func> {
+        self.get_export(store, name)?.into_func()
+    }
+
+    /// The exported function `name` with a static type.
+    ///
+    /// # Errors
+    /// [`Error::Message`] if there is no such function; [`Error::TypeMismatch`] if its type
+    /// differs.
+    pub fn get_typed_func<Params: WasmParams, Results: WasmResults>(
+        &self,
+        mut store: impl AsContextMut,
+        name: &str,
+    ) -> Result<TypedFunc<Params, Results>> {
+        let func = self
+            .get_func(&mut store, name)
+            .ok_or_else(|| Error::msg(format!("no exported function named `{name}`")))?;
+        func.typed(&store)
+    }
+
+    pub fn get_memory(&self, store: impl AsContextMut, name: &str) -> Option<Memory> {
+        self.get_export(store, name)?.into_memory()
+    }
+
+    pub fn get_table(&self, store: impl AsContextMut, name: &str) -> Option<Table> {
+        self.get_export(store, name)?.into_table()
+    }
+
+    pub fn get_global(&self, store: impl AsContextMut, name: &str) -> Option<Global> {
+        self.get_export(store, name)?.into_global()
+    }
+}
+
+/// Checks `actual` against what the module declares for import `i`.
+fn check_import<T: 'static>(
+    store: &StoreContext<T>,
+    module: &Module,
+    i: usize,
+    actual: &Extern,
+) -> Result<()> {
+    let import = &module.inner.info.imports[i];
+    let incompatible = |reason: String| Error::IncompatibleImport {
+        module: import.module.clone(),
+        name: import.name.clone(),
+        reason,
+    };
+    let expected = module.entity_type(import.index);
+    let actual_ty = actual.ty(store);
+    match (&expected, &actual_ty) {
+        (ExternType::Func(e), ExternType::Func(a)) => {
+            if e != a {
+                return Err(incompatible(format!("expected {e}, found {a}")));
+            }
+        }
+        (ExternType::Table(e), ExternType::Table(a)) => {
+            if e.element != a.element
+                || !limits_match(
+                    a.minimum.into(),
+                    a.maximum.map(Into::into),
+                    e.minimum.into(),
+                    e.maximum.map(Into::into),
+                )
+            {
+                return Err(incompatible(format!("expected {e:?}, found {a:?}")));
+            }
+        }
+        (ExternType::Memory(e), ExternType::Memory(a)) => {
+            if !limits_match(a.minimum, a.maximum, e.minimum, e.maximum) {
+                return Err(incompatible(format!("expected {e:?}, found {a:?}")));
+            }
+        }
+        (ExternType::Global(e), ExternType::Global(a)) => {
+            if e != a {
+                return Err(incompatible(format!("expected {e:?}, found {a:?}")));
+            }
+        }
+        (e, a) => {
+            return Err(incompatible(format!(
+                "expected {}, found {}",
+                kind(e),
+                kind(a)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn kind(ty: &ExternType) -> &'static str {
+    match ty {
+        ExternType::Func(_) => "a function",
+        ExternType::Table(_) => "a table",
+        ExternType::Memory(_) => "a memory",
+        ExternType::Global(_) => "a global",
+    }
+}
+
+fn instantiate_without_start<T: 'static>(
+    store: &mut StoreContext<T>,
+    module: &Module,
+    imports: &[Extern],
+) -> Result<Instance> {
+    let info = module.inner.info.clone();
+    if !crate::Engine::same(store.engine(), module.engine()) {
+        return Err(Error::msg("module and store belong to different engines"));
+    }
+    if imports.len() != info.imports.len() {
+        return Err(Error::msg(format!(
+            "module has {} imports, {} given",
+            info.imports.len(),
+            imports.len()
+        )));
+    }
+    for (i, import) in imports.iter().enumerate() {
+        check_import(store, module, i, import)?;
+    }
+    let mode = store.engine().config().memory_mode;
+    let opaque = &mut store.opaque;
+
+    // Imported items first, as the index spaces order them.
+    let mut memories = Vec::new();
+    let mut tables = Vec::new();
+    let mut globals: Vec<*const VMGlobal> = Vec::new();
+    let mut imported_funcs = Vec::new();
+    let mut memory_handles = Vec::new();
+    let mut table_handles = Vec::new();
+    let mut global_handles = Vec::new();
+    for import in imports {
+        match *import {
+            Extern::Func(f) => {
+                opaque.check(f.store);
+                imported_funcs.push(vm::read_func_ref(opaque.funcs[f.index].func_ref));
+            }
+            Extern::Memory(m) => {
+                opaque.check(m.store);
+                memories.push(&raw mut *opaque.memories[m.index]);
+                memory_handles.push(m);
+            }
+            Extern::Table(t) => {
+                opaque.check(t.store);
+                tables.push(&raw mut *opaque.tables[t.index].vm);
+                table_handles.push(t);
+            }
+            Extern::Global(g) => {
+                opaque.check(g.store);
+                globals.push(&raw const *opaque.globals[g.index].cell);
+                global_handles.push(g);
+            }
+        }
+    }
+    // Defined memories, tables and (not yet initialized) globals.
+    for ty in &info.memories[info.num_imported_memories as usize..] {
+        let memory =
+            vm::memory::Memory::new(mode, ty.initial, ty.maximum).map_err(Error::ResourceLimit)?;
+        opaque.memories.push(Box::new(memory));
+        memories.push(&raw mut **opaque.memories.last_mut().expect("just pushed"));
+        memory_handles.push(Memory {
+            store: opaque.id,
+            index: opaque.memories.len() - 1,
+        });
+    }
+    for ty in &info.tables[info.num_imported_tables as usize..] {
+        let table = vm::table::Table::new(ty.initial as u32, ty.maximum.map(|m| m as u32), 0)
+            .map_err(Error::ResourceLimit)?;
+        opaque.tables.push(TableData {
+            vm: Box::new(table),
+            ty: table_type(ty),
+        });
+        tables.push(&raw mut *opaque.tables.last_mut().expect("just pushed").vm);
+        table_handles.push(Table {
+            store: opaque.id,
+            index: opaque.tables.len() - 1,
+        });
+    }
+    for global in &info.globals[info.num_imported_globals as usize..] {
+        opaque.globals.push(GlobalData {
+            cell: Box::default(),
+            ty: global_type(&global.ty),
+        });
+        globals.push(&raw const *opaque.globals.last().expect("just pushed").cell);
+        global_handles.push(Global {
+            store: opaque.id,
+            index: opaque.globals.len() - 1,
+        });
+    }
+    let type_ids = &module.inner.type_ids;
+    let parts = vm::instance::InstanceParts {
+        memories,
+        tables,
+        globals,
+        imported_funcs,
+        defined_code: (0..info.num_defined_funcs() as usize)
+            .map(|i| module.inner.code.function_address(i))
+            .collect(),
+        func_type_ids: info.funcs.iter().map(|&t| type_ids[t as usize]).collect(),
+    };
+    let instance_index = opaque.instances.len();
+    let vm_instance = vm::instance::Instance::new(
+        info.clone(),
+        module.inner.wasm.clone(),
+        &*opaque.vm,
+        parts,
+        instance_index,
+    );
+    let mut exports = HashMap::new();
+    for (name, index) in &info.exports {
+        let export = match *index {
+            EntityIndex::Func(_) => continue,
+            EntityIndex::Memory(m) => Extern::Memory(memory_handles[m as usize]),
+            EntityIndex::Table(t) => Extern::Table(table_handles[t as usize]),
+            EntityIndex::Global(g) => Extern::Global(global_handles[g as usize]),
+        };
+        exports.insert(name.clone(), export);
+    }
+    opaque.instances.push(InstanceData {
+        vm: vm_instance,
+        module: module.clone(),
+        exports,
+    });
+    let instance = Instance::from_index(opaque.id, instance_index);
+
+    // Globals, in order; a global.get names an imported global.
+    let vm_instance = &opaque.instances[instance_index].vm;
+    let eval = |init: &ConstInit| -> u128 {
+        match *init {
+            ConstInit::I32(v) => u128::from(v as u32),
+            ConstInit::I64(v) => u128::from(v as u64),
+            ConstInit::F32(v) => u128::from(v),
+            ConstInit::F64(v) => u128::from(v),
+            ConstInit::V128(v) => v,
+            ConstInit::RefNull => 0,
+            ConstInit::RefFunc(f) => vm_instance.func_ref(f) as usize as u128,
+            ConstInit::GlobalGet(g) => opaque.globals[global_handles[g as usize].index].cell.get(),
+        }
+    };
+    let global_values: Vec<u128> = info.globals[info.num_imported_globals as usize..]
+        .iter()
+        .map(|g| eval(g.init.as_ref().expect("defined globals have initializers")))
+        .collect();
+    let elements: Vec<Vec<usize>> = info
+        .elements
+        .iter()
+        .map(|e| e.items.iter().map(|item| eval(item) as usize).collect())
+        .collect();
+    let offsets: Vec<Option<u32>> = info
+        .elements
+        .iter()
+        .map(|e| match &e.mode {
+            ElementMode::Active { offset, .. } => Some(eval(offset) as u32),
+            _ => None,
+        })
+        .collect();
+    let data_offsets: Vec<Option<u32>> = info
+        .data
+        .iter()
+        .map(|d| match &d.mode {
+            DataMode::Active { offset, .. } => Some(eval(offset) as u32),
+            DataMode::Passive => None,
+        })
+        .collect();
+    for (value, handle) in global_values
+        .into_iter()
+        .zip(&global_handles[info.num_imported_globals as usize..])
+    {
+        opaque.globals[handle.index].cell.set(value);
+    }
+
+    // Element segments, then data segments, in order; a segment that does not fit traps, and
+    // what was written before stays written.
+    let mut passive = Vec::with_capacity(elements.len());
+    let mut failure = None;
+    for (i, (segment, values)) in info.elements.iter().zip(elements).enumerate() {
+        match &segment.mode {
+            ElementMode::Passive => passive.push(Some(values)),
+            ElementMode::Declared => passive.push(None),
+            ElementMode::Active { table, .. } => {
+                passive.push(None);
+                if failure.is_some() {
+                    continue;
+                }
+                let handle = table_handles[*table as usize];
+                let offset = offsets[i].expect("active segments have offsets");
+                if opaque.tables[handle.index]
+                    .vm
+                    .init(offset, &values)
+                    .is_err()
+                {
+                    failure = Some(Trap::TableOutOfBounds);
+                }
+            }
+        }
+    }
+    opaque.instances[instance_index].vm.set_elements(passive);
+    if let Some(trap) = failure {
+        return Err(Error::trap_without_backtrace(trap));
+    }
+    for (i, segment) in info.data.iter().enumerate() {
+        let DataMode::Active { memory, .. } = segment.mode else {
+            continue;
+        };
+        let handle = memory_handles[memory as usize];
+        let offset = data_offsets[i].expect("active segments have offsets") as usize;
+        let bytes = &module.inner.wasm[segment.range.clone()];
+        let data = opaque.memories[handle.index].data_mut();
+        match offset
+            .checked_add(bytes.len())
+            .and_then(|end| data.get_mut(offset..end))
+        {
+            Some(dst) => dst.copy_from_slice(bytes),
+            None => return Err(Error::trap_without_backtrace(Trap::MemoryOutOfBounds)),
+        }
+        opaque.instances[instance_index].vm.drop_data(i as u32);
+    }
+    Ok(instance)
+}

@@ -1,0 +1,193 @@
+//! `Linker<T>`: named definitions that satisfy a module's imports.
+
+use std::collections::HashMap;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::externals::Extern;
+use crate::func::{Caller, Func, HostCallback, IntoFunc, dynamic_callback};
+use crate::instance::Instance;
+use crate::module::Module;
+use crate::store::AsContextMut;
+use crate::types::{ExternType, FuncType};
+use crate::values::Val;
+
+enum Definition<T: 'static> {
+    /// An item of one particular store.
+    Extern(Extern),
+    /// A host function, created in each store that instantiates with it.
+    HostFunc(FuncType, HostCallback<T>),
+}
+
+impl<T> Clone for Definition<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Definition::Extern(e) => Definition::Extern(*e),
+            Definition::HostFunc(ty, f) => Definition::HostFunc(ty.clone(), f.clone()),
+        }
+    }
+}
+
+/// Resolves imports by `(module, name)`.
+pub struct Linker<T: 'static> {
+    engine: Engine,
+    definitions: HashMap<(String, String), Definition<T>>,
+    allow_shadowing: bool,
+}
+
+impl<T: 'static> Linker<T> {
+    pub fn new(engine: &Engine) -> Self {
+        Linker {
+            engine: engine.clone(),
+            definitions: HashMap::new(),
+            allow_shadowing: false,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether a later definition of the same name replaces an earlier one (default: no, it
+    /// is an error).
+    pub fn allow_shadowing(&mut self, allow: bool) -> &mut Self {
+        self.allow_shadowing = allow;
+        self
+    }
+
+    fn insert(&mut self, module: &str, name: &str, definition: Definition<T>) -> Result<()> {
+        let key = (module.to_string(), name.to_string());
+        if !self.allow_shadowing && self.definitions.contains_key(&key) {
+            return Err(Error::msg(format!("`{module}::{name}` is already defined")));
+        }
+        self.definitions.insert(key, definition);
+        Ok(())
+    }
+
+    /// Defines `module::name` as `item`, an item of `store`.
+    ///
+    /// # Errors
+    /// If the name is taken and shadowing is off.
+    pub fn define(
+        &mut self,
+        _store: impl AsContextMut<Data = T>,
+        module: &str,
+        name: &str,
+        item: impl Into<Extern>,
+    ) -> Result<&mut Self> {
+        self.insert(module, name, Definition::Extern(item.into()))?;
+        Ok(self)
+    }
+
+    /// Defines a host function from a typed closure (see [`Func::wrap`]).
+    ///
+    /// # Errors
+    /// If the name is taken and shadowing is off.
+    pub fn func_wrap<Params, Results>(
+        &mut self,
+        module: &str,
+        name: &str,
+        f: impl IntoFunc<T, Params, Results>,
+    ) -> Result<&mut Self> {
+        let (ty, callback) = f.into_func();
+        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        Ok(self)
+    }
+
+    /// Defines a host function of type `ty` on dynamically typed values (see [`Func::new`]).
+    ///
+    /// # Errors
+    /// If the name is taken and shadowing is off.
+    pub fn func_new(
+        &mut self,
+        module: &str,
+        name: &str,
+        ty: FuncType,
+        f: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<()> + Send + Sync + 'static,
+    ) -> Result<&mut Self> {
+        let callback = dynamic_callback(ty.clone(), f);
+        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        Ok(self)
+    }
+
+    /// Defines every export of `instance` under `module`.
+    ///
+    /// # Errors
+    /// If a name is taken and shadowing is off.
+    pub fn instance(
+        &mut self,
+        mut store: impl AsContextMut<Data = T>,
+        module: &str,
+        instance: Instance,
+    ) -> Result<&mut Self> {
+        for (name, item) in instance.exports(&mut store) {
+            self.insert(module, &name, Definition::Extern(item))?;
+        }
+        Ok(self)
+    }
+
+    /// The definition of `module::name` as an item of `store`.
+    pub fn get(
+        &self,
+        mut store: impl AsContextMut<Data = T>,
+        module: &str,
+        name: &str,
+    ) -> Option<Extern> {
+        let definition = self
+            .definitions
+            .get(&(module.to_string(), name.to_string()))?;
+        Some(match definition {
+            Definition::Extern(e) => *e,
+            Definition::HostFunc(ty, callback) => Extern::Func(Func::from_callback(
+                store.as_context_mut(),
+                ty,
+                callback.clone(),
+            )),
+        })
+    }
+
+    /// Resolves `module`'s imports and instantiates it (running its start function).
+    ///
+    /// # Errors
+    /// [`Error::UnknownImport`] for an import with no definition; otherwise as
+    /// [`Instance::new`].
+    pub fn instantiate(
+        &self,
+        mut store: impl AsContextMut<Data = T>,
+        module: &Module,
+    ) -> Result<Instance> {
+        let imports = self.resolve_imports(&mut store, module)?;
+        Instance::new(store, module, &imports)
+    }
+
+    pub(crate) fn resolve_imports(
+        &self,
+        mut store: impl AsContextMut<Data = T>,
+        module: &Module,
+    ) -> Result<Vec<Extern>> {
+        module
+            .imports()
+            .map(|(m, n, ty)| {
+                let item = self
+                    .get(&mut store, m, n)
+                    .ok_or_else(|| Error::UnknownImport {
+                        module: m.to_string(),
+                        name: n.to_string(),
+                    })?;
+                // A host function must match the import exactly; the general check happens in
+                // `Instance::new`, this one only improves the message.
+                if let (ExternType::Func(expected), Extern::Func(f)) = (&ty, item) {
+                    let actual = f.ty(&store);
+                    if *expected != actual {
+                        return Err(Error::IncompatibleImport {
+                            module: m.to_string(),
+                            name: n.to_string(),
+                            reason: format!("expected {expected}, found {actual}"),
+                        });
+                    }
+                }
+                Ok(item)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! `Store<T>`: the owner of every instance, memory, table, global and function, plus the
+//! embedder's data `T`.
+//!
+//! Handles (`Func`, `Memory`, ...) are indices into the store's vectors tagged with the store's
+//! id; using a handle with another store panics. Everything the VM layer points at (vmctx,
+//! memory and table definitions, global cells, host function contexts) is boxed, so raw
+//! pointers between them stay valid however the vectors grow, and nothing is freed before the
+//! store itself.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::Engine;
+use crate::module::Module;
+use crate::types::{FuncType, GlobalType, TableType};
+use crate::vm::{self, VMFuncRef, VMGlobal, VMStoreContext};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct StoreId(u64);
+
+impl StoreId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        StoreId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A collection of Wasm objects and the host's data `T`.
+pub struct Store<T: 'static> {
+    inner: Box<StoreContext<T>>,
+}
+
+/// The contents of a store: what both `&mut Store<T>` and `&mut Caller<'_, T>` give access to.
+pub struct StoreContext<T: 'static> {
+    pub(crate) opaque: StoreOpaque,
+    data: T,
+}
+
+pub(crate) struct FuncData {
+    /// Address of the function's `VMFuncRef` (in a vmctx or a host function context).
+    pub func_ref: usize,
+    pub type_id: u32,
+    /// Index into `host_funcs` for host functions.
+    pub host: Option<usize>,
+}
+
+pub(crate) struct InstanceData {
+    pub vm: Box<vm::instance::Instance>,
+    pub module: Module,
+    /// Store index of every function, table, memory, global of the instance, resolved lazily
+    /// for functions.
+    pub exports: HashMap<String, crate::externals::Extern>,
+}
+
+pub(crate) struct TableData {
+    pub vm: Box<vm::table::Table>,
+    pub ty: TableType,
+}
+
+pub(crate) struct GlobalData {
+    pub cell: Box<VMGlobal>,
+    pub ty: GlobalType,
+}
+
+/// The untyped part of a store.
+pub(crate) struct StoreOpaque {
+    pub id: StoreId,
+    pub engine: Engine,
+    pub vm: Box<VMStoreContext>,
+    pub instances: Vec<InstanceData>,
+    pub memories: Vec<Box<vm::memory::Memory>>,
+    pub tables: Vec<TableData>,
+    pub globals: Vec<GlobalData>,
+    pub funcs: Vec<FuncData>,
+    /// Funcref address → index in `funcs`.
+    pub func_by_ref: HashMap<usize, usize>,
+    /// `HostFuncContext<T>` boxes.
+    pub host_funcs: Vec<Box<dyn Any + Send>>,
+    pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl<T: 'static> Store<T> {
+    pub fn new(engine: &Engine, data: T) -> Self {
+        Store {
+            inner: Box::new(StoreContext {
+                opaque: StoreOpaque {
+                    id: StoreId::fresh(),
+                    engine: engine.clone(),
+                    vm: VMStoreContext::new(),
+                    instances: Vec::new(),
+                    memories: Vec::new(),
+                    tables: Vec::new(),
+                    globals: Vec::new(),
+                    funcs: Vec::new(),
+                    func_by_ref: HashMap::new(),
+                    host_funcs: Vec::new(),
+                    externrefs: Vec::new(),
+                },
+                data,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.opaque.engine
+    }
+
+    pub fn data(&self) -> &T {
+        &self.inner.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.inner.data
+    }
+
+    pub fn into_data(self) -> T {
+        self.inner.data
+    }
+}
+
+impl<T: 'static> StoreContext<T> {
+    pub fn engine(&self) -> &Engine {
+        &self.opaque.engine
+    }
+
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.data
+    }
+}
+
+impl StoreOpaque {
+    /// Panics if `id` belongs to another store: handles are only meaningful in their own.
+    pub fn check(&self, id: StoreId) {
+        assert_eq!(
+            id, self.id,
+            "a weft object was used with a store it does not belong to"
+        );
+    }
+
+    /// The `Func` index of the function whose funcref is `func_ref`, registering it if this is
+    /// the first time the host sees it.
+    pub fn func_for_ref(&mut self, func_ref: *const VMFuncRef) -> usize {
+        if let Some(&i) = self.func_by_ref.get(&(func_ref as usize)) {
+            return i;
+        }
+        let type_id = vm::read_func_ref_type(func_ref);
+        self.funcs.push(FuncData {
+            func_ref: func_ref as usize,
+            type_id,
+            host: None,
+        });
+        let i = self.funcs.len() - 1;
+        self.func_by_ref.insert(func_ref as usize, i);
+        i
+    }
+
+    pub fn func_type(&self, index: usize) -> FuncType {
+        self.engine.func_type(self.funcs[index].type_id)
+    }
+}
+
+/// Access to a store's contents, for everything that takes a store.
+pub trait AsContext {
+    type Data: 'static;
+    fn as_context(&self) -> &StoreContext<Self::Data>;
+}
+
+/// Mutable access to a store's contents.
+pub trait AsContextMut: AsContext {
+    fn as_context_mut(&mut self) -> &mut StoreContext<Self::Data>;
+}
+
+impl<T: 'static> AsContext for Store<T> {
+    type Data = T;
+    fn as_context(&self) -> &StoreContext<T> {
+        &self.inner
+    }
+}
+
+impl<T: 'static> AsContextMut for Store<T> {
+    fn as_context_mut(&mut self) -> &mut StoreContext<T> {
+        &mut self.inner
+    }
+}
+
+impl<T: 'static> AsContext for StoreContext<T> {
+    type Data = T;
+    fn as_context(&self) -> &StoreContext<T> {
+        self
+    }
+}
+
+impl<T: 'static> AsContextMut for StoreContext<T> {
+    fn as_context_mut(&mut self) -> &mut StoreContext<T> {
+        self
+    }
+}
+
+impl<S: AsContext + ?Sized> AsContext for &S {
+    type Data = S::Data;
+    fn as_context(&self) -> &StoreContext<S::Data> {
+        (**self).as_context()
+    }
+}
+
+impl<S: AsContext + ?Sized> AsContext for &mut S {
+    type Data = S::Data;
+    fn as_context(&self) -> &StoreContext<S::Data> {
+        (**self).as_context()
+    }
+}
+
+impl<S: AsContextMut + ?Sized> AsContextMut for &mut S {
+    fn as_context_mut(&mut self) -> &mut StoreContext<S::Data> {
+        (**self).as_context_mut()
+    }
+}

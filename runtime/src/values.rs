@@ -1,0 +1,173 @@
+//! `Val`, a dynamically typed Wasm value, and `ExternRef`, an opaque host reference.
+
+use std::any::Any;
+
+use crate::func::Func;
+use crate::store::{AsContext, AsContextMut, StoreId, StoreOpaque};
+use crate::types::ValType;
+use crate::vm::ValRaw;
+
+/// A Wasm value. Floats are kept as bits so NaN payloads survive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Val {
+    I32(i32),
+    I64(i64),
+    /// The bits of an `f32`.
+    F32(u32),
+    /// The bits of an `f64`.
+    F64(u64),
+    V128(u128),
+    FuncRef(Option<Func>),
+    ExternRef(Option<ExternRef>),
+}
+
+impl Val {
+    pub fn ty(&self) -> ValType {
+        match self {
+            Val::I32(_) => ValType::I32,
+            Val::I64(_) => ValType::I64,
+            Val::F32(_) => ValType::F32,
+            Val::F64(_) => ValType::F64,
+            Val::V128(_) => ValType::V128,
+            Val::FuncRef(_) => ValType::FuncRef,
+            Val::ExternRef(_) => ValType::ExternRef,
+        }
+    }
+
+    /// The zero value (null for references) of `ty`.
+    pub fn default_for(ty: ValType) -> Val {
+        match ty {
+            ValType::I32 => Val::I32(0),
+            ValType::I64 => Val::I64(0),
+            ValType::F32 => Val::F32(0),
+            ValType::F64 => Val::F64(0),
+            ValType::V128 => Val::V128(0),
+            ValType::FuncRef => Val::FuncRef(None),
+            ValType::ExternRef => Val::ExternRef(None),
+        }
+    }
+
+    pub fn i32(&self) -> Option<i32> {
+        if let Val::I32(v) = self {
+            Some(*v)
+        } else {
+            None
+        }
+    }
+    pub fn i64(&self) -> Option<i64> {
+        if let Val::I64(v) = self {
+            Some(*v)
+        } else {
+            None
+        }
+    }
+    pub fn f32(&self) -> Option<f32> {
+        if let Val::F32(v) = self {
+            Some(f32::from_bits(*v))
+        } else {
+            None
+        }
+    }
+    pub fn f64(&self) -> Option<f64> {
+        if let Val::F64(v) = self {
+            Some(f64::from_bits(*v))
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn to_raw(self, store: &StoreOpaque) -> ValRaw {
+        match self {
+            Val::I32(v) => ValRaw::from_u32(v as u32),
+            Val::I64(v) => ValRaw::from_u64(v as u64),
+            Val::F32(v) => ValRaw::from_u32(v),
+            Val::F64(v) => ValRaw::from_u64(v),
+            Val::V128(v) => ValRaw::from_u128(v),
+            Val::FuncRef(None) | Val::ExternRef(None) => ValRaw::default(),
+            Val::FuncRef(Some(f)) => {
+                store.check(f.store);
+                ValRaw::from_u64(store.funcs[f.index].func_ref as u64)
+            }
+            Val::ExternRef(Some(r)) => {
+                store.check(r.store);
+                ValRaw::from_u64(r.index as u64 + 1)
+            }
+        }
+    }
+
+    pub(crate) fn from_raw(raw: ValRaw, ty: ValType, store: &mut StoreOpaque) -> Val {
+        match ty {
+            ValType::I32 => Val::I32(raw.get_u32() as i32),
+            ValType::I64 => Val::I64(raw.get_u64() as i64),
+            ValType::F32 => Val::F32(raw.get_u32()),
+            ValType::F64 => Val::F64(raw.get_u64()),
+            ValType::V128 => Val::V128(raw.get_u128()),
+            ValType::FuncRef => Val::FuncRef(match raw.get_u64() {
+                0 => None,
+                p => Some(Func::from_index(
+                    store.id,
+                    store.func_for_ref(p as usize as *const _),
+                )),
+            }),
+            ValType::ExternRef => Val::ExternRef(match raw.get_u64() {
+                0 => None,
+                i => Some(ExternRef {
+                    store: store.id,
+                    index: i as usize - 1,
+                }),
+            }),
+        }
+    }
+}
+
+impl From<i32> for Val {
+    fn from(v: i32) -> Val {
+        Val::I32(v)
+    }
+}
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::I64(v)
+    }
+}
+impl From<f32> for Val {
+    fn from(v: f32) -> Val {
+        Val::F32(v.to_bits())
+    }
+}
+impl From<f64> for Val {
+    fn from(v: f64) -> Val {
+        Val::F64(v.to_bits())
+    }
+}
+
+/// A reference to a host value that Wasm can hold as an `externref`.
+///
+/// The value lives as long as the store (weft does not collect externrefs yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExternRef {
+    store: StoreId,
+    index: usize,
+}
+
+impl ExternRef {
+    /// Puts `value` in the store and returns a reference to it.
+    pub fn new(mut store: impl AsContextMut, value: impl Any + Send + Sync) -> ExternRef {
+        let store = &mut store.as_context_mut().opaque;
+        store.externrefs.push(Box::new(value));
+        ExternRef {
+            store: store.id,
+            index: store.externrefs.len() - 1,
+        }
+    }
+
+    /// The host value.
+    pub fn data<'a, T: 'static>(
+        &self,
+        store: &'a impl AsContext<Data = T>,
+    ) -> &'a (dyn Any + Send + Sync) {
+        let store = &store.as_context().opaque;
+        store.check(self.store);
+        &*store.externrefs[self.index]
+    }
+}

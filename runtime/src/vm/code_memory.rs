@@ -1,0 +1,317 @@
+//! Executable memory for compiled functions, and the process-wide registry the signal handler
+//! consults to decide whether a faulting PC is Wasm code and which trap it is.
+//!
+//! weft places code itself (on `region`-style mmap + mprotect) rather than through
+//! cranelift-jit: functions are compiled in parallel to plain byte buffers, and owning the
+//! layout keeps each module's code in one contiguous range, makes PC → function lookups a
+//! binary search, and makes the result `Send + Sync` without wrappers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, Weak};
+
+use weft_compiler::{CompiledFunction, LibCall, Reloc, RelocTarget, TrapCode};
+
+/// What is known about one function inside a [`CodeMemory`].
+#[derive(Debug)]
+pub struct FunctionInfo {
+    /// Offset of the function's first instruction from the start of the code memory.
+    pub start: usize,
+    pub len: usize,
+    /// The Wasm function index, or `None` for a trampoline.
+    pub func_index: Option<u32>,
+    pub traps: Vec<(u32, TrapCode)>,
+    pub source_locations: Vec<(u32, u32)>,
+}
+
+/// A published range of machine code.
+pub struct CodeMemory {
+    base: *mut u8,
+    mapped_len: usize,
+    functions: Vec<FunctionInfo>,
+    /// Names for backtraces; shared with the module.
+    pub symbols: Option<Arc<weft_compiler::ModuleInfo>>,
+}
+
+// SAFETY: after `publish` the mapping is immutable (read + execute) until `Drop`, so sharing
+// the pointer between threads is sound.
+unsafe impl Send for CodeMemory {}
+// SAFETY: as above.
+unsafe impl Sync for CodeMemory {}
+
+/// A trap site found by [`lookup_trap`].
+#[derive(Clone, Copy, Debug)]
+pub struct TrapSite {
+    pub code: TrapCode,
+}
+
+/// A PC resolved to a Wasm function by [`lookup_frame`].
+#[derive(Clone, Debug)]
+pub struct FrameInfo {
+    pub func_index: u32,
+    pub func_name: Option<String>,
+    pub module_name: Option<String>,
+    /// Byte offset of the instruction in the module binary.
+    pub wasm_offset: Option<u32>,
+}
+
+type Registry = BTreeMap<usize, Weak<CodeMemory>>;
+
+/// Every live code memory, keyed by its end address.
+static REGISTRY: RwLock<Registry> = RwLock::new(BTreeMap::new());
+
+impl CodeMemory {
+    /// Copies `functions` into fresh executable memory, resolving calls between them.
+    /// `func_indices[i]` is the Wasm index of `functions[i]` (`None` for trampolines).
+    ///
+    /// # Errors
+    /// An error string if the mapping fails or a relocation cannot be applied.
+    pub fn publish(
+        functions: &[CompiledFunction],
+        func_indices: &[Option<u32>],
+        symbols: Option<Arc<weft_compiler::ModuleInfo>>,
+    ) -> Result<Arc<CodeMemory>, String> {
+        let mut layout = Vec::with_capacity(functions.len());
+        let mut len = 0usize;
+        for f in functions {
+            let align = f.alignment.max(16) as usize;
+            len = len.next_multiple_of(align);
+            layout.push(len);
+            len += f.code.len();
+        }
+        let page = region::page::size();
+        let mapped_len = len.max(1).next_multiple_of(page);
+        // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping {mapped_len} bytes of code memory failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let base = base.cast::<u8>();
+        let mut memory = CodeMemory {
+            base,
+            mapped_len,
+            functions: Vec::with_capacity(functions.len()),
+            symbols,
+        };
+        // SAFETY: the mapping is `mapped_len >= len` bytes of writable memory owned by us.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(base, mapped_len) };
+        let index_of_func: std::collections::HashMap<u32, usize> = func_indices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.map(|f| (f, i)))
+            .collect();
+        for (i, f) in functions.iter().enumerate() {
+            let start = layout[i];
+            bytes[start..start + f.code.len()].copy_from_slice(&f.code);
+            memory.functions.push(FunctionInfo {
+                start,
+                len: f.code.len(),
+                func_index: func_indices[i],
+                traps: f.traps.clone(),
+                source_locations: f.source_locations.clone(),
+            });
+        }
+        for (i, f) in functions.iter().enumerate() {
+            for reloc in &f.relocations {
+                let at = layout[i] + reloc.offset as usize;
+                let target = match reloc.target {
+                    RelocTarget::Func(index) => {
+                        let j = index_of_func.get(&index).ok_or_else(|| {
+                            format!("relocation to function {index}, which is not in this code")
+                        })?;
+                        base as usize + layout[*j]
+                    }
+                    RelocTarget::LibCall(libcall) => libcall_address(libcall)?,
+                };
+                apply_relocation(
+                    bytes,
+                    at,
+                    base as usize + at,
+                    reloc.kind,
+                    target,
+                    reloc.addend,
+                )?;
+            }
+        }
+        // SAFETY: the range is our own mapping; no Rust reference to it outlives this point
+        // (`bytes` is not used again).
+        unsafe {
+            region::protect(base, mapped_len, region::Protection::READ_EXECUTE)
+                .map_err(|e| format!("making code executable failed: {e}"))?;
+            weft_arch::flush_icache(base, len);
+        }
+        let memory = Arc::new(memory);
+        REGISTRY
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base as usize + mapped_len, Arc::downgrade(&memory));
+        Ok(memory)
+    }
+
+    /// Address of the `i`th published function.
+    pub fn function_address(&self, i: usize) -> *const u8 {
+        self.base.wrapping_add(self.functions[i].start)
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.base as usize..self.base as usize + self.mapped_len
+    }
+
+    fn function_at(&self, pc: usize) -> Option<&FunctionInfo> {
+        let offset = pc.checked_sub(self.base as usize)?;
+        let i = self
+            .functions
+            .partition_point(|f| f.start <= offset)
+            .checked_sub(1)?;
+        let f = &self.functions[i];
+        (offset < f.start + f.len).then_some(f)
+    }
+}
+
+impl Drop for CodeMemory {
+    fn drop(&mut self) {
+        REGISTRY
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.range().end);
+        // SAFETY: the mapping is ours and nothing can execute it any more: every instance and
+        // function that could reach it held an `Arc` to it.
+        unsafe {
+            libc::munmap(self.base.cast(), self.mapped_len);
+        }
+    }
+}
+
+/// Finds the code memory containing `pc` and applies `f` to it. Safe to call from a signal
+/// handler on a thread that holds no registry lock (Wasm code never runs while one is held).
+fn with_code<R>(pc: usize, f: impl FnOnce(&CodeMemory) -> Option<R>) -> Option<R> {
+    let registry = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    let (_, code) = registry.range(pc + 1..).next()?;
+    let code = code.upgrade()?;
+    if !code.range().contains(&pc) {
+        return None;
+    }
+    f(&code)
+}
+
+/// The trap code of the instruction at `pc`, if `pc` is a trap site in Wasm code.
+pub fn lookup_trap(pc: usize) -> Option<TrapSite> {
+    with_code(pc, |code| {
+        let f = code.function_at(pc)?;
+        let offset = (pc - code.base as usize - f.start) as u32;
+        let i = f.traps.binary_search_by_key(&offset, |t| t.0).ok()?;
+        Some(TrapSite { code: f.traps[i].1 })
+    })
+}
+
+/// Resolves `pc` to a Wasm function and source offset; `None` for trampolines and non-Wasm PCs.
+pub fn lookup_frame(pc: usize) -> Option<FrameInfo> {
+    with_code(pc, |code| {
+        let f = code.function_at(pc)?;
+        let func_index = f.func_index?;
+        let offset = (pc - code.base as usize - f.start) as u32;
+        let wasm_offset = f
+            .source_locations
+            .partition_point(|s| s.0 <= offset)
+            .checked_sub(1)
+            .map(|i| f.source_locations[i].1);
+        let symbols = code.symbols.as_deref();
+        Some(FrameInfo {
+            func_index,
+            func_name: symbols.and_then(|s| s.func_name(func_index).map(str::to_string)),
+            module_name: symbols.and_then(|s| s.name.clone()),
+            wasm_offset,
+        })
+    })
+}
+
+fn apply_relocation(
+    bytes: &mut [u8],
+    at: usize,
+    at_address: usize,
+    kind: Reloc,
+    target: usize,
+    addend: i64,
+) -> Result<(), String> {
+    let target = (target as i64).wrapping_add(addend);
+    match kind {
+        Reloc::Abs8 => {
+            bytes[at..at + 8].copy_from_slice(&(target as u64).to_le_bytes());
+        }
+        Reloc::X86CallPCRel4 | Reloc::X86PCRel4 => {
+            let delta = target.wrapping_sub(at_address as i64);
+            let delta =
+                i32::try_from(delta).map_err(|_| "x86 call target out of range".to_string())?;
+            bytes[at..at + 4].copy_from_slice(&delta.to_le_bytes());
+        }
+        Reloc::Arm64Call => {
+            let delta = target.wrapping_sub(at_address as i64);
+            if delta % 4 != 0 || !(-(1 << 27)..(1 << 27)).contains(&delta) {
+                return Err("arm64 call target out of range".to_string());
+            }
+            let mut insn = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            insn |= ((delta >> 2) as u32) & 0x03ff_ffff;
+            bytes[at..at + 4].copy_from_slice(&insn.to_le_bytes());
+        }
+        other => return Err(format!("unsupported relocation kind {other:?}")),
+    }
+    Ok(())
+}
+
+/// Runtime routines Cranelift may call where the ISA lacks an instruction.
+fn libcall_address(libcall: LibCall) -> Result<usize, String> {
+    extern "C" fn ceil_f32(x: f32) -> f32 {
+        x.ceil()
+    }
+    extern "C" fn ceil_f64(x: f64) -> f64 {
+        x.ceil()
+    }
+    extern "C" fn floor_f32(x: f32) -> f32 {
+        x.floor()
+    }
+    extern "C" fn floor_f64(x: f64) -> f64 {
+        x.floor()
+    }
+    extern "C" fn trunc_f32(x: f32) -> f32 {
+        x.trunc()
+    }
+    extern "C" fn trunc_f64(x: f64) -> f64 {
+        x.trunc()
+    }
+    extern "C" fn nearest_f32(x: f32) -> f32 {
+        x.round_ties_even()
+    }
+    extern "C" fn nearest_f64(x: f64) -> f64 {
+        x.round_ties_even()
+    }
+    extern "C" fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    extern "C" fn fma_f64(a: f64, b: f64, c: f64) -> f64 {
+        a.mul_add(b, c)
+    }
+    Ok(match libcall {
+        LibCall::CeilF32 => ceil_f32 as *const () as usize,
+        LibCall::CeilF64 => ceil_f64 as *const () as usize,
+        LibCall::FloorF32 => floor_f32 as *const () as usize,
+        LibCall::FloorF64 => floor_f64 as *const () as usize,
+        LibCall::TruncF32 => trunc_f32 as *const () as usize,
+        LibCall::TruncF64 => trunc_f64 as *const () as usize,
+        LibCall::NearestF32 => nearest_f32 as *const () as usize,
+        LibCall::NearestF64 => nearest_f64 as *const () as usize,
+        LibCall::FmaF32 => fma_f32 as *const () as usize,
+        LibCall::FmaF64 => fma_f64 as *const () as usize,
+        other => return Err(format!("unsupported libcall {other:?}")),
+    })
+}

@@ -1,0 +1,92 @@
+//! Host functions as compiled code sees them: a context whose first field is the array-call
+//! shim the Wasm-to-host trampoline calls (see `vmoffsets::host_func`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::instance::instance_of_vmctx;
+use super::traphandlers::{Recorded, record};
+use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw};
+use crate::func::{Caller, HostCallback};
+use crate::store::StoreContext;
+
+/// A host function of a `Store<T>`. Boxed and owned by the store, so its address (the vmctx
+/// compiled code passes back to it) is stable.
+#[repr(C)]
+pub struct HostFuncContext<T: 'static> {
+    /// Must be first: read by the Wasm-to-host trampoline.
+    array_call: unsafe extern "C" fn(*mut HostFuncContext<T>, *mut u8, *mut ValRaw, usize) -> u8,
+    store: *const VMStoreContext,
+    func_ref: VMFuncRef,
+    callback: HostCallback<T>,
+}
+
+// SAFETY: the raw pointers refer to the owning store, which moves between threads as a whole;
+// the callback is `Send + Sync`.
+unsafe impl<T> Send for HostFuncContext<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for HostFuncContext<T> {}
+
+impl<T: 'static> HostFuncContext<T> {
+    /// A host function of the store whose context is `store`, callable from Wasm through
+    /// `trampoline` (the engine's Wasm-to-host trampoline for its type).
+    pub fn new(
+        store: *const VMStoreContext,
+        trampoline: *const u8,
+        type_id: u32,
+        callback: HostCallback<T>,
+    ) -> Box<Self> {
+        let mut ctx = Box::new(HostFuncContext {
+            array_call: array_call::<T>,
+            store,
+            func_ref: VMFuncRef {
+                wasm_call: trampoline,
+                vmctx: std::ptr::null_mut(),
+                type_id,
+            },
+            callback,
+        });
+        ctx.func_ref.vmctx = (&raw mut *ctx).cast();
+        ctx
+    }
+
+    /// The funcref Wasm calls this function through; stable while the box lives.
+    pub fn func_ref(&self) -> *const VMFuncRef {
+        &raw const self.func_ref
+    }
+
+    pub fn callback(&self) -> &HostCallback<T> {
+        &self.callback
+    }
+}
+
+/// Called by the Wasm-to-host trampoline: runs the host callback on the value slots and
+/// reports an error or panic as a recorded trap (status 0).
+unsafe extern "C" fn array_call<T: 'static>(
+    ctx: *mut HostFuncContext<T>,
+    caller_vmctx: *mut u8,
+    values: *mut ValRaw,
+    len: usize,
+) -> u8 {
+    // SAFETY: the trampoline passes the context it was created with, which the store keeps
+    // alive; the caller's vmctx is a live instance of the same store.
+    let (ctx, caller_instance) = unsafe { (&*ctx, instance_of_vmctx(caller_vmctx).store_index) };
+    // SAFETY: Wasm is running inside `Func::call`, which derived the store pointer from its
+    // `&mut` borrow and does not use that borrow until Wasm returns; this is the only live
+    // access meanwhile. The slots are the trampoline's stack buffer of `len` entries.
+    let (store, values) = unsafe {
+        let store = &mut *(*(*ctx.store).store.get()).cast::<StoreContext<T>>();
+        (store, std::slice::from_raw_parts_mut(values, len))
+    };
+    let callback = ctx.callback.clone();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        callback(Caller::new(store, Some(caller_instance)), values)
+    }));
+    let recorded = match result {
+        Ok(Ok(())) => return 1,
+        Ok(Err(error)) => Recorded::Error(error),
+        Err(panic) => Recorded::Panic(panic),
+    };
+    // SAFETY: the store context is live (see above) and an activation of it is running.
+    unsafe { record(ctx.store, recorded) };
+    0
+}

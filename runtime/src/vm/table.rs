@@ -1,0 +1,121 @@
+//! Tables: vectors of pointer-sized references (a `*const VMFuncRef` or an externref handle;
+//! 0 is null) that compiled code indexes through a `VMTableDefinition`.
+
+use super::vmstructs::VMTableDefinition;
+
+/// Elements a table may hold at most, whatever its declared maximum: growing past this fails
+/// like an allocation failure would (`table.grow` returns -1).
+pub const MAX_TABLE_ELEMENTS: u64 = 10_000_000;
+
+pub struct Table {
+    definition: Box<VMTableDefinition>,
+    elements: Vec<usize>,
+    max: Option<u32>,
+}
+
+// SAFETY: `definition.base` always points into `elements`, which the table owns; compiled code
+// uses it only while the owning store is exclusively borrowed.
+unsafe impl Send for Table {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for Table {}
+
+impl Table {
+    /// A table of `min` elements, all `init`.
+    ///
+    /// # Errors
+    /// A message if `min` exceeds the implementation limit.
+    pub fn new(min: u32, max: Option<u32>, init: usize) -> Result<Table, String> {
+        if u64::from(min) > MAX_TABLE_ELEMENTS {
+            return Err(format!(
+                "table of {min} elements exceeds weft's limit of {MAX_TABLE_ELEMENTS}"
+            ));
+        }
+        let mut table = Table {
+            definition: Box::new(VMTableDefinition {
+                base: std::ptr::null_mut(),
+                current_elements: 0,
+            }),
+            elements: vec![init; min as usize],
+            max,
+        };
+        table.sync();
+        Ok(table)
+    }
+
+    /// Points the definition at the (possibly reallocated) elements.
+    fn sync(&mut self) {
+        self.definition.base = self.elements.as_mut_ptr();
+        self.definition.current_elements = self.elements.len();
+    }
+
+    pub fn size(&self) -> u32 {
+        self.elements.len() as u32
+    }
+
+    pub fn get(&self, index: u32) -> Option<usize> {
+        self.elements.get(index as usize).copied()
+    }
+
+    /// # Errors
+    /// `Err(())` if `index` is out of bounds.
+    pub fn set(&mut self, index: u32, value: usize) -> Result<(), ()> {
+        *self.elements.get_mut(index as usize).ok_or(())? = value;
+        Ok(())
+    }
+
+    /// Grows by `delta` elements of `init`; returns the old size, or `None`.
+    pub fn grow(&mut self, delta: u32, init: usize) -> Option<u32> {
+        let old = self.size();
+        let new = u64::from(old) + u64::from(delta);
+        if new > u64::from(self.max.unwrap_or(u32::MAX)) || new > MAX_TABLE_ELEMENTS {
+            return None;
+        }
+        self.elements.resize(new as usize, init);
+        self.sync();
+        Some(old)
+    }
+
+    /// `table.fill`; `Err(())` if out of bounds (nothing is written then).
+    pub fn fill(&mut self, dst: u32, value: usize, len: u32) -> Result<(), ()> {
+        let range = range(dst, len, self.elements.len())?;
+        self.elements[range].fill(value);
+        Ok(())
+    }
+
+    /// Copies `len` elements within this table (overlap allowed).
+    pub fn copy_within(&mut self, dst: u32, src: u32, len: u32) -> Result<(), ()> {
+        let src = range(src, len, self.elements.len())?;
+        let dst = range(dst, len, self.elements.len())?;
+        self.elements.copy_within(src, dst.start);
+        Ok(())
+    }
+
+    /// Writes `values` at `dst`; `Err(())` if they do not fit.
+    pub fn init(&mut self, dst: u32, values: &[usize]) -> Result<(), ()> {
+        let range = range(
+            dst,
+            u32::try_from(values.len()).map_err(|_| ())?,
+            self.elements.len(),
+        )?;
+        self.elements[range].copy_from_slice(values);
+        Ok(())
+    }
+
+    pub fn elements(&self) -> &[usize] {
+        &self.elements
+    }
+
+    /// The definition compiled code reads; its address is stable for the table's lifetime.
+    pub fn definition(&self) -> *mut VMTableDefinition {
+        (&raw const *self.definition).cast_mut()
+    }
+}
+
+/// `start..start + len` if it fits in `bound`.
+pub fn range(start: u32, len: u32, bound: usize) -> Result<std::ops::Range<usize>, ()> {
+    let end = u64::from(start) + u64::from(len);
+    if end > bound as u64 {
+        return Err(());
+    }
+    Ok(start as usize..end as usize)
+}
