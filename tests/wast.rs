@@ -18,10 +18,8 @@ fn run_mode(mode: MemoryMode) -> WastReport {
         if !file.name().ends_with(".wast") {
             continue;
         }
-        if let Some(f) = &filter {
-            if !file.name().contains(f.as_str()) {
-                continue;
-            }
+        if filter.as_ref().is_some_and(|f| !file.name().contains(f.as_str())) {
+            continue;
         }
         let report = match run_script(&engine, file.name(), file.raw()) {
             Ok(r) => r,

@@ -78,14 +78,23 @@ pub struct WasmBacktrace {
 impl fmt::Display for WasmBacktrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "wasm backtrace:")?;
+        // Deep recursion makes long backtraces; the ends are what matters.
+        const SHOWN: usize = 16;
+        let len = self.frames.len();
         for (i, frame) in self.frames.iter().enumerate() {
+            if len > 2 * SHOWN && i == SHOWN {
+                writeln!(f, "  ... {} more frames", len - 2 * SHOWN)?;
+            }
+            if len > 2 * SHOWN && (SHOWN..len - SHOWN).contains(&i) {
+                continue;
+            }
             write!(f, "  {i:>2}: ")?;
             if let Some(module) = &frame.module_name {
                 write!(f, "{module}!")?;
             }
             match &frame.func_name {
                 Some(name) => write!(f, "{name} (func {})", frame.func_index)?,
-                None => write!(f, "func {}", frame.func_index)?,
+                None => write!(f, "<func {}>", frame.func_index)?,
             }
             if let Some(offset) = frame.module_offset {
                 write!(f, " @ {offset:#x}")?;

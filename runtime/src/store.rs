@@ -69,6 +69,8 @@ pub(crate) struct StoreOpaque {
     pub engine: Engine,
     pub vm: Box<VMStoreContext>,
     pub instances: Vec<InstanceData>,
+    /// Boxed: instances point at the `Memory` itself.
+    #[allow(clippy::vec_box)]
     pub memories: Vec<Box<vm::memory::Memory>>,
     pub tables: Vec<TableData>,
     pub globals: Vec<GlobalData>,

@@ -250,7 +250,7 @@ unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::Context
     let mut len = 1;
     let mut fp = regs.fp;
     let end = activation.entry.fp;
-    while len < MAX_BACKTRACE && fp >= regs.sp && fp < end && fp % 8 == 0 {
+    while len < MAX_BACKTRACE && fp >= regs.sp && fp < end && fp.is_multiple_of(8) {
         // SAFETY: `fp` lies between the faulting SP and the entry frame, i.e. within the live
         // stack of this activation, and Cranelift keeps the frame-pointer chain intact.
         let (return_address, caller_fp) = unsafe {
@@ -280,7 +280,7 @@ unsafe fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, ucontext: *mu
         .expect("one of ours");
     // SAFETY: `PREVIOUS` was initialized before our handler was installed and is not written
     // again.
-    let previous = unsafe { (*(&raw const PREVIOUS[i])).assume_init_ref() };
+    let previous = unsafe { &*(&raw const PREVIOUS[i]).cast::<libc::sigaction>() };
     if previous.sa_flags & libc::SA_SIGINFO != 0 {
         let handler: unsafe extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
             // SAFETY: SA_SIGINFO means `sa_sigaction` holds a three-argument handler.

@@ -1,0 +1,85 @@
+//! The `weft` command as a user meets it: output, messages and exit codes.
+
+use std::process::{Command, Output};
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("weft runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_invoke_prints_the_results() {
+    let out = weft(&["run", "examples/fib.wat", "--invoke", "fib", "20"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "6765\n");
+}
+
+#[test]
+fn trapping_call_prints_the_trap_and_backtrace_and_fails() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("trap.wat");
+    std::fs::write(
+        &file,
+        r#"(module $m (func $deep (unreachable)) (func (export "go") (call $deep)))"#,
+    )
+    .unwrap();
+    let out = weft(&["run", file.to_str().unwrap(), "--invoke", "go"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: wasm trap: unreachable\nwasm backtrace:\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("m!deep (func 0)"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn malformed_module_names_the_offset_and_fails() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.wasm");
+    std::fs::write(&file, b"\0asm\x01\0\0\0\x01\x05").unwrap();
+    let out = weft(&["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid module: unexpected end-of-file (at offset 0xa)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_argument_is_a_message_not_a_panic() {
+    let out = weft(&["run", "examples/fib.wat", "--invoke", "fib", "twenty"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "error: `twenty` is not a valid i32\n");
+}
+
+#[test]
+fn wast_reports_each_file_and_fails_on_a_failed_directive() {
+    let out = weft(&["wast", "tests/fixtures/failing.wast"]);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL tests/fixtures/failing.wast: 2 passed, 1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("total: 2 passed, 1 failed, 0 skipped"),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("failing.wast:4"),
+        "{}",
+        text(&out.stderr)
+    );
+}
