@@ -1,6 +1,39 @@
 //! weft's compiler: WebAssembly in, machine code and its metadata out.
 //!
-//! (The full essay is written with the compile driver.)
+//! # Pipeline
+//!
+//! 1. **Validate** the whole binary with wasmparser (WebAssembly 2.0 features) before anything
+//!    else. Everything downstream assumes valid input and says so: the translator does not
+//!    re-check types or stack heights.
+//! 2. **Parse** the module-level structure into [`ModuleInfo`] (types, index spaces, imports,
+//!    exports, segments as constant expressions, function body ranges, the name section). It is
+//!    shared read-only by the translator, the environment and the runtime.
+//! 3. **Translate** each function body to Cranelift IR ([`translate`]). The translator owns
+//!    control flow, locals and the numeric instructions; whatever touches runtime state —
+//!    memories, tables, globals, calls, `ref.func`, bulk operations — goes through the
+//!    [`FuncEnvironment`] trait ([`environ`]). weft's implementation ([`func_environ`]) is the
+//!    only code that knows the vmctx layout, which is written down once in [`vmoffsets`] and
+//!    read from there by the runtime too.
+//! 4. **Compile** every function with Cranelift (`opt_level=speed`, frame pointers preserved so
+//!    backtraces can walk them), in parallel on scoped threads pulling from a shared counter
+//!    ([`compile`]). Each result is plain bytes plus relocations (calls between the module's
+//!    functions), trap sites and source offsets; the runtime places the code itself.
+//!
+//! # Conventions compiled code follows
+//!
+//! - Every Wasm function takes `(callee_vmctx, caller_vmctx, params...)` with Cranelift's
+//!   `tail` calling convention and returns its results (any number).
+//! - Its prologue compares the stack pointer with the limit in the store context
+//!   (`vmctx → store context → stack limit`), so running out of stack is a trap, not a fault on
+//!   an unknown page. The limit belongs to the running activation, which is what lets a call
+//!   move to another stack.
+//! - Every trap is a trapping instruction with a code: Cranelift's own (division, conversion,
+//!   stack overflow, heap out of bounds on guard pages) or one of [`vmoffsets::trap_codes`]. A
+//!   builtin or host function that fails records why and returns 0; the code then traps with
+//!   `RECORDED`. So no Rust frame is ever unwound by a trap.
+//! - Host code is reached through per-signature trampolines: array-to-Wasm (the host calls
+//!   Wasm with a buffer of 16-byte value slots) and Wasm-to-array (Wasm calls a host function
+//!   the same way).
 
 #![forbid(unsafe_code)]
 
