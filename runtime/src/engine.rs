@@ -15,6 +15,7 @@ use crate::vm::code_memory::CodeMemory;
 pub struct Config {
     pub(crate) memory_mode: MemoryMode,
     pub(crate) max_wasm_stack: usize,
+    pub(crate) async_stack_size: usize,
     pub(crate) verify: bool,
     pub(crate) compile_threads: usize,
 }
@@ -24,6 +25,7 @@ impl Default for Config {
         Config {
             memory_mode: MemoryMode::GuardPages,
             max_wasm_stack: 512 * 1024,
+            async_stack_size: 1 << 20,
             verify: false,
             compile_threads: 0,
         }
@@ -46,6 +48,15 @@ impl Config {
     /// (default 512 KiB). The thread must have this much stack plus room for host functions.
     pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
         self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// The stack Wasm may use in a promising call (`call_async`) before it traps with
+    /// [`crate::Trap::StackOverflow`] (default 1 MiB). Each promising call runs on a stack of
+    /// its own with this much room for Wasm plus 64 KiB for host functions; only the pages a
+    /// call touches cost memory.
+    pub fn async_stack_size(&mut self, bytes: usize) -> &mut Self {
+        self.async_stack_size = bytes;
         self
     }
 
@@ -90,6 +101,8 @@ struct EngineInner {
     config: Config,
     compiler: Compiler,
     types: Mutex<TypeRegistry>,
+    /// Stacks for promising calls.
+    stacks: weft_arch::StackPool,
 }
 
 impl Engine {
@@ -108,12 +121,20 @@ impl Engine {
                 config: config.clone(),
                 compiler,
                 types: Mutex::default(),
+                stacks: weft_arch::StackPool::new(weft_arch::StackConfig {
+                    size: crate::vm::continuation::stack_size(config.async_stack_size),
+                    ..weft_arch::StackConfig::default()
+                }),
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn stack_pool(&self) -> &weft_arch::StackPool {
+        &self.inner.stacks
     }
 
     pub(crate) fn compiler(&self) -> &Compiler {

@@ -48,6 +48,18 @@ impl<'a, T: 'static> Caller<'a, T> {
         self.store.engine()
     }
 
+    pub(crate) fn store_id(&self) -> u64 {
+        self.store.opaque.id.as_u64()
+    }
+
+    pub(crate) fn instance_index(&self) -> Option<usize> {
+        self.instance
+    }
+
+    pub(crate) fn as_store_context(&self) -> &StoreContext<T> {
+        self.store
+    }
+
     /// An export of the calling instance (typically its memory), or `None` if there is no
     /// such export or the caller is the host.
     pub fn get_export(&mut self, name: &str) -> Option<Extern> {
@@ -163,6 +175,60 @@ impl Func {
         Ok(())
     }
 
+    /// Calls the function as a *promising* call: on a stack of its own, so that suspending
+    /// imports (see [`crate::Linker::func_wrap_async`]) reached from it can suspend it. The
+    /// future finishes when the call returns.
+    ///
+    /// `store` is `&mut Store<T>` or a [`crate::SharedStore<T>`] (see the crate docs).
+    ///
+    /// # Errors
+    /// As [`Func::call`].
+    ///
+    /// # Panics
+    /// If a host function (synchronous or async) panics, the panic resumes in the poller.
+    pub async fn call_async<S: crate::AsyncStore>(
+        &self,
+        store: S,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<()> {
+        let func = *self;
+        let params: Vec<Val> = params.to_vec();
+        let slots = params.len().max(results.len());
+        let values = crate::promising::call_async(
+            store,
+            func,
+            slots,
+            move |store, slots| {
+                store.opaque.check(func.store);
+                let ty = store.opaque.func_type(func.index);
+                check_values("parameters", &params, ty.params(), &store.opaque)?;
+                for (slot, param) in slots.iter_mut().zip(&params) {
+                    *slot = param.to_raw(&store.opaque);
+                }
+                Ok(())
+            },
+            move |store, slots| {
+                let ty = store.opaque.func_type(func.index);
+                ty.results()
+                    .iter()
+                    .zip(slots)
+                    .map(|(&ty, &slot)| Val::from_raw(slot, ty, &mut store.opaque))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .await?;
+        if values.len() != results.len() {
+            return Err(Error::TypeMismatch(format!(
+                "expected {} results, got a buffer for {}",
+                values.len(),
+                results.len()
+            )));
+        }
+        results.copy_from_slice(&values);
+        Ok(())
+    }
+
     /// A statically typed view of this function.
     ///
     /// # Errors
@@ -250,6 +316,7 @@ pub(crate) fn trap_to_error(info: TrapInfo) -> Error {
         TrapReason::Code(code) | TrapReason::Recorded(Recorded::Trap(code)) => code,
         TrapReason::Recorded(Recorded::Error(error)) => return error,
         TrapReason::Recorded(Recorded::Panic(panic)) => std::panic::resume_unwind(panic),
+        TrapReason::Recorded(Recorded::Api(trap)) => return Error::Trap { trap, backtrace },
     };
     Error::Trap {
         trap: trap_from_code(code),
@@ -519,5 +586,32 @@ impl<Params: WasmParams, Results: WasmResults> TypedFunc<Params, Results> {
         params.store(slots);
         call_raw(store, self.func.index, slots)?;
         Ok(Results::load(slots))
+    }
+
+    /// Calls the function as a promising call (see [`Func::call_async`]).
+    ///
+    /// # Errors
+    /// The trap (with its Wasm backtrace) if Wasm traps; a host function's error.
+    ///
+    /// # Panics
+    /// If a host function panics, the panic resumes in the poller.
+    pub fn call_async<S: crate::AsyncStore>(
+        &self,
+        store: S,
+        params: Params,
+    ) -> impl std::future::Future<Output = Result<Results>> + use<S, Params, Results> {
+        let func = self.func;
+        let slots = Params::valtypes().len().max(Results::valtypes().len());
+        crate::promising::call_async(
+            store,
+            func,
+            slots,
+            move |store, slots| {
+                store.opaque.check(func.store);
+                params.store(slots);
+                Ok(())
+            },
+            |_, slots| Results::load(slots),
+        )
     }
 }

@@ -44,6 +44,21 @@ impl Instance {
         Ok(instance)
     }
 
+    /// Instantiates without running the start function; returns that function, if any.
+    pub(crate) fn new_without_start<T: 'static>(
+        store: &mut StoreContext<T>,
+        module: &Module,
+        imports: &[Extern],
+    ) -> Result<(Instance, Option<Func>)> {
+        let instance = instantiate_without_start(store, module, imports)?;
+        let start = module
+            .inner
+            .info
+            .start
+            .map(|start| instance.func_by_index(store, start));
+        Ok((instance, start))
+    }
+
     pub(crate) fn func_by_index<T: 'static>(
         &self,
         store: &mut StoreContext<T>,

@@ -94,6 +94,53 @@ impl<T: 'static> Linker<T> {
         Ok(self)
     }
 
+    /// Defines a *suspending import*: an async host function. `f` gets the [`Caller`] and the
+    /// Wasm arguments synchronously and returns a future of the results (or of a `Result` of
+    /// them). When the future is pending, the promising call that reached the import is
+    /// switched out and its `call_async` future returns `Pending`; when woken, weft switches
+    /// back in and polls again; when ready, the import returns to Wasm like a synchronous one.
+    ///
+    /// The future must be `'static`, not borrowing the store: while it is pending, other
+    /// promising calls may run on the same store (see [`crate::SharedStore`]). It can still use
+    /// the store during its polls through [`Caller::store_access`].
+    ///
+    /// Reached from a synchronous call, the import traps with
+    /// [`crate::Trap::SuspendOutsidePromisingCall`] without calling `f`.
+    ///
+    /// # Errors
+    /// If the name is taken and shadowing is off.
+    pub fn func_wrap_async<Params, Results>(
+        &mut self,
+        module: &str,
+        name: &str,
+        f: impl crate::IntoAsyncFunc<T, Params, Results>,
+    ) -> Result<&mut Self> {
+        let (ty, callback) = f.into_async_func();
+        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        Ok(self)
+    }
+
+    /// Resolves `module`'s imports and instantiates it like [`Linker::instantiate`], but runs
+    /// its start function as a promising call, so it may reach suspending imports.
+    ///
+    /// # Errors
+    /// As [`Linker::instantiate`].
+    pub async fn instantiate_async<S: crate::AsyncStore<Data = T>>(
+        &self,
+        mut store: S,
+        module: &Module,
+    ) -> Result<Instance> {
+        let (instance, start) = crate::promising::with_store(&mut store, |store| {
+            let imports = self.resolve_imports(&mut *store, module)?;
+            Instance::new_without_start(store, module, &imports)
+        })
+        .await?;
+        if let Some(start) = start {
+            start.call_async(store, &[], &mut []).await?;
+        }
+        Ok(instance)
+    }
+
     /// Defines a host function of type `ty` on dynamically typed values (see [`Func::new`]).
     ///
     /// # Errors

@@ -20,6 +20,10 @@ use crate::vm::{self, VMFuncRef, VMGlobal, VMStoreContext};
 pub(crate) struct StoreId(u64);
 
 impl StoreId {
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
     fn fresh() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         StoreId(NEXT.fetch_add(1, Ordering::Relaxed))

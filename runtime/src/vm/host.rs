@@ -83,6 +83,11 @@ unsafe extern "C" fn array_call<T: 'static>(
     }));
     let recorded = match result {
         Ok(Ok(())) => return 1,
+        // A trap the host raises on Wasm's behalf gets Wasm's backtrace, like a trap of
+        // compiled code (a suspending import outside a promising call, for one).
+        Ok(Err(crate::Error::Trap { trap, backtrace })) if backtrace.frames.is_empty() => {
+            Recorded::Api(trap)
+        }
         Ok(Err(error)) => Recorded::Error(error),
         Err(panic) => Recorded::Panic(panic),
     };

@@ -3,9 +3,11 @@
 
 pub mod call;
 pub mod code_memory;
+pub mod continuation;
 pub mod host;
 pub mod instance;
 pub mod memory;
+pub mod shared_store;
 pub mod table;
 pub mod traphandlers;
 pub mod vmstructs;
@@ -31,6 +33,7 @@ impl VMStoreContext {
             stack_limit: std::cell::UnsafeCell::new(usize::MAX),
             activation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
             store: std::cell::UnsafeCell::new(std::ptr::null_mut()),
+            continuation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
         })
     }
 

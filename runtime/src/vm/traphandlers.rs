@@ -38,6 +38,9 @@ pub enum Recorded {
     Error(crate::Error),
     /// A panic in a host function, re-raised once control is back in the embedder's frame.
     Panic(Box<dyn Any + Send>),
+    /// A trap the runtime raises on Wasm's behalf (a suspending import outside a promising
+    /// call); reported with the Wasm backtrace like a trap of compiled code.
+    Api(crate::Trap),
 }
 
 /// Why Wasm stopped.
@@ -93,14 +96,47 @@ pub unsafe fn enter_wasm(
     a1: usize,
     a2: usize,
 ) -> Result<(), TrapInfo> {
+    // SAFETY: the caller's guarantees are ours.
+    unsafe { enter_wasm_with_limit(store, StackLimit::Inherit(max_wasm_stack), trampoline, a0, a1, a2) }
+}
+
+/// Where the stack limit of a new activation comes from.
+#[derive(Clone, Copy)]
+pub enum StackLimit {
+    /// The enclosing activation's limit if there is one on this thread, else `sp - bytes`.
+    Inherit(usize),
+    /// This address: the first activation on a continuation stack, whose limit is the stack's
+    /// bottom plus headroom for host code (the enclosing activation, if any, is on another stack).
+    Explicit(usize),
+}
+
+/// [`enter_wasm`] with a chosen stack limit.
+///
+/// # Safety
+/// As for [`enter_wasm`]; with [`StackLimit::Explicit`], the limit must lie on the current
+/// stack, with room below it for host functions and the signal handler's needs.
+pub unsafe fn enter_wasm_with_limit(
+    store: *const VMStoreContext,
+    limit: StackLimit,
+    trampoline: *const u8,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Result<(), TrapInfo> {
     init_traps();
     ensure_altstack();
-    let prev = CURRENT.with(Cell::get);
-    let stack_limit = if prev.is_null() {
-        approximate_sp().saturating_sub(max_wasm_stack)
-    } else {
+    // Through `replace_current`, never `CURRENT.with` directly: this frame may be suspended
+    // on a continuation and resumed on another thread, and a thread-local address computed
+    // before the call below must not be reused after it.
+    let prev = replace_current(ptr::null_mut());
+    replace_current(prev);
+    let stack_limit = match limit {
+        StackLimit::Explicit(limit) => limit,
+        StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
+            approximate_sp().saturating_sub(max_wasm_stack)
+        }
         // SAFETY: `prev` is a live activation further up this thread's stack.
-        unsafe { (*prev).stack_limit }
+        StackLimit::Inherit(_) => unsafe { (*prev).stack_limit },
     };
     // SAFETY: the caller guarantees `store` is live and exclusively ours during the call.
     let store_ref = unsafe { &*store };
@@ -124,7 +160,7 @@ pub unsafe fn enter_wasm(
         *store_ref.stack_limit.get() = stack_limit;
         *store_ref.activation.get() = activation_ptr;
     }
-    CURRENT.with(|c| c.set(activation_ptr));
+    replace_current(activation_ptr);
     // SAFETY: the caller vouches for the trampoline and its arguments; `entry` lives in this
     // frame for the whole call, and the landing pad returns here with our registers restored.
     let trapped = unsafe {
@@ -136,7 +172,7 @@ pub unsafe fn enter_wasm(
             a2,
         )
     };
-    CURRENT.with(|c| c.set(prev));
+    replace_current(prev);
     // SAFETY: the entry routine has returned, so nothing else refers to the activation; the
     // signal handler wrote to it through this same pointer.
     let activation = unsafe { &mut *activation_ptr };
@@ -173,6 +209,17 @@ pub unsafe fn record(store: *const VMStoreContext, what: Recorded) {
         debug_assert!(!activation.is_null());
         (*activation).recorded = Some(what);
     }
+}
+
+/// Replaces this thread's innermost activation (what the signal handler consults) with
+/// `activation`, returning the previous one. The continuation machinery calls it on every
+/// switch, so that the handler always sees the activation running on the current stack.
+///
+/// Never inlined: the address of the thread-local must be computed afresh on each call, as a
+/// continuation may move between threads between two calls.
+#[inline(never)]
+pub fn replace_current(activation: *mut Activation) -> *mut Activation {
+    CURRENT.with(|c| c.replace(activation))
 }
 
 fn approximate_sp() -> usize {
@@ -338,7 +385,7 @@ thread_local! {
 
 /// Makes sure this thread has an alternate signal stack big enough for the handler, so a fault
 /// on an exhausted stack can still be handled.
-fn ensure_altstack() {
+pub fn ensure_altstack() {
     ALTSTACK.with(|slot| {
         if slot.borrow().is_some() {
             return;

@@ -15,6 +15,9 @@ pub struct VMStoreContext {
     pub activation: UnsafeCell<*mut super::traphandlers::Activation>,
     /// The `StoreInner<T>` that owns this context (type-erased).
     pub store: UnsafeCell<*mut u8>,
+    /// The continuation running Wasm of this store right now, or null outside promising calls
+    /// (and while a suspending import polls its future): where a suspending import suspends to.
+    pub continuation: UnsafeCell<*mut super::continuation::ContinuationState>,
 }
 
 // SAFETY: the raw pointers are only dereferenced by the thread that currently owns the store

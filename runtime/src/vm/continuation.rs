@@ -1,0 +1,508 @@
+//! Continuations: Wasm calls that run on their own stack and can be switched out in the middle.
+//!
+//! A [`Continuation`] is a pooled `weft_arch::Stack` whose first switch runs
+//! [`continuation_start`], which enters Wasm with [`enter_wasm_with_limit`]: the limit is the
+//! stack's usable bottom plus [`HOST_HEADROOM`], so Wasm traps with stack exhaustion through its
+//! prologue check while host functions it calls still have room below the limit.
+//!
+//! The continuation's bookkeeping, [`ContinuationState`], lives at the top of its own stack, so
+//! starting a promising call allocates nothing on the heap. Above it only the switcher's words:
+//!
+//! ```text
+//!   stack top ──▶ ┌───────────────────────────┐
+//!                 │ ContinuationState         │  arguments, value slots, saved per-activation
+//!                 │                           │  state, result; written by `Continuation::new`
+//!   switch top ─▶ ├───────────────────────────┤
+//!                 │ switcher words, frames …  │  init_stack / continuation_start / Wasm
+//!                 ⋮                           ⋮
+//!   limit ──────▶ ├───────────────────────────┤  Wasm stack limit (prologue check)
+//!                 │ HOST_HEADROOM             │  host functions called from Wasm
+//!                 ├───────────────────────────┤
+//!                 │ guard page                │
+//!                 └───────────────────────────┘
+//! ```
+//!
+//! # Switching and per-activation state
+//!
+//! Three things describe "the Wasm running on this thread": the thread-local innermost
+//! activation the signal handler reads (`traphandlers::replace_current`), and the store
+//! context's `stack_limit` and `activation`. A continuation carries its own copies of all three.
+//! [`Continuation::resume`] installs them, switches in, and when the continuation switches back
+//! (suspended or finished), saves them and reinstalls the resumer's. All of this happens in the
+//! resumer's frame, which never changes threads during a switch; the continuation side only
+//! calls `switch_yield`, from a never-inlined function that touches no thread-local, so nothing
+//! computed on one thread is reused on another after a suspended call resumes elsewhere.
+//!
+//! The store context also names the running continuation (`VMStoreContext::continuation`):
+//! that is how a suspending import finds where to suspend to ([`SuspendPoint`]). It is null in
+//! synchronous calls, which is how a suspending import knows it must trap instead.
+//!
+//! # Suspending
+//!
+//! A suspending import calls [`SuspendPoint::block_on`] with its future pinned on the
+//! continuation's stack. That polls the future with the `Context` of the outer `poll` (stored in
+//! the state by `resume`); on `Pending` it switches out, and the outer `poll` returns `Pending`.
+//! When polled again, `resume` switches back in and the loop polls the future again. On `Ready`
+//! the value goes back to Wasm like a synchronous import's.
+//!
+//! # Cancellation
+//!
+//! A suspended continuation cannot simply be forgotten: its frames may own Rust values (the
+//! pinned future, for one, which a timer may still reference). Dropping one resumes it with the
+//! `cancelled` flag: `block_on` returns [`Cancelled`] instead of polling, the import reports
+//! an error, compiled code traps, and the landing pads unwind the Wasm frames while host frames
+//! return normally, until `continuation_start` returns. Only then does the stack go back to the
+//! pool.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::ptr::{self, NonNull};
+use std::task::{Context, Poll, Waker};
+
+use weft_arch::{Stack, StackPool};
+
+use super::traphandlers::{
+    self, Activation, StackLimit, TrapInfo, enter_wasm_with_limit, replace_current,
+};
+use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw};
+
+/// Stack kept below the Wasm stack limit of a continuation for host functions called from Wasm
+/// (and the code they call: a future's poll, a compile, an allocation).
+pub const HOST_HEADROOM: usize = 64 * 1024;
+
+/// Value slots a continuation keeps in its state; calls with more parameters or results use a
+/// heap buffer.
+const INLINE_SLOTS: usize = 8;
+
+/// Values passed into a continuation by `switch_and_link`.
+const RESUME: usize = 0;
+const RESUME_CANCELLED: usize = 1;
+
+/// Everything a continuation needs, at the top of its own stack (see the module docs).
+#[repr(C)]
+pub struct ContinuationState {
+    /// The top given to `init_stack`, which `switch_yield` needs.
+    switch_top: usize,
+    /// The outer poll's context; valid while the continuation runs (set by every `resume`).
+    cx: *mut Context<'static>,
+    /// Set when the call's future is dropped: suspending imports must not suspend again.
+    cancelled: bool,
+    /// Per-activation state while switched out (see the module docs).
+    saved_current: *mut Activation,
+    saved_stack_limit: usize,
+    saved_activation: *mut Activation,
+    /// The call: store context, Wasm stack limit, trampoline and its arguments.
+    store: *const VMStoreContext,
+    stack_limit: usize,
+    trampoline: usize,
+    func_ref: VMFuncRef,
+    inline_slots: [ValRaw; INLINE_SLOTS],
+    heap_slots: Option<Box<[ValRaw]>>,
+    /// Written by `continuation_start` when Wasm returns or traps.
+    result: Option<Result<(), TrapInfo>>,
+}
+
+/// How a [`Continuation::resume`] ended.
+pub enum Resumed {
+    /// A suspending import is waiting: resume again when woken.
+    Suspended,
+    /// The call returned (results are in [`Continuation::slots`]) or trapped.
+    Finished(Result<(), TrapInfo>),
+}
+
+/// A promising call's stack and where it stands. See the module docs.
+pub struct Continuation {
+    /// `None` only after `Drop` took it.
+    stack: Option<Stack>,
+    state: NonNull<ContinuationState>,
+    /// Saved stack pointer of the suspended (or not yet started) context; 0 once finished.
+    sp: usize,
+    started: bool,
+}
+
+// SAFETY: the continuation owns its stack and state; nothing in them is tied to a thread (the
+// per-activation state is reinstalled on whichever thread resumes it). Running it is `resume`'s
+// business, which needs `&mut self`.
+unsafe impl Send for Continuation {}
+// SAFETY: `&Continuation` exposes nothing.
+unsafe impl Sync for Continuation {}
+
+thread_local! {
+    /// A few stacks kept per thread without giving back their pages, so back-to-back promising
+    /// calls neither lock the engine's pool nor pay for `madvise` every time.
+    static WARM_STACKS: RefCell<Vec<Stack>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Stacks a thread keeps warm (see `WARM_STACKS`).
+const WARM_STACKS_PER_THREAD: usize = 4;
+
+/// The full size of a stack for promising calls with `max_wasm_stack` bytes of Wasm stack.
+pub fn stack_size(max_wasm_stack: usize) -> usize {
+    max_wasm_stack + HOST_HEADROOM + state_bytes() + 4096
+}
+
+fn state_bytes() -> usize {
+    size_of::<ContinuationState>().next_multiple_of(weft_arch::STACK_ALIGNMENT)
+}
+
+/// A stack of `size` usable bytes: a warm one of this thread if it has one, else from `pool`.
+fn allocate_stack(pool: &StackPool) -> std::io::Result<Stack> {
+    let size = pool.config().size;
+    let warm = WARM_STACKS.with(|warm| {
+        let mut warm = warm.borrow_mut();
+        let i = warm.iter().rposition(|s| s.usable().len() >= size)?;
+        Some(warm.swap_remove(i))
+    });
+    match warm {
+        Some(stack) => Ok(stack),
+        None => pool.allocate(),
+    }
+}
+
+/// Gives `stack` back: to this thread's warm stacks if there is room, else to `pool`.
+fn release_stack(pool: &StackPool, stack: Stack) {
+    let stack = WARM_STACKS.with(|warm| {
+        let mut warm = warm.borrow_mut();
+        if warm.len() < WARM_STACKS_PER_THREAD {
+            warm.push(stack);
+            None
+        } else {
+            Some(stack)
+        }
+    });
+    if let Some(stack) = stack {
+        pool.release(stack);
+    }
+}
+
+impl Continuation {
+    /// A continuation that, when first resumed, calls the function behind `func_ref` through
+    /// `trampoline` as Wasm of the store whose context is `store`, with a Wasm stack limit
+    /// `HOST_HEADROOM` above the stack's bottom. Write the arguments into [`Self::slots`] first.
+    ///
+    /// The API upholds what this relies on (as for `call::call_func_ref`): `func_ref` is a
+    /// funcref of that store, `trampoline` its type's array-to-Wasm trampoline, `slots` is large
+    /// enough for its parameters and results, and the store stays alive and is exclusively
+    /// lent to the continuation during every `resume`.
+    ///
+    /// # Errors
+    /// The OS error if a new stack cannot be mapped.
+    pub fn new(
+        pool: &StackPool,
+        store: *const VMStoreContext,
+        trampoline: *const u8,
+        func_ref: usize,
+        slots: usize,
+    ) -> std::io::Result<Continuation> {
+        let stack = allocate_stack(pool)?;
+        let top = stack.top();
+        let state_at = top - state_bytes();
+        let switch_top = state_at;
+        let state = state_at as *mut ContinuationState;
+        // SAFETY: the state's bytes are at the top of a stack we own, aligned for it, and
+        // nothing runs on the stack; the funcref lives as long as the store.
+        unsafe {
+            state.write(ContinuationState {
+                switch_top,
+                cx: ptr::null_mut(),
+                cancelled: false,
+                saved_current: ptr::null_mut(),
+                saved_stack_limit: usize::MAX,
+                saved_activation: ptr::null_mut(),
+                store,
+                stack_limit: stack.usable().start + HOST_HEADROOM,
+                trampoline: trampoline as usize,
+                func_ref: *(func_ref as *const VMFuncRef),
+                inline_slots: [ValRaw::default(); INLINE_SLOTS],
+                heap_slots: (slots > INLINE_SLOTS)
+                    .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
+                result: None,
+            });
+        }
+        // SAFETY: `switch_top` is 16-aligned (the state's size is rounded up to it) and the
+        // stack below it is ours and unused.
+        let sp = unsafe { weft_arch::init_stack(switch_top, continuation_start, state as usize) };
+        Ok(Continuation {
+            stack: Some(stack),
+            // SAFETY: derived from a non-null stack address.
+            state: unsafe { NonNull::new_unchecked(state) },
+            sp,
+            started: false,
+        })
+    }
+
+    /// The value slots: arguments before the first resume, results after it finished.
+    pub fn slots(&mut self) -> &mut [ValRaw] {
+        // SAFETY: the state is initialized, and Wasm touches the slots only while `resume`
+        // runs, which needs `&mut self` too.
+        let state = unsafe { &mut *self.state.as_ptr() };
+        match &mut state.heap_slots {
+            Some(slots) => slots,
+            None => &mut state.inline_slots,
+        }
+    }
+
+    /// Whether the continuation has frames on its stack: started and not finished.
+    pub fn is_suspended(&self) -> bool {
+        self.started && self.sp != 0
+    }
+
+    /// Runs the continuation until it suspends or finishes, with `cx` as the context its
+    /// suspending imports poll their futures with; `cancel` makes them give up instead.
+    ///
+    /// The caller must hold the continuation's store exclusively for the duration (the API
+    /// does: the store is locked for the whole poll) and must not resume a finished
+    /// continuation (asserted).
+    pub fn resume(&mut self, cx: &mut Context<'_>, cancel: bool) -> Resumed {
+        assert!(self.sp != 0, "resuming a finished continuation");
+        traphandlers::init_traps();
+        traphandlers::ensure_altstack();
+        let state = self.state.as_ptr();
+        // SAFETY: the state is ours (see `slots`) and its store context is live and lent to us
+        // (the caller's contract). Everything written here is read by the continuation only
+        // while we wait in `switch_and_link`, and `cx` outlives that wait.
+        unsafe {
+            (*state).cx = ptr::from_mut(cx).cast();
+            (*state).cancelled |= cancel;
+            let store = &*(*state).store;
+            // Install the continuation's per-activation state, keeping the resumer's.
+            let outer_current = replace_current((*state).saved_current);
+            let outer_limit = store.stack_limit.get().replace((*state).saved_stack_limit);
+            let outer_activation = store.activation.get().replace((*state).saved_activation);
+            let outer_continuation = store.continuation.get().replace(state);
+            let value = if (*state).cancelled { RESUME_CANCELLED } else { RESUME };
+            self.started = true;
+            let (_, sp) = weft_arch::switch_and_link(value, self.sp, (*state).switch_top);
+            // Back on the resumer's side (same thread): save theirs, reinstall ours.
+            (*state).saved_current = replace_current(outer_current);
+            (*state).saved_stack_limit = store.stack_limit.get().replace(outer_limit);
+            (*state).saved_activation = store.activation.get().replace(outer_activation);
+            store.continuation.get().write(outer_continuation);
+            (*state).cx = ptr::null_mut();
+            match sp {
+                Some(sp) => {
+                    self.sp = sp;
+                    Resumed::Suspended
+                }
+                None => {
+                    self.sp = 0;
+                    Resumed::Finished(
+                        (*state)
+                            .result
+                            .take()
+                            .expect("a finished continuation leaves its result"),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Returns the stack to `pool` (or this thread's warm stacks). A suspended continuation is
+    /// cancelled first (see the module docs); the caller must hold its store as for `resume`.
+    pub fn finish(mut self, pool: &StackPool) {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        while self.is_suspended() {
+            // Whatever the trap or error, the call is abandoned; host panics included.
+            let _ = self.resume(&mut cx, true);
+        }
+        self.drop_state();
+        if let Some(stack) = self.stack.take() {
+            release_stack(pool, stack);
+        }
+    }
+
+    fn drop_state(&mut self) {
+        if self.stack.is_some() {
+            // SAFETY: the state was initialized by `new` and is dropped once: `stack` is taken
+            // right after by every caller.
+            unsafe { ptr::drop_in_place(self.state.as_ptr()) };
+        }
+    }
+}
+
+impl Drop for Continuation {
+    fn drop(&mut self) {
+        if self.stack.is_none() {
+            return;
+        }
+        if self.is_suspended() {
+            // Not cancelled through `finish` (the API always does that; this is a last
+            // resort): its frames may still be referenced (pinned futures registered with a
+            // timer, say), so neither the state nor the stack may be reused. Leak both.
+            std::mem::forget(self.stack.take());
+            return;
+        }
+        self.drop_state();
+        drop(self.stack.take()); // unmapped: no pool at hand
+    }
+}
+
+/// The first frame of every continuation (see `weft_arch::StackEntry`).
+///
+/// # Safety
+/// `arg` is the `ContinuationState` `Continuation::new` wrote, and `resume` installed its
+/// per-activation state before switching here.
+unsafe extern "C" fn continuation_start(arg: usize, _value: usize, _stack_top: usize) -> usize {
+    let state = arg as *mut ContinuationState;
+    // SAFETY: see above and `Continuation::new`: the trampoline, funcref and slots make a valid
+    // call, and the limit is on this stack with `HOST_HEADROOM` below it.
+    unsafe {
+        let slots = match &mut (*state).heap_slots {
+            Some(slots) => slots.as_mut_ptr(),
+            None => (*state).inline_slots.as_mut_ptr(),
+        };
+        let result = enter_wasm_with_limit(
+            (*state).store,
+            StackLimit::Explicit((*state).stack_limit),
+            (*state).trampoline as *const u8,
+            (*state).func_ref.vmctx as usize,
+            (*state).func_ref.wasm_call as usize,
+            slots as usize,
+        );
+        (*state).result = Some(result);
+    }
+    0
+}
+
+/// Switches out of the running continuation; returns the value it was resumed with.
+///
+/// Never inlined, and touches no thread-local: it may return on another thread.
+///
+/// # Safety
+/// Must run on the continuation whose state this is, while `resume` waits for it.
+#[inline(never)]
+unsafe fn switch_out(state: *mut ContinuationState) -> usize {
+    // SAFETY: per the contract, we are on this stack and its resumer waits in switch_and_link.
+    unsafe { weft_arch::switch_yield(0, (*state).switch_top) }
+}
+
+/// The promising call was dropped while suspended: the import must return without waiting.
+#[derive(Debug)]
+pub struct Cancelled;
+
+/// Where a suspending import suspends to: the continuation running its caller.
+///
+/// Obtained from the store context while Wasm of that store calls the import; not `Send`, and
+/// only meaningful on the continuation that is running.
+pub struct SuspendPoint {
+    state: NonNull<ContinuationState>,
+    store: NonNull<VMStoreContext>,
+    store_id: u64,
+}
+
+impl SuspendPoint {
+    /// The running continuation of `store` (whose id is `store_id`), or `None` if its Wasm runs
+    /// in a synchronous call (or inside a suspending import's poll, where suspending again would
+    /// switch out of the middle of a `Future::poll`).
+    pub fn current(store: &VMStoreContext, store_id: u64) -> Option<SuspendPoint> {
+        // SAFETY: the store is borrowed; only `resume` and this module write the cell.
+        let state = NonNull::new(unsafe { *store.continuation.get() })?;
+        Some(SuspendPoint {
+            state,
+            store: NonNull::from(store),
+            store_id,
+        })
+    }
+
+    /// Polls `future` until it is ready, switching out of the continuation whenever it is
+    /// pending (see the module docs).
+    ///
+    /// While the future is polled, [`with_polling_store`] gives access to the store, and
+    /// suspending is disabled for Wasm called from there.
+    ///
+    /// # Errors
+    /// [`Cancelled`] if the promising call was dropped; the future is then not polled again.
+    pub fn block_on<F: Future + ?Sized>(&self, mut future: Pin<&mut F>) -> Result<F::Output, Cancelled> {
+        let state = self.state.as_ptr();
+        // SAFETY: as in `current`, and the store context outlives this call.
+        let store = unsafe { self.store.as_ref() };
+        loop {
+            // SAFETY: we run on this continuation, so its state is live and `resume` (which
+            // set `cancelled` and `cx`) waits for us; `cx` points into its frame.
+            let cx = unsafe {
+                if (*state).cancelled {
+                    return Err(Cancelled);
+                }
+                &mut *(*state).cx
+            };
+            let poll = {
+                // SAFETY: the store is lent to this continuation (see `current`).
+                let store_ptr = unsafe { *store.store.get() };
+                let _guard = PollScope::enter(store, self.store_id, store_ptr);
+                future.as_mut().poll(cx)
+            };
+            if let Poll::Ready(output) = poll {
+                return Ok(output);
+            }
+            // SAFETY: we run on this continuation and its resumer waits.
+            unsafe { switch_out(state) };
+        }
+    }
+}
+
+thread_local! {
+    /// The store (its id and its `StoreContext<T>`) whose suspending import is polling its
+    /// future on this thread right now; see [`with_polling_store`].
+    static POLLING_STORE: Cell<(u64, *mut u8)> = const { Cell::new((u64::MAX, ptr::null_mut())) };
+}
+
+/// Marks a suspending import's poll: publishes the store for [`with_polling_store`] and
+/// disables suspension for Wasm called meanwhile; undoes both when dropped (a panic included).
+struct PollScope<'a> {
+    store: &'a VMStoreContext,
+    saved_continuation: *mut ContinuationState,
+    saved_polling: (u64, *mut u8),
+}
+
+impl<'a> PollScope<'a> {
+    fn enter(store: &'a VMStoreContext, store_id: u64, store_ptr: *mut u8) -> Self {
+        PollScope {
+            store,
+            // SAFETY: the store is lent to the running continuation, i.e. to us.
+            saved_continuation: unsafe { store.continuation.get().replace(ptr::null_mut()) },
+            saved_polling: POLLING_STORE.with(|p| p.replace((store_id, store_ptr))),
+        }
+    }
+}
+
+impl Drop for PollScope<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`.
+        unsafe { self.store.continuation.get().write(self.saved_continuation) };
+        POLLING_STORE.with(|p| p.set(self.saved_polling));
+    }
+}
+
+/// Runs `f` with the store whose id is `store_id`, if one of its suspending imports is polling
+/// its future on this thread right now (the store is then lent to that poll, and nobody else
+/// uses it). `None` otherwise: between polls other promising calls may use the store.
+///
+/// `T` must be the data type of that store: store ids are unique, and the API only hands out
+/// ids together with the store's type.
+pub fn with_polling_store<T: 'static, R>(
+    store_id: u64,
+    f: impl FnOnce(&mut crate::store::StoreContext<T>) -> R,
+) -> Option<R> {
+    let (id, ptr) = POLLING_STORE.with(Cell::get);
+    if id != store_id || ptr.is_null() {
+        return None;
+    }
+    // Taken for the duration: a nested `with_polling_store` inside `f` sees nothing (two live
+    // `&mut` to the store), while Wasm that `f` calls, and its imports, get the store the usual
+    // way through the call.
+    struct Restore((u64, *mut u8));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POLLING_STORE.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(POLLING_STORE.with(|p| p.replace((u64::MAX, ptr::null_mut()))));
+    // SAFETY: `ptr` is the `StoreContext<T>` of the store with this id (set from the store
+    // context's `store` pointer, which the API sets to its `StoreContext<T>` before entering
+    // Wasm), lent to the poll running below us; its other users (the Wasm frames and the
+    // import's shim) are suspended in that poll and do not touch it until `f` returns.
+    let store = unsafe { &mut *ptr.cast::<crate::store::StoreContext<T>>() };
+    Some(f(store))
+}

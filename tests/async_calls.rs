@@ -1,0 +1,585 @@
+//! Promising calls and suspending imports: the JSPI seed programs, suspension across host
+//! frames, many suspended calls at once, cancellation, traps and panics after a resume.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use weft::{
+    Caller, Config, Engine, Extern, Linker, Module, SharedStore, Store, Trap, TypedFunc, Val,
+};
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Pending once (waking itself at once), then ready: the smallest suspension, with no executor
+/// involved.
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn pending_once() -> PendingOnce {
+    PendingOnce(false)
+}
+
+/// Polls `future` once with a no-op waker.
+fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The seed programs
+
+struct SleepLog {
+    events: Vec<&'static str>,
+    started: Option<Instant>,
+}
+
+#[test]
+fn sleep_calls_imports_in_order_and_returns_elapsed_time() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, fixture("sleep.wat")).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "js_before", |mut caller: Caller<'_, SleepLog>| {
+            caller.data_mut().events.push("before");
+            caller.data_mut().started = Some(Instant::now());
+        })
+        .unwrap()
+        .func_wrap_async("env", "js_timeout", |mut caller: Caller<'_, SleepLog>, ms: i32| {
+            caller.data_mut().events.push("timeout");
+            tokio::time::sleep(Duration::from_millis(ms as u64))
+        })
+        .unwrap()
+        .func_wrap("env", "js_after", |mut caller: Caller<'_, SleepLog>| {
+            caller.data_mut().events.push("after");
+            caller.data().started.unwrap().elapsed().as_millis() as i32
+        })
+        .unwrap();
+    let mut store = Store::new(
+        &engine,
+        SleepLog {
+            events: Vec::new(),
+            started: None,
+        },
+    );
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let sleep = instance
+        .get_typed_func::<i32, i32>(&mut store, "sleep")
+        .unwrap();
+    let elapsed = current_thread()
+        .block_on(sleep.call_async(&mut store, 30))
+        .unwrap();
+    assert!((30..1000).contains(&elapsed), "slept {elapsed} ms");
+    assert_eq!(store.data().events, ["before", "timeout", "after"]);
+}
+
+fn badfib_instance(engine: &Engine, store: &mut Store<()>) -> weft::Instance {
+    let module = Module::new(engine, fixture("badfib.wat")).unwrap();
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap_async("env", "promiseAdd", |_: Caller<'_, ()>, a: i32, b: i32| async move {
+            pending_once().await;
+            a + b
+        })
+        .unwrap();
+    linker.instantiate(store, &module).unwrap()
+}
+
+#[test]
+fn badfib_with_suspending_add_equals_fib_up_to_20() {
+    let engine = Engine::default();
+    let mut store = Store::new(&engine, ());
+    let instance = badfib_instance(&engine, &mut store);
+    let badfib = instance
+        .get_typed_func::<i32, i32>(&mut store, "badfib")
+        .unwrap();
+    let fib = instance.get_typed_func::<i32, i32>(&mut store, "fib").unwrap();
+    let runtime = current_thread();
+    for n in 0..=20 {
+        let expected = fib.call(&mut store, n).unwrap();
+        let got = runtime.block_on(badfib.call_async(&mut store, n)).unwrap();
+        assert_eq!(got, expected, "fib({n})");
+    }
+}
+
+struct Lazy {
+    /// The table index of the plugin's export, once loaded.
+    loaded: Option<i32>,
+    loads: usize,
+}
+
+#[test]
+fn lazy_loading_import_loads_on_first_call_only() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, fixture("lazy_main.wat")).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap_async("env", "load", |caller: Caller<'_, Lazy>| {
+            let loaded = caller.data().loaded;
+            let engine = caller.engine().clone();
+            let access = caller.store_access();
+            async move {
+                if let Some(index) = loaded {
+                    return Ok(index);
+                }
+                // Compile on the blocking pool; the Wasm that asked waits, suspended.
+                let plugin = tokio::task::spawn_blocking(move || {
+                    Module::new(&engine, fixture("lazy_plugin.wat"))
+                })
+                .await
+                .unwrap()?;
+                access.with(|mut caller| {
+                    let engine = caller.engine().clone();
+                    let instance = Linker::new(&engine).instantiate(&mut caller, &plugin)?;
+                    let double = instance.get_func(&mut caller, "double").unwrap();
+                    let table = caller.get_export("table").unwrap().into_table().unwrap();
+                    table.set(&mut caller, 1, Val::FuncRef(Some(double)))?;
+                    caller.data_mut().loaded = Some(1);
+                    caller.data_mut().loads += 1;
+                    Ok(1)
+                })?
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(
+        &engine,
+        Lazy {
+            loaded: None,
+            loads: 0,
+        },
+    );
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+    let runtime = current_thread();
+    for x in [1, 2, 21] {
+        assert_eq!(runtime.block_on(run.call_async(&mut store, x)).unwrap(), 2 * x);
+    }
+    assert_eq!(store.data().loads, 1, "loaded by the first call only");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Suspension shapes
+
+#[derive(Default)]
+struct Paths {
+    /// Calls waiting in `wait` right now, and the most there ever were.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// `suspend_paths.wat` with `wait(x)` = x after one suspension.
+fn paths_instance(engine: &Engine, store: &mut Store<Paths>) -> weft::Instance {
+    let module = Module::new(engine, fixture("suspend_paths.wat")).unwrap();
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap_async("env", "wait", |mut caller: Caller<'_, Paths>, x: i32| {
+            let data = caller.data_mut();
+            data.in_flight += 1;
+            data.max_in_flight = data.max_in_flight.max(data.in_flight);
+            let access = caller.store_access();
+            async move {
+                pending_once().await;
+                access.with(|mut caller| caller.data_mut().in_flight -= 1)?;
+                Ok(x)
+            }
+        })
+        .unwrap()
+        .func_wrap(
+            "env",
+            "host_then_wasm",
+            |mut caller: Caller<'_, Paths>, x: i32| -> weft::Result<i32> {
+                let inner = caller.get_export("inner").unwrap().into_func().unwrap();
+                let inner: TypedFunc<i32, i32> = inner.typed(&caller)?;
+                inner.call(&mut caller, x)
+            },
+        )
+        .unwrap();
+    linker.instantiate(store, &module).unwrap()
+}
+
+fn paths() -> (Store<Paths>, weft::Instance) {
+    let engine = Engine::default();
+    let mut store = Store::new(&engine, Paths::default());
+    let instance = paths_instance(&engine, &mut store);
+    (store, instance)
+}
+
+#[test]
+fn pending_import_suspends_the_call_and_resume_finishes_it() {
+    let (mut store, instance) = paths();
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    let mut call = pin!(wait_once.call_async(&mut store, 41));
+    assert!(poll_once(call.as_mut()).is_pending());
+    assert_eq!(poll_once(call.as_mut()).map(Result::unwrap), Poll::Ready(42));
+}
+
+#[test]
+fn sync_call_reaching_suspending_import_traps() {
+    let (mut store, instance) = paths();
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    let error = wait_once.call(&mut store, 1).unwrap_err();
+    assert_eq!(error.trap(), Some(Trap::SuspendOutsidePromisingCall));
+    assert_eq!(
+        error.to_string(),
+        "wasm trap: suspending import called outside a promising call"
+    );
+    assert!(!error.backtrace().unwrap().frames.is_empty());
+    assert_eq!(store.data().in_flight, 0, "the import's closure did not run");
+    // The store is fine afterwards.
+    let mut call = pin!(wait_once.call_async(&mut store, 1));
+    assert!(poll_once(call.as_mut()).is_pending());
+    assert!(matches!(poll_once(call.as_mut()), Poll::Ready(Ok(2))));
+}
+
+#[test]
+fn suspension_crosses_sync_host_frames() {
+    let (mut store, instance) = paths();
+    let through_host = instance
+        .get_typed_func::<i32, i32>(&mut store, "through_host")
+        .unwrap();
+    let mut call = pin!(through_host.call_async(&mut store, 5));
+    assert!(poll_once(call.as_mut()).is_pending(), "suspended under a host frame");
+    assert_eq!(poll_once(call.as_mut()).map(Result::unwrap), Poll::Ready(60));
+}
+
+#[test]
+fn interleaved_promising_calls_share_one_instance() {
+    let (store, instance) = paths();
+    let store = SharedStore::new(store);
+    let (bump, counter) = {
+        let mut guard = store.try_lock().unwrap();
+        (
+            instance
+                .get_typed_func::<i32, i32>(&mut *guard, "bump_and_wait")
+                .unwrap(),
+            instance.get_typed_func::<(), i32>(&mut *guard, "counter").unwrap(),
+        )
+    };
+    let mut a = pin!(bump.call_async(&store, 0));
+    let mut b = pin!(bump.call_async(&store, 0));
+    assert!(poll_once(a.as_mut()).is_pending());
+    assert!(poll_once(b.as_mut()).is_pending(), "b runs while a is suspended");
+    assert_eq!(store.try_lock().unwrap().data().in_flight, 2);
+    assert_eq!(poll_once(b.as_mut()).map(Result::unwrap), Poll::Ready(1));
+    assert_eq!(poll_once(a.as_mut()).map(Result::unwrap), Poll::Ready(0));
+    let mut guard = store.try_lock().unwrap();
+    assert_eq!(counter.call(&mut *guard, ()).unwrap(), 2);
+    assert_eq!(guard.data().max_in_flight, 2);
+}
+
+#[test]
+fn trap_inside_resumed_continuation_reaches_caller() {
+    let (mut store, instance) = paths();
+    let f = instance
+        .get_typed_func::<i32, i32>(&mut store, "trap_after_wait")
+        .unwrap();
+    let mut call = pin!(f.call_async(&mut store, 0));
+    assert!(poll_once(call.as_mut()).is_pending());
+    let Poll::Ready(Err(error)) = poll_once(call.as_mut()) else {
+        panic!("expected a trap");
+    };
+    assert_eq!(error.trap(), Some(Trap::Unreachable));
+    let names: Vec<_> = error
+        .backtrace()
+        .unwrap()
+        .frames
+        .iter()
+        .map(|f| f.func_name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["fail", "trap_after_wait"]);
+}
+
+#[test]
+fn panic_in_async_host_function_resumes_in_poller() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, fixture("suspend_paths.wat")).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap_async("env", "wait", |_: Caller<'_, ()>, x: i32| async move {
+            pending_once().await;
+            if x == 7 {
+                panic!("the host gave up at {x}");
+            }
+            x
+        })
+        .unwrap()
+        .func_wrap("env", "host_then_wasm", |x: i32| x)
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    {
+        let mut call = pin!(wait_once.call_async(&mut store, 7));
+        assert!(poll_once(call.as_mut()).is_pending());
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = poll_once(call.as_mut());
+        }))
+        .unwrap_err();
+        assert_eq!(
+            panic.downcast_ref::<String>().map(String::as_str),
+            Some("the host gave up at 7")
+        );
+    }
+    // The store survives the panic.
+    let runtime = current_thread();
+    assert_eq!(runtime.block_on(wait_once.call_async(&mut store, 1)).unwrap(), 2);
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn dropping_suspended_call_unwinds_it_and_store_stays_usable() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, fixture("suspend_paths.wat")).unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut linker = Linker::new(&engine);
+    let flag = dropped.clone();
+    linker
+        .func_wrap_async("env", "wait", move |_: Caller<'_, ()>, x: i32| {
+            let guard = DropFlag(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                x
+            }
+        })
+        .unwrap()
+        .func_wrap(
+            "env",
+            "host_then_wasm",
+            |mut caller: Caller<'_, ()>, x: i32| -> weft::Result<i32> {
+                let inner = caller.get_export("inner").unwrap().into_func().unwrap();
+                inner.typed::<i32, i32>(&caller)?.call(&mut caller, x)
+            },
+        )
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let through_host = instance
+        .get_typed_func::<i32, i32>(&mut store, "through_host")
+        .unwrap();
+    let counter = instance.get_typed_func::<(), i32>(&mut store, "counter").unwrap();
+    {
+        let mut call = pin!(through_host.call_async(&mut store, 5));
+        assert!(poll_once(call.as_mut()).is_pending());
+        assert!(!dropped.load(Ordering::SeqCst));
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the pending future was dropped");
+    assert_eq!(counter.call(&mut store, ()).unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stacks
+
+/// Depth of `deep` that needs more than 480 KiB of stack, measured by a synchronous call that
+/// overflows there (and which would otherwise trap at the suspending import at the bottom).
+const DEEP: i32 = 6_000;
+
+#[test]
+fn recursion_needing_500_kib_succeeds_in_promising_call() {
+    let mut config = Config::new();
+    config.max_wasm_stack(480 << 10);
+    let engine = Engine::new(&config).unwrap();
+    let mut store = Store::new(&engine, Paths::default());
+    let instance = paths_instance(&engine, &mut store);
+    let deep = instance.get_typed_func::<i32, i32>(&mut store, "deep").unwrap();
+    let sync = deep.call(&mut store, DEEP).unwrap_err();
+    assert_eq!(sync.trap(), Some(Trap::StackOverflow), "DEEP needs > 480 KiB");
+    let runtime = current_thread();
+    assert_eq!(runtime.block_on(deep.call_async(&mut store, DEEP)).unwrap(), DEEP);
+}
+
+#[test]
+fn stack_exhaustion_in_promising_call_is_a_trap() {
+    let (mut store, instance) = paths();
+    let forever = instance
+        .get_typed_func::<i32, i32>(&mut store, "forever")
+        .unwrap();
+    let runtime = current_thread();
+    let error = runtime
+        .block_on(forever.call_async(&mut store, 0))
+        .unwrap_err();
+    assert_eq!(error.trap(), Some(Trap::StackOverflow));
+    // And the store still works, on a fresh stack.
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    assert_eq!(runtime.block_on(wait_once.call_async(&mut store, 1)).unwrap(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many calls
+
+const MANY: usize = 10_000;
+
+/// `wait(x)` that holds every call until `gate` has a permit for it, counting who waits.
+fn gated_instance(
+    engine: &Engine,
+    store: &mut Store<()>,
+    gate: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    moved: Arc<AtomicUsize>,
+) -> weft::Instance {
+    let module = Module::new(engine, fixture("suspend_paths.wat")).unwrap();
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap_async("env", "wait", move |_: Caller<'_, ()>, x: i32| {
+            let gate = gate.clone();
+            let waiting = waiting.clone();
+            let moved = moved.clone();
+            let thread = std::thread::current().id();
+            async move {
+                waiting.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                if std::thread::current().id() != thread {
+                    moved.fetch_add(1, Ordering::SeqCst);
+                }
+                x * 3
+            }
+        })
+        .unwrap()
+        .func_wrap("env", "host_then_wasm", |x: i32| x)
+        .unwrap();
+    linker.instantiate(store, &module).unwrap()
+}
+
+async fn many_suspended_calls(runtime_threads: usize) -> usize {
+    let engine = Engine::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let moved = Arc::new(AtomicUsize::new(0));
+    let mut store = Store::new(&engine, ());
+    let instance = gated_instance(&engine, &mut store, gate.clone(), waiting.clone(), moved.clone());
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    let store = SharedStore::new(store);
+    let tasks: Vec<_> = (0..MANY as i32)
+        .map(|i| tokio::spawn(wait_once.call_async(store.clone(), i)))
+        .collect();
+    while waiting.load(Ordering::SeqCst) < MANY {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Every call is suspended at once now.
+    let _ = runtime_threads;
+    gate.add_permits(MANY);
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), 3 * i as i32 + 1);
+    }
+    moved.load(Ordering::SeqCst)
+}
+
+#[test]
+fn ten_thousand_suspended_calls_on_one_thread() {
+    current_thread().block_on(many_suspended_calls(1));
+}
+
+#[test]
+fn ten_thousand_suspended_calls_resume_on_other_threads() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let moved = runtime.block_on(many_suspended_calls(4));
+    assert!(moved > 0, "no call resumed on another thread than it suspended on");
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn create_suspend_drop_cycles_keep_rss_flat() {
+    let (mut store, instance) = paths();
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    let mut cycle = |store: &mut Store<Paths>| {
+        let mut call = pin!(wait_once.call_async(&mut *store, 1));
+        assert!(poll_once(call.as_mut()).is_pending());
+    };
+    for _ in 0..1_000 {
+        cycle(&mut store);
+    }
+    let before = resident_bytes();
+    for _ in 0..100_000 {
+        cycle(&mut store);
+    }
+    let after = resident_bytes();
+    let growth = after.saturating_sub(before);
+    assert!(growth < 16 << 20, "RSS grew by {} KiB", growth >> 10);
+}
+
+#[test]
+fn instantiate_async_runs_a_suspending_start_function() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "env" "wait" (func $wait (param i32) (result i32)))
+             (global (export "g") (mut i32) (i32.const 0))
+             (func $start (global.set 0 (call $wait (i32.const 9))))
+             (start $start))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap_async("env", "wait", |_: Caller<'_, ()>, x: i32| async move {
+            pending_once().await;
+            x
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    assert_eq!(
+        linker
+            .instantiate(&mut store, &module)
+            .unwrap_err()
+            .trap(),
+        Some(Trap::SuspendOutsidePromisingCall)
+    );
+    let instance = current_thread()
+        .block_on(linker.instantiate_async(&mut store, &module))
+        .unwrap();
+    let Some(Extern::Global(g)) = instance.get_export(&mut store, "g") else {
+        panic!("no global");
+    };
+    assert_eq!(g.get(&mut store), Val::I32(9));
+}
