@@ -2,8 +2,22 @@
 
 use std::process::{Command, Output};
 
+/// Runs the built `weft` binary. When the tests are cross-run (AArch64 under qemu-user), this
+/// test binary cannot exec an AArch64 `weft` by itself (CI has no binfmt_misc), so it goes
+/// through the runner that `.cargo/config.toml` names in `WEFT_TEST_RUNNER_<arch>`.
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    let exe = env!("CARGO_BIN_EXE_weft");
+    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
+    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
+    let mut command = match runner.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(runner).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
