@@ -101,9 +101,9 @@ pub(crate) async fn with_store<S: AsyncStore, R>(
 ) -> R {
     let mut f = Some(f);
     poll_fn(|cx| match store.poll_store(cx) {
-        Poll::Ready(mut lock) => Poll::Ready((f.take().expect("polled after completion"))(
-            lock.context(),
-        )),
+        Poll::Ready(mut lock) => {
+            Poll::Ready((f.take().expect("polled after completion"))(lock.context()))
+        }
         Poll::Pending => Poll::Pending,
     })
     .await
@@ -213,10 +213,9 @@ where
     let mut params = Some(params);
     let mut results = Some(results);
     poll_fn(move |cx| {
-        let poll = call.poll_call(cx, slots, &mut params, |store, slots| {
+        call.poll_call(cx, slots, &mut params, |store, slots| {
             (results.take().expect("polled after completion"))(store, slots)
-        });
-        poll
+        })
     })
 }
 

@@ -271,7 +271,11 @@ impl Continuation {
             let outer_limit = store.stack_limit.get().replace((*state).saved_stack_limit);
             let outer_activation = store.activation.get().replace((*state).saved_activation);
             let outer_continuation = store.continuation.get().replace(state);
-            let value = if (*state).cancelled { RESUME_CANCELLED } else { RESUME };
+            let value = if (*state).cancelled {
+                RESUME_CANCELLED
+            } else {
+                RESUME
+            };
             self.started = true;
             let (_, sp) = weft_arch::switch_and_link(value, self.sp, (*state).switch_top);
             // Back on the resumer's side (same thread): save theirs, reinstall ours.
@@ -414,31 +418,38 @@ impl SuspendPoint {
     ///
     /// # Errors
     /// [`Cancelled`] if the promising call was dropped; the future is then not polled again.
-    pub fn block_on<F: Future + ?Sized>(&self, mut future: Pin<&mut F>) -> Result<F::Output, Cancelled> {
+    pub fn block_on<F: Future + ?Sized>(
+        &self,
+        mut future: Pin<&mut F>,
+    ) -> Result<F::Output, Cancelled> {
         let state = self.state.as_ptr();
-        // SAFETY: as in `current`, and the store context outlives this call.
-        let store = unsafe { self.store.as_ref() };
         loop {
-            // SAFETY: we run on this continuation, so its state is live and `resume` (which
-            // set `cancelled` and `cx`) waits for us; `cx` points into its frame.
-            let cx = unsafe {
-                if (*state).cancelled {
-                    return Err(Cancelled);
-                }
-                &mut *(*state).cx
-            };
-            let poll = {
-                // SAFETY: the store is lent to this continuation (see `current`).
-                let store_ptr = unsafe { *store.store.get() };
-                let _guard = PollScope::enter(store, self.store_id, store_ptr);
-                future.as_mut().poll(cx)
-            };
-            if let Poll::Ready(output) = poll {
+            // SAFETY: we run on this continuation, so its state is live and `resume` (which set
+            // `cancelled`) waits for us.
+            if unsafe { (*state).cancelled } {
+                return Err(Cancelled);
+            }
+            if let Poll::Ready(output) = self.poll(future.as_mut()) {
                 return Ok(output);
             }
             // SAFETY: we run on this continuation and its resumer waits.
             unsafe { switch_out(state) };
         }
+    }
+
+    /// One poll of a suspending import's future, in a frame of its own: the poll (and whatever
+    /// gets inlined into it, an executor's thread-locals included) must compute thread-local
+    /// addresses afresh after every switch, since the continuation may have moved threads.
+    #[inline(never)]
+    fn poll<F: Future + ?Sized>(&self, future: Pin<&mut F>) -> Poll<F::Output> {
+        let state = self.state.as_ptr();
+        // SAFETY: as in `current`, the store context outlives the call.
+        let store = unsafe { self.store.as_ref() };
+        // SAFETY: `resume` set `cx` to its own context and waits for us in `switch_and_link`;
+        // the store is lent to this continuation.
+        let (cx, store_ptr) = unsafe { (&mut *(*state).cx, *store.store.get()) };
+        let _scope = PollScope::enter(store, self.store_id, store_ptr);
+        future.poll(cx)
     }
 }
 

@@ -70,7 +70,9 @@ impl<T: 'static> SharedStore<T> {
             .locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then_some(SharedStoreGuard { inner: &self.inner })
+            // `then`, not `then_some`: a guard built eagerly and dropped on failure would
+            // release the lock its holder still holds.
+            .then(|| SharedStoreGuard { inner: &self.inner })
     }
 
     /// The store, once no promising call is running on it.
@@ -85,6 +87,9 @@ impl<T: 'static> SharedStore<T> {
             }
             self.inner.has_waiters.store(true, Ordering::SeqCst);
         }
+        // Pairs with the fence in the guard's drop: either the releaser sees `has_waiters`, or
+        // the second try below sees the lock released.
+        std::sync::atomic::fence(Ordering::SeqCst);
         // The holder may have released between our first try and the registration.
         match self.try_lock() {
             Some(guard) => Poll::Ready(guard),
