@@ -32,11 +32,69 @@
 //! compiled code traps after they have returned. Faults that are not Wasm traps go to the
 //! handler installed before weft's.
 //!
-//! # Ready for continuations
+//! # Continuations: promising calls and suspending imports
 //!
-//! The stack limit, the landing pad and the chain of activations belong to an activation
-//! record and the store context, not to the OS thread's stack: the only thread-local is the
-//! pointer to the running activation, which a stack switch swaps with the rest.
+//! The JSPI model with Rust futures. [`Linker::func_wrap_async`] defines a *suspending import*
+//! (an async host function); [`Func::call_async`]/[`TypedFunc::call_async`] make a *promising
+//! call*, whose future runs the Wasm on a stack of its own, taken from the engine's pool
+//! (`weft_arch::StackPool`; size from [`Config::async_stack_size`], default 1 MiB of Wasm stack
+//! plus 64 KiB of headroom for host code below the Wasm limit). When the import's future is
+//! pending, the continuation switches out and the call's `poll` returns `Pending`; the next
+//! poll switches back in and polls the import's future again, with the new `Context`. When it
+//! is ready the import returns to Wasm like a synchronous one. The machine code is the same in
+//! synchronous and promising calls: only the stack it runs on and its stack limit differ.
+//!
+//! Per-activation state (the thread-local "running activation" the signal handler reads, and
+//! the store context's stack limit and activation chain) travels with the continuation: every
+//! switch in installs the continuation's copy and every switch out restores the resumer's. So
+//! a call may suspend on one thread and resume on another, and its futures are `Send` when `T`
+//! is. The switches happen in the resumer's frame; the suspending side only calls the switch,
+//! from frames that never cache a thread-local address across it (`vm::continuation`).
+//!
+//! A suspending import reached from a synchronous `call` (no continuation to switch out of)
+//! traps with [`Trap::SuspendOutsidePromisingCall`]; weft never blocks on a future. Inside a
+//! promising call, synchronous host functions may call back into Wasm with `call`, and a
+//! suspending import further down suspends the whole chain, host frames included.
+//!
+//! ## Several calls in flight on one store
+//!
+//! JSPI lets several promising calls into one instance be suspended at once, sharing its memory
+//! and globals. A `&mut Store<T>` call future borrows the store for its whole life, so only
+//! one can exist. [`SharedStore<T>`] is the other [`AsyncStore`]: an `Arc` plus a lock that a
+//! call takes for one poll — while its continuation runs — and releases whenever it switches
+//! out, waking waiters. Calls then interleave at their suspension points, each on its own
+//! stack, and the futures are `'static`, for `tokio::spawn`. Uncontended, the lock is one
+//! compare-and-swap and one store per poll.
+//!
+//! This is why a suspending import's future must not borrow the store: while it is pending,
+//! other calls may run on it. It gets the [`Caller`] synchronously, to read what it needs, and
+//! [`StoreAccess`] (from [`Caller::store_access`]) lends it the store again *during its polls*,
+//! when the store is provably its call's — which is how the lazy-loading import instantiates a
+//! module after an async compile.
+//!
+//! Limits of this design: a synchronous host function that sits in the middle of a suspended
+//! chain (host → Wasm → sync import → Wasm → suspending import) holds its `Caller`, a
+//! `&mut StoreContext<T>`, across the suspension, while other calls on a `SharedStore` may use
+//! the store; it must not rely on the store being unchanged across the nested `call`. (The
+//! same is true of Wasm frames: other calls may change memory and globals in between, as in
+//! JSPI.) Dropping a `SharedStore` call future while another poll holds the lock spins until
+//! that poll ends, since `Drop` cannot await.
+//!
+//! ## Cancellation, traps and panics
+//!
+//! Dropping a suspended call's future switches back in with a "cancelled" flag: the suspending
+//! import returns an error instead of polling, compiled code traps, the landing pads unwind the
+//! Wasm frames and host frames return normally, the import's future is dropped on its own
+//! stack, and then the stack goes back to the pool. A trap after a resume reaches the awaiting
+//! caller with its Wasm backtrace; a panic in an async host function is caught at the import
+//! and re-raised in the poller.
+//!
+//! ## Costs
+//!
+//! No allocation per call or per suspension: the continuation's state lives at the top of its
+//! stack, the import's future is pinned on that stack, and each thread keeps a few warm stacks
+//! so back-to-back calls skip the pool's lock and its `madvise`. The price of that cache is up
+//! to four stacks' touched pages per thread kept resident.
 
 #![deny(unsafe_code)]
 
