@@ -97,7 +97,16 @@ pub unsafe fn enter_wasm(
     a2: usize,
 ) -> Result<(), TrapInfo> {
     // SAFETY: the caller's guarantees are ours.
-    unsafe { enter_wasm_with_limit(store, StackLimit::Inherit(max_wasm_stack), trampoline, a0, a1, a2) }
+    unsafe {
+        enter_wasm_with_limit(
+            store,
+            StackLimit::Inherit(max_wasm_stack),
+            trampoline,
+            a0,
+            a1,
+            a2,
+        )
+    }
 }
 
 /// Where the stack limit of a new activation comes from.
