@@ -27,7 +27,9 @@ enum Command {
         /// Call this export instead of `_start`.
         #[arg(long)]
         invoke: Option<String>,
-        /// Arguments for the invoked function (i32, i64, f32 or f64, as its type says).
+        /// Arguments for the invoked function (i32, i64, f32 or f64, as its type says; a v128
+        /// is `0x` and up to 32 hex digits, the u128 whose least significant byte is byte 0 in
+        /// memory, and is printed the same way).
         #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -125,6 +127,10 @@ fn parse_arg(arg: &str, ty: ValType) -> Result<Val, String> {
         }
         ValType::F32 => Val::F32(arg.parse::<f32>().map_err(|_| bad())?.to_bits()),
         ValType::F64 => Val::F64(arg.parse::<f64>().map_err(|_| bad())?.to_bits()),
+        ValType::V128 => {
+            let hex = arg.strip_prefix("0x").ok_or_else(bad)?;
+            Val::V128(u128::from_str_radix(hex, 16).map_err(|_| bad())?)
+        }
         other => {
             return Err(format!(
                 "arguments of type {other} cannot be given on the command line"

@@ -36,6 +36,29 @@ fn run_invoke_prints_the_results() {
 }
 
 #[test]
+fn run_invoke_takes_and_prints_v128_as_hex() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-v128-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("v128.wat");
+    std::fs::write(
+        &file,
+        r#"(module (func (export "add") (param v128 v128) (result v128)
+             (i32x4.add (local.get 0) (local.get 1))))"#,
+    )
+    .unwrap();
+    let out = weft(&[
+        "run",
+        file.to_str().unwrap(),
+        "--invoke",
+        "add",
+        "0x00000004000000030000000200000001",
+        "0x10",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0x00000004000000030000000200000011\n");
+}
+
+#[test]
 fn trapping_call_prints_the_trap_and_backtrace_and_fails() {
     let dir = std::env::temp_dir().join(format!("weft-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

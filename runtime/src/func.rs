@@ -416,6 +416,8 @@ wasm_ty! {
     u64 => I64, |v| ValRaw::from_u64(v), |r| r.get_u64();
     f32 => F32, |v| ValRaw::from_u32(v.to_bits()), |r| f32::from_bits(r.get_u32());
     f64 => F64, |v| ValRaw::from_u64(v.to_bits()), |r| f64::from_bits(r.get_u64());
+    // A `v128`: lane 0 is the least significant end (Wasm's little-endian lane order).
+    u128 => V128, |v| ValRaw::from_u128(v), |r| r.get_u128();
 }
 
 /// Parameters of a typed call: `()`, one [`WasmTy`], or a tuple of them.
