@@ -37,6 +37,15 @@
 //! SSA construction for locals cheap: a frame's `next` and a loop header at the frame's `end`,
 //! everything else right after it is created.
 //!
+//! **SIMD.** A `v128` is one Cranelift value of type `I8X16` wherever it is stored or passed
+//! (value stack, locals, block parameters, signatures, globals). Each SIMD operator `bitcast`s
+//! its operands to the lane type it works on (`I32X4` for `i32x4.add`, read off the operator's
+//! name by `simd_lanes`) and its result back; the bitcasts name little-endian lane order, which
+//! is Wasm's, and cost nothing in the backend. Keeping one type means no join or call ever sees
+//! two lane types for one Wasm type. Almost every operator is one Cranelift instruction with the
+//! Wasm semantics built in; the exceptions (dot product, extending multiplies and pairwise adds,
+//! pseudo-min/max, the `_zero` conversions) are short sequences, commented at their arms.
+//!
 //! Everything that depends on the runtime's layout (memories, globals, tables, calls) goes
 //! through [`FuncEnvironment`]. The input is assumed valid — wasmparser's validator has run over
 //! the whole module — so operand types and stack heights are never checked here, and a
@@ -234,7 +243,7 @@ struct FuncTranslator<'a, E: FuncEnvironment + ?Sized> {
 
 /// Generates `simd_operator_name` from wasmparser's list of SIMD operators: the operator's name
 /// (`"I16x8ExtendLowI8x16S"`) for SIMD operators, `None` for the rest. The name's prefix is the
-/// shape an operator works on ([`simd_lanes`]), and it lets the translator tell "relaxed SIMD"
+/// shape an operator works on (`simd_lanes`), and it lets the translator tell "relaxed SIMD"
 /// from "not WebAssembly 2.0".
 macro_rules! define_simd_operator_name {
     ($( @$proposal:ident $op:ident $({ $($arg:ident: $argty:ty),* })? => $visit:ident ($($ann:tt)*))*) => {
