@@ -126,6 +126,7 @@ impl Func {
             func_ref,
             type_id,
             host: Some(opaque.host_funcs.len() - 1),
+            array_to_wasm: 0,
         });
         let index = opaque.funcs.len() - 1;
         opaque.func_by_ref.insert(func_ref, index);
@@ -192,41 +193,12 @@ impl Func {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<()> {
-        let func = *self;
-        let params: Vec<Val> = params.to_vec();
-        let slots = params.len().max(results.len());
-        let values = crate::promising::call_async(
-            store,
-            func,
-            slots,
-            move |store, slots| {
-                store.opaque.check(func.store);
-                let ty = store.opaque.func_type(func.index);
-                check_values("parameters", &params, ty.params(), &store.opaque)?;
-                for (slot, param) in slots.iter_mut().zip(&params) {
-                    *slot = param.to_raw(&store.opaque);
-                }
-                Ok(())
-            },
-            move |store, slots| {
-                let ty = store.opaque.func_type(func.index);
-                ty.results()
-                    .iter()
-                    .zip(slots)
-                    .map(|(&ty, &slot)| Val::from_raw(slot, ty, &mut store.opaque))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .await?;
-        if values.len() != results.len() {
-            return Err(Error::TypeMismatch(format!(
-                "expected {} results, got a buffer for {}",
-                values.len(),
-                results.len()
-            )));
-        }
-        results.copy_from_slice(&values);
-        Ok(())
+        let values = DynamicValues {
+            func: *self,
+            params,
+            results,
+        };
+        crate::promising::PromisingCall::new(store, *self, values).await
     }
 
     /// A statically typed view of this function.
@@ -292,10 +264,9 @@ pub(crate) fn call_raw<T: 'static>(
             .clone();
         return callback(Caller::new(store, None), slots);
     }
-    let (func_ref, type_id) = (data.func_ref, data.type_id);
-    let engine = &store.opaque.engine;
-    let trampoline = engine.trampolines(type_id)?.array_to_wasm as *const u8;
-    let max_wasm_stack = engine.config().max_wasm_stack;
+    let func_ref = data.func_ref;
+    let trampoline = store.opaque.array_to_wasm(index)? as *const u8;
+    let max_wasm_stack = store.opaque.engine.config().max_wasm_stack;
     let store_ptr = (store as *mut StoreContext<T>).cast::<u8>();
     let context: *const crate::vm::VMStoreContext = &*store.opaque.vm;
     crate::vm::call::call_func_ref(
@@ -422,6 +393,8 @@ wasm_ty! {
 
 /// Parameters of a typed call: `()`, one [`WasmTy`], or a tuple of them.
 pub trait WasmParams: Send + 'static {
+    /// How many values: what a call needs in value slots, known without allocating.
+    const COUNT: usize;
     fn valtypes() -> Vec<ValType>;
     #[doc(hidden)]
     fn store(self, slots: &mut [ValRaw]);
@@ -434,6 +407,7 @@ pub trait WasmResults: WasmParams {}
 impl<P: WasmParams> WasmResults for P {}
 
 impl<A: WasmTy> WasmParams for A {
+    const COUNT: usize = 1;
     fn valtypes() -> Vec<ValType> {
         vec![A::valtype()]
     }
@@ -448,6 +422,7 @@ impl<A: WasmTy> WasmParams for A {
 macro_rules! wasm_params_tuple {
     ($($name:ident $i:tt),*) => {
         impl<$($name: WasmTy),*> WasmParams for ($($name,)*) {
+            const COUNT: usize = <[&str]>::len(&[$(stringify!($name)),*]);
             fn valtypes() -> Vec<ValType> {
                 vec![$($name::valtype()),*]
             }
@@ -578,7 +553,7 @@ impl<Params: WasmParams, Results: WasmResults> TypedFunc<Params, Results> {
         store.opaque.check(self.func.store);
         let mut inline = [ValRaw::default(); INLINE_SLOTS];
         let mut heap;
-        let len = Params::valtypes().len().max(Results::valtypes().len());
+        let len = Params::COUNT.max(Results::COUNT);
         let slots: &mut [ValRaw] = if len <= INLINE_SLOTS {
             &mut inline[..len.max(1)]
         } else {
@@ -602,18 +577,71 @@ impl<Params: WasmParams, Results: WasmResults> TypedFunc<Params, Results> {
         store: S,
         params: Params,
     ) -> impl std::future::Future<Output = Result<Results>> + use<S, Params, Results> {
-        let func = self.func;
-        let slots = Params::valtypes().len().max(Results::valtypes().len());
-        crate::promising::call_async(
-            store,
-            func,
-            slots,
-            move |store, slots| {
-                store.opaque.check(func.store);
-                params.store(slots);
-                Ok(())
-            },
-            |_, slots| Results::load(slots),
-        )
+        const { assert!(Params::COUNT <= INLINE_SLOTS && Results::COUNT <= INLINE_SLOTS) };
+        let mut values = TypedValues {
+            params: [ValRaw::default(); INLINE_SLOTS],
+            _marker: PhantomData::<fn(Params) -> Results>,
+        };
+        params.store(&mut values.params);
+        crate::promising::PromisingCall::new(store, self.func, values)
+    }
+}
+
+/// A typed promising call's values: the arguments, already in their raw form (the typed API
+/// has at most `INLINE_SLOTS` of either), so the future holds no `Params` and is `Unpin`.
+struct TypedValues<Params, Results> {
+    params: [ValRaw; INLINE_SLOTS],
+    _marker: PhantomData<fn(Params) -> Results>,
+}
+
+impl<T: 'static, Params: WasmParams, Results: WasmResults> crate::promising::CallValues<T>
+    for TypedValues<Params, Results>
+{
+    type Output = Results;
+    fn slots(&self) -> usize {
+        Params::COUNT.max(Results::COUNT)
+    }
+    fn write_params(&mut self, _: &mut StoreContext<T>, slots: &mut [ValRaw]) -> Result<()> {
+        slots[..Params::COUNT].copy_from_slice(&self.params[..Params::COUNT]);
+        Ok(())
+    }
+    fn read_results(&mut self, _: &mut StoreContext<T>, slots: &[ValRaw]) -> Results {
+        Results::load(slots)
+    }
+}
+
+/// A dynamically typed promising call's values: checked against the function's type before
+/// it starts, results written straight into the caller's buffer.
+struct DynamicValues<'a> {
+    func: Func,
+    params: &'a [Val],
+    results: &'a mut [Val],
+}
+
+impl<T: 'static> crate::promising::CallValues<T> for DynamicValues<'_> {
+    type Output = ();
+    fn slots(&self) -> usize {
+        self.params.len().max(self.results.len())
+    }
+    fn write_params(&mut self, store: &mut StoreContext<T>, slots: &mut [ValRaw]) -> Result<()> {
+        let ty = store.opaque.func_type(self.func.index);
+        check_values("parameters", self.params, ty.params(), &store.opaque)?;
+        if self.results.len() != ty.results().len() {
+            return Err(Error::TypeMismatch(format!(
+                "expected {} results, got a buffer for {}",
+                ty.results().len(),
+                self.results.len()
+            )));
+        }
+        for (slot, param) in slots.iter_mut().zip(self.params) {
+            *slot = param.to_raw(&store.opaque);
+        }
+        Ok(())
+    }
+    fn read_results(&mut self, store: &mut StoreContext<T>, slots: &[ValRaw]) {
+        let ty = store.opaque.func_type(self.func.index);
+        for ((result, slot), &ty) in self.results.iter_mut().zip(slots).zip(ty.results()) {
+            *result = Val::from_raw(*slot, ty, &mut store.opaque);
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -109,114 +109,154 @@ pub(crate) async fn with_store<S: AsyncStore, R>(
     .await
 }
 
-/// One promising call: its store, and its continuation once started. Dropping it while the call
-/// is suspended cancels the call (see `vm::continuation`), which needs the store: for a
-/// `SharedStore` the drop waits until no other call runs on it.
-pub(crate) struct PromisingCall<S: AsyncStore> {
-    store: S,
-    func: Func,
-    continuation: Option<Continuation>,
+/// The values of one promising call: how many value slots it needs, how its arguments are
+/// written into them before it starts, and how its results are read when it returns.
+pub(crate) trait CallValues<T: 'static>: Unpin {
+    type Output;
+    /// The larger of the parameter and result counts.
+    fn slots(&self) -> usize;
+    /// Writes the arguments (once, before the call starts).
+    fn write_params(&mut self, store: &mut StoreContext<T>, slots: &mut [ValRaw]) -> Result<()>;
+    /// Reads the results (once, after the call returned).
+    fn read_results(&mut self, store: &mut StoreContext<T>, slots: &[ValRaw]) -> Self::Output;
 }
 
-impl<S: AsyncStore> PromisingCall<S> {
-    pub(crate) fn new(store: S, func: Func) -> Self {
+/// One promising call, and its future: its store, its values, and its continuation once
+/// started. Dropping it while the call is suspended cancels the call (see `vm::continuation`),
+/// which needs the store: for a `SharedStore` the drop waits until no other call runs on it.
+pub(crate) struct PromisingCall<S: AsyncStore, V> {
+    store: S,
+    func: Func,
+    values: V,
+    continuation: Option<Continuation>,
+    done: bool,
+}
+
+impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
+    pub(crate) fn new(store: S, func: Func, values: V) -> Self {
         PromisingCall {
             store,
             func,
+            values,
             continuation: None,
+            done: false,
         }
     }
+}
 
-    /// Polls the call. On the first poll, `params` writes the arguments into the value slots
-    /// (`slots` of them: the larger of the parameter and result counts); when the call returns,
-    /// `results` reads them.
-    pub(crate) fn poll_call<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        slots: usize,
-        params: &mut Option<impl FnOnce(&mut StoreContext<S::Data>, &mut [ValRaw]) -> Result<()>>,
-        results: impl FnOnce(&mut StoreContext<S::Data>, &[ValRaw]) -> R,
-    ) -> Poll<Result<R>> {
-        let Poll::Ready(mut lock) = self.store.poll_store(cx) else {
+/// What starting a promising call gave: a continuation to resume, or the result of a host
+/// function called directly.
+enum Started<R> {
+    Continuation(Continuation),
+    Done(Result<R>),
+}
+
+/// The first poll's work, out of line (see `poll`): checks the function, writes the arguments
+/// into a new continuation's slots, or calls a host function directly.
+#[inline(never)]
+fn start<T: 'static, V: CallValues<T>>(
+    store: &mut StoreContext<T>,
+    func: Func,
+    values: &mut V,
+) -> Result<Started<V::Output>> {
+    store.opaque.check(func.store);
+    let slots = values.slots();
+    if store.opaque.funcs[func.index].host.is_some() {
+        // A host function called directly: nothing to run on a stack of its own.
+        let mut buffer = vec![ValRaw::default(); slots.max(1)];
+        values.write_params(store, &mut buffer)?;
+        let result = call_raw(store, func.index, &mut buffer);
+        return Ok(Started::Done(
+            result.map(|()| values.read_results(store, &buffer)),
+        ));
+    }
+    let trampoline = store.opaque.array_to_wasm(func.index)? as *const u8;
+    let func_ref = store.opaque.funcs[func.index].func_ref;
+    let mut continuation = Continuation::new(
+        store.opaque.engine.stack_pool(),
+        &*store.opaque.vm,
+        trampoline,
+        func_ref,
+        slots,
+    )
+    .map_err(|e| Error::ResourceLimit(format!("no stack for a promising call: {e}")))?;
+    if let Err(error) = values.write_params(store, continuation.slots()) {
+        continuation.finish(store.opaque.engine.stack_pool());
+        return Err(error);
+    }
+    Ok(Started::Continuation(continuation))
+}
+
+/// The last poll's work, out of line: reads the results and gives the stack back.
+#[inline(never)]
+fn finish<T: 'static, V: CallValues<T>>(
+    store: &mut StoreContext<T>,
+    mut continuation: Continuation,
+    values: &mut V,
+    outcome: std::result::Result<(), crate::vm::traphandlers::TrapInfo>,
+) -> Result<V::Output> {
+    let output = outcome.map(|()| values.read_results(store, continuation.slots()));
+    continuation.finish(store.opaque.engine.stack_pool());
+    output.map_err(trap_to_error)
+}
+
+impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
+    type Output = Result<V::Output>;
+
+    /// Always inlined, with `Continuation::resume` inlined into it, so that the switch into
+    /// the continuation sits in the executor's own call of `poll` (see `Continuation::resume`);
+    /// the first and the last poll's work is out of line.
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(
+            !this.done,
+            "a promising call's future polled after completion"
+        );
+        let Poll::Ready(mut lock) = this.store.poll_store(cx) else {
             return Poll::Pending;
         };
         let store = lock.context();
         let store_ptr = std::ptr::from_mut(store).cast::<u8>();
         store.opaque.vm.set_store(store_ptr);
-        let continuation = match &mut self.continuation {
+        let continuation = match &mut this.continuation {
             Some(continuation) => continuation,
-            None => {
-                let params = params.take().expect("polled after completion");
-                store.opaque.check(self.func.store);
-                let data = &store.opaque.funcs[self.func.index];
-                if data.host.is_some() {
-                    // A host function called directly: nothing to run on a stack of its own.
-                    let mut buffer = vec![ValRaw::default(); slots.max(1)];
-                    params(store, &mut buffer)?;
-                    call_raw(store, self.func.index, &mut buffer)?;
-                    return Poll::Ready(Ok(results(store, &buffer)));
+            None => match start(store, this.func, &mut this.values) {
+                Ok(Started::Continuation(continuation)) => this.continuation.insert(continuation),
+                Ok(Started::Done(result)) => {
+                    this.done = true;
+                    return Poll::Ready(result);
                 }
-                let (func_ref, type_id) = (data.func_ref, data.type_id);
-                let engine = store.opaque.engine.clone();
-                let trampoline = engine.trampolines(type_id)?.array_to_wasm as *const u8;
-                let mut continuation = Continuation::new(
-                    engine.stack_pool(),
-                    &*store.opaque.vm,
-                    trampoline,
-                    func_ref,
-                    slots,
-                )
-                .map_err(|e| Error::ResourceLimit(format!("no stack for a promising call: {e}")))?;
-                params(store, continuation.slots())?;
-                self.continuation.insert(continuation)
-            }
+                Err(error) => {
+                    this.done = true;
+                    return Poll::Ready(Err(error));
+                }
+            },
         };
         match continuation.resume(cx, false) {
             Resumed::Suspended => Poll::Pending,
             Resumed::Finished(outcome) => {
-                let mut continuation = self.continuation.take().expect("running");
-                let output = outcome.map(|()| results(store, continuation.slots()));
-                continuation.finish(store.opaque.engine.stack_pool());
+                let continuation = this.continuation.take().expect("running");
+                this.done = true;
+                let output = finish(store, continuation, &mut this.values, outcome);
                 drop(lock);
-                Poll::Ready(output.map_err(trap_to_error))
+                Poll::Ready(output)
             }
         }
     }
 }
 
-impl<S: AsyncStore> Drop for PromisingCall<S> {
+impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
     fn drop(&mut self) {
         if let Some(continuation) = self.continuation.take() {
             let mut lock = self.store.lock_store();
             let store = lock.context();
             let store_ptr = std::ptr::from_mut(store).cast::<u8>();
             store.opaque.vm.set_store(store_ptr);
-            let pool = store.opaque.engine.clone();
-            continuation.finish(pool.stack_pool());
+            let engine = store.opaque.engine.clone();
+            continuation.finish(engine.stack_pool());
         }
     }
-}
-
-/// Calls `func` as a promising call with parameters written by `params` into `slots` value
-/// slots, reading its results with `results`.
-pub(crate) fn call_async<S, R>(
-    store: S,
-    func: Func,
-    slots: usize,
-    params: impl FnOnce(&mut StoreContext<S::Data>, &mut [ValRaw]) -> Result<()>,
-    results: impl FnOnce(&mut StoreContext<S::Data>, &[ValRaw]) -> R,
-) -> impl Future<Output = Result<R>>
-where
-    S: AsyncStore,
-{
-    let mut call = PromisingCall::new(store, func);
-    let mut params = Some(params);
-    let mut results = Some(results);
-    poll_fn(move |cx| {
-        call.poll_call(cx, slots, &mut params, |store, slots| {
-            (results.take().expect("polled after completion"))(store, slots)
-        })
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,6 +367,6 @@ into_async_func!(A 0, B 1, C 2, D 3, E 4, F 5);
 
 impl<T: 'static> Caller<'_, T> {
     pub(crate) fn suspend_point(&self) -> Option<SuspendPoint> {
-        SuspendPoint::current(&self.as_store_context().opaque.vm, self.store_id())
+        SuspendPoint::current(&self.as_store_context().opaque.vm)
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct FuncData {
     pub type_id: u32,
     /// Index into `host_funcs` for host functions.
     pub host: Option<usize>,
+    /// The type's array-to-Wasm trampoline once a call needed it, else 0: cached here so that
+    /// calls skip the engine's type registry and its lock.
+    pub array_to_wasm: usize,
 }
 
 pub(crate) struct InstanceData {
@@ -88,12 +91,13 @@ pub(crate) struct StoreOpaque {
 
 impl<T: 'static> Store<T> {
     pub fn new(engine: &Engine, data: T) -> Self {
+        let id = StoreId::fresh();
         Store {
             inner: Box::new(StoreContext {
                 opaque: StoreOpaque {
-                    id: StoreId::fresh(),
+                    id,
                     engine: engine.clone(),
-                    vm: VMStoreContext::new(),
+                    vm: VMStoreContext::new(id.as_u64()),
                     instances: Vec::new(),
                     memories: Vec::new(),
                     tables: Vec::new(),
@@ -159,10 +163,28 @@ impl StoreOpaque {
             func_ref: func_ref as usize,
             type_id,
             host: None,
+            array_to_wasm: 0,
         });
         let i = self.funcs.len() - 1;
         self.func_by_ref.insert(func_ref as usize, i);
         i
+    }
+
+    /// The array-to-Wasm trampoline of function `index`'s type (see `FuncData::array_to_wasm`).
+    ///
+    /// # Errors
+    /// If the trampoline has to be compiled and that fails.
+    #[inline]
+    pub fn array_to_wasm(&mut self, index: usize) -> crate::Result<usize> {
+        match self.funcs[index].array_to_wasm {
+            0 => {
+                let type_id = self.funcs[index].type_id;
+                let trampoline = self.engine.trampolines(type_id)?.array_to_wasm;
+                self.funcs[index].array_to_wasm = trampoline;
+                Ok(trampoline)
+            }
+            trampoline => Ok(trampoline),
+        }
     }
 
     pub fn func_type(&self, index: usize) -> FuncType {

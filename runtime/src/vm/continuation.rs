@@ -54,7 +54,7 @@
 //! return normally, until `continuation_start` returns. Only then does the stack go back to the
 //! pool.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
@@ -63,7 +63,7 @@ use std::task::{Context, Poll, Waker};
 use weft_arch::{Stack, StackPool};
 
 use super::traphandlers::{
-    self, Activation, StackLimit, TrapInfo, enter_wasm_with_limit, replace_current,
+    self, Activation, StackLimit, TrapInfo, enter_wasm_with_limit, replace_current_in_resumer,
 };
 use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw};
 
@@ -95,6 +95,8 @@ pub struct ContinuationState {
     /// The call: store context, Wasm stack limit, trampoline and its arguments.
     store: *const VMStoreContext,
     stack_limit: usize,
+    /// The stack's guard page(s), for the signal handler (see `traphandlers`).
+    guard: std::ops::Range<usize>,
     trampoline: usize,
     func_ref: VMFuncRef,
     inline_slots: [ValRaw; INLINE_SLOTS],
@@ -212,6 +214,7 @@ impl Continuation {
                 saved_activation: ptr::null_mut(),
                 store,
                 stack_limit: stack.usable().start + HOST_HEADROOM,
+                guard: stack.guard(),
                 trampoline: trampoline as usize,
                 func_ref: *(func_ref as *const VMFuncRef),
                 inline_slots: [ValRaw::default(); INLINE_SLOTS],
@@ -254,20 +257,27 @@ impl Continuation {
     /// The caller must hold the continuation's store exclusively for the duration (the API
     /// does: the store is locked for the whole poll) and must not resume a finished
     /// continuation (asserted).
+    ///
+    /// Always inlined, so that it ends up in the caller's `Future::poll`: the resumer then
+    /// returns from no frame between the switch out and the next switch in, which keeps the
+    /// continuation's own returns predicted (see `weft_arch`'s docs on `ret` after a switch).
+    #[inline(always)]
     pub fn resume(&mut self, cx: &mut Context<'_>, cancel: bool) -> Resumed {
         assert!(self.sp != 0, "resuming a finished continuation");
-        traphandlers::init_traps();
-        traphandlers::ensure_altstack();
+        // Once per thread; afterwards a flag test. Needed here, not only at the first entry:
+        // the continuation may come back on a thread that never ran Wasm.
+        traphandlers::prepare_thread();
         let state = self.state.as_ptr();
         // SAFETY: the state is ours (see `slots`) and its store context is live and lent to us
         // (the caller's contract). Everything written here is read by the continuation only
-        // while we wait in `switch_and_link`, and `cx` outlives that wait.
+        // while we wait in `switch_and_link`, and `cx` outlives that wait. This frame stays on
+        // its thread across the switch, so the thread-local swaps may be inlined.
         unsafe {
             (*state).cx = ptr::from_mut(cx).cast();
             (*state).cancelled |= cancel;
             let store = &*(*state).store;
             // Install the continuation's per-activation state, keeping the resumer's.
-            let outer_current = replace_current((*state).saved_current);
+            let outer_current = replace_current_in_resumer((*state).saved_current);
             let outer_limit = store.stack_limit.get().replace((*state).saved_stack_limit);
             let outer_activation = store.activation.get().replace((*state).saved_activation);
             let outer_continuation = store.continuation.get().replace(state);
@@ -279,7 +289,7 @@ impl Continuation {
             self.started = true;
             let (_, sp) = weft_arch::switch_and_link(value, self.sp, (*state).switch_top);
             // Back on the resumer's side (same thread): save theirs, reinstall ours.
-            (*state).saved_current = replace_current(outer_current);
+            (*state).saved_current = replace_current_in_resumer(outer_current);
             (*state).saved_stack_limit = store.stack_limit.get().replace(outer_limit);
             (*state).saved_activation = store.activation.get().replace(outer_activation);
             store.continuation.get().write(outer_continuation);
@@ -291,12 +301,7 @@ impl Continuation {
                 }
                 None => {
                     self.sp = 0;
-                    Resumed::Finished(
-                        (*state)
-                            .result
-                            .take()
-                            .expect("a finished continuation leaves its result"),
-                    )
+                    Resumed::Finished(take_result(state))
                 }
             }
         }
@@ -326,6 +331,16 @@ impl Continuation {
     }
 }
 
+/// The result `continuation_start` left (out of line: `resume` is inlined everywhere).
+///
+/// # Safety
+/// `state` is the state of a continuation that just finished.
+#[inline(never)]
+unsafe fn take_result(state: *mut ContinuationState) -> Result<(), TrapInfo> {
+    // SAFETY: per the contract, the state is live and nothing runs on its stack.
+    unsafe { (*state).result.take() }.expect("a finished continuation leaves its result")
+}
+
 impl Drop for Continuation {
     fn drop(&mut self) {
         if self.stack.is_none() {
@@ -346,8 +361,8 @@ impl Drop for Continuation {
 /// The first frame of every continuation (see `weft_arch::StackEntry`).
 ///
 /// # Safety
-/// `arg` is the `ContinuationState` `Continuation::new` wrote, and `resume` installed its
-/// per-activation state before switching here.
+/// `arg` is the `ContinuationState` `Continuation::new` wrote, and `resume` prepared the thread
+/// and installed the per-activation state before switching here.
 unsafe extern "C" fn continuation_start(arg: usize, _value: usize, _stack_top: usize) -> usize {
     let state = arg as *mut ContinuationState;
     // SAFETY: see above and `Continuation::new`: the trampoline, funcref and slots make a valid
@@ -359,7 +374,10 @@ unsafe extern "C" fn continuation_start(arg: usize, _value: usize, _stack_top: u
         };
         let result = enter_wasm_with_limit(
             (*state).store,
-            StackLimit::Explicit((*state).stack_limit),
+            StackLimit::Continuation {
+                limit: (*state).stack_limit,
+                guard: (*state).guard.clone(),
+            },
             (*state).trampoline as *const u8,
             (*state).func_ref.vmctx as usize,
             (*state).func_ref.wasm_call as usize,
@@ -393,20 +411,18 @@ pub struct Cancelled;
 pub struct SuspendPoint {
     state: NonNull<ContinuationState>,
     store: NonNull<VMStoreContext>,
-    store_id: u64,
 }
 
 impl SuspendPoint {
-    /// The running continuation of `store` (whose id is `store_id`), or `None` if its Wasm runs
+    /// The running continuation of `store`, or `None` if its Wasm runs
     /// in a synchronous call (or inside a suspending import's poll, where suspending again would
     /// switch out of the middle of a `Future::poll`).
-    pub fn current(store: &VMStoreContext, store_id: u64) -> Option<SuspendPoint> {
+    pub fn current(store: &VMStoreContext) -> Option<SuspendPoint> {
         // SAFETY: the store is borrowed; only `resume` and this module write the cell.
         let state = NonNull::new(unsafe { *store.continuation.get() })?;
         Some(SuspendPoint {
             state,
             store: NonNull::from(store),
-            store_id,
         })
     }
 
@@ -447,33 +463,30 @@ impl SuspendPoint {
         let store = unsafe { self.store.as_ref() };
         // SAFETY: `resume` set `cx` to its own context and waits for us in `switch_and_link`;
         // the store is lent to this continuation.
-        let (cx, store_ptr) = unsafe { (&mut *(*state).cx, *store.store.get()) };
-        let _scope = PollScope::enter(store, self.store_id, store_ptr);
+        let cx = unsafe { &mut *(*state).cx };
+        let _scope = PollScope::enter(store);
         future.poll(cx)
     }
 }
 
-thread_local! {
-    /// The store (its id and its `StoreContext<T>`) whose suspending import is polling its
-    /// future on this thread right now; see [`with_polling_store`].
-    static POLLING_STORE: Cell<(u64, *mut u8)> = const { Cell::new((u64::MAX, ptr::null_mut())) };
-}
-
-/// Marks a suspending import's poll: publishes the store for [`with_polling_store`] and
+/// Marks a suspending import's poll: lends the store to it (for [`with_polling_store`]) and
 /// disables suspension for Wasm called meanwhile; undoes both when dropped (a panic included).
+/// Two fields of the store context, no thread-local: this runs twice per suspension.
 struct PollScope<'a> {
     store: &'a VMStoreContext,
     saved_continuation: *mut ContinuationState,
-    saved_polling: (u64, *mut u8),
+    saved_polling: bool,
 }
 
 impl<'a> PollScope<'a> {
-    fn enter(store: &'a VMStoreContext, store_id: u64, store_ptr: *mut u8) -> Self {
-        PollScope {
-            store,
-            // SAFETY: the store is lent to the running continuation, i.e. to us.
-            saved_continuation: unsafe { store.continuation.get().replace(ptr::null_mut()) },
-            saved_polling: POLLING_STORE.with(|p| p.replace((store_id, store_ptr))),
+    fn enter(store: &'a VMStoreContext) -> Self {
+        // SAFETY: the store is lent to the running continuation, i.e. to us.
+        unsafe {
+            PollScope {
+                store,
+                saved_continuation: store.continuation.get().replace(ptr::null_mut()),
+                saved_polling: store.polling.get().replace(true),
+            }
         }
     }
 }
@@ -481,8 +494,10 @@ impl<'a> PollScope<'a> {
 impl Drop for PollScope<'_> {
     fn drop(&mut self) {
         // SAFETY: as in `enter`.
-        unsafe { self.store.continuation.get().write(self.saved_continuation) };
-        POLLING_STORE.with(|p| p.set(self.saved_polling));
+        unsafe {
+            self.store.continuation.get().write(self.saved_continuation);
+            self.store.polling.get().write(self.saved_polling);
+        }
     }
 }
 
@@ -490,30 +505,39 @@ impl Drop for PollScope<'_> {
 /// its future on this thread right now (the store is then lent to that poll, and nobody else
 /// uses it). `None` otherwise: between polls other promising calls may use the store.
 ///
+/// The poll runs inside the import's activation, the innermost one on this thread, so its
+/// store context tells which store is polling.
+///
 /// `T` must be the data type of that store: store ids are unique, and the API only hands out
 /// ids together with the store's type.
 pub fn with_polling_store<T: 'static, R>(
     store_id: u64,
     f: impl FnOnce(&mut crate::store::StoreContext<T>) -> R,
 ) -> Option<R> {
-    let (id, ptr) = POLLING_STORE.with(Cell::get);
-    if id != store_id || ptr.is_null() {
+    // SAFETY: the innermost activation's store context is live while it runs (we are called
+    // from inside it); only the thread running that activation touches its `polling` cell.
+    let context = unsafe { &*traphandlers::current_store()? };
+    // SAFETY: as above.
+    if context.store_id != store_id || !unsafe { *context.polling.get() } {
         return None;
     }
     // Taken for the duration: a nested `with_polling_store` inside `f` sees nothing (two live
     // `&mut` to the store), while Wasm that `f` calls, and its imports, get the store the usual
     // way through the call.
-    struct Restore((u64, *mut u8));
-    impl Drop for Restore {
+    struct Restore<'a>(&'a VMStoreContext);
+    impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            POLLING_STORE.with(|p| p.set(self.0));
+            // SAFETY: as above.
+            unsafe { self.0.polling.get().write(true) };
         }
     }
-    let _restore = Restore(POLLING_STORE.with(|p| p.replace((u64::MAX, ptr::null_mut()))));
-    // SAFETY: `ptr` is the `StoreContext<T>` of the store with this id (set from the store
-    // context's `store` pointer, which the API sets to its `StoreContext<T>` before entering
-    // Wasm), lent to the poll running below us; its other users (the Wasm frames and the
-    // import's shim) are suspended in that poll and do not touch it until `f` returns.
-    let store = unsafe { &mut *ptr.cast::<crate::store::StoreContext<T>>() };
+    // SAFETY: as above.
+    unsafe { context.polling.get().write(false) };
+    let _restore = Restore(context);
+    // SAFETY: the context's `store` is the `StoreContext<T>` of the store with this id (the API
+    // sets it before entering Wasm), lent to the poll running below us; its other users (the
+    // Wasm frames and the import's shim) are suspended in that poll and do not touch it until
+    // `f` returns.
+    let store = unsafe { &mut *(*context.store.get()).cast::<crate::store::StoreContext<T>>() };
     Some(f(store))
 }

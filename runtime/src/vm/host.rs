@@ -77,7 +77,9 @@ unsafe extern "C" fn array_call<T: 'static>(
         let store = &mut *(*(*ctx.store).store.get()).cast::<StoreContext<T>>();
         (store, std::slice::from_raw_parts_mut(values, len))
     };
-    let callback = ctx.callback.clone();
+    // Not cloned: the context is boxed and owned by the store, which outlives the call (the
+    // callback cannot remove it, stores never free host functions).
+    let callback = &ctx.callback;
     let result = catch_unwind(AssertUnwindSafe(|| {
         callback(Caller::new(store, Some(caller_instance)), values)
     }));

@@ -28,12 +28,15 @@ impl VMGlobal {
 }
 
 impl VMStoreContext {
-    pub fn new() -> Box<Self> {
+    /// The context of the store whose id is `store_id`.
+    pub fn new(store_id: u64) -> Box<Self> {
         Box::new(VMStoreContext {
             stack_limit: std::cell::UnsafeCell::new(usize::MAX),
             activation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
             store: std::cell::UnsafeCell::new(std::ptr::null_mut()),
             continuation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
+            polling: std::cell::UnsafeCell::new(false),
+            store_id,
         })
     }
 

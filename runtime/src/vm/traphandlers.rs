@@ -18,6 +18,8 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::ptr;
 use std::sync::Once;
 
@@ -66,19 +68,45 @@ pub struct Activation {
     store: *const VMStoreContext,
     /// The stack limit Wasm in this activation runs with.
     stack_limit: usize,
+    /// The guard page(s) of the continuation stack this activation runs on (empty on a
+    /// thread's own stack): a fault there that is not a Wasm trap is host code overflowing.
+    guard: Range<usize>,
     saved_stack_limit: usize,
     saved_store_activation: *mut Activation,
     /// Set by the signal handler.
     fault: Option<TrapCode>,
-    backtrace: [usize; MAX_BACKTRACE],
     backtrace_len: usize,
     /// Set by builtins and host functions.
     recorded: Option<Recorded>,
+    /// The first `backtrace_len` entries are written by the signal handler; left uninitialized
+    /// otherwise, so an entry into Wasm does not clear a kilobyte it almost never reads. Last,
+    /// so that LLVM does not merge it into the zeroing of its neighbours.
+    backtrace: [MaybeUninit<usize>; MAX_BACKTRACE],
 }
 
 thread_local! {
     /// The innermost activation running on this thread, for the signal handler.
     static CURRENT: Cell<*mut Activation> = const { Cell::new(ptr::null_mut()) };
+    /// Whether this thread is ready to run Wasm (see [`prepare_thread`]).
+    static THREAD_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes sure weft's signal handlers are installed and this thread has an alternate signal
+/// stack. The work happens once per process and once per thread; every later call costs one
+/// test of a thread-local flag, so entries and resumes can afford to call it.
+#[inline(always)]
+pub fn prepare_thread() {
+    if !THREAD_READY.with(Cell::get) {
+        prepare_thread_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn prepare_thread_slow() {
+    init_traps();
+    ensure_altstack();
+    THREAD_READY.with(|ready| ready.set(true));
 }
 
 /// Calls `trampoline(a0, a1, a2)` as Wasm code of the store whose context is `store`.
@@ -110,13 +138,14 @@ pub unsafe fn enter_wasm(
 }
 
 /// Where the stack limit of a new activation comes from.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum StackLimit {
     /// The enclosing activation's limit if there is one on this thread, else `sp - bytes`.
     Inherit(usize),
-    /// This address: the first activation on a continuation stack, whose limit is the stack's
-    /// bottom plus headroom for host code (the enclosing activation, if any, is on another stack).
-    Explicit(usize),
+    /// The first activation on a continuation stack: `limit` is the stack's bottom plus
+    /// headroom for host code, `guard` the stack's guard page(s) (the enclosing activation, if
+    /// any, is on another stack). The caller has run [`prepare_thread`] on this thread.
+    Continuation { limit: usize, guard: Range<usize> },
 }
 
 /// [`enter_wasm`] with a chosen stack limit.
@@ -132,44 +161,49 @@ pub unsafe fn enter_wasm_with_limit(
     a1: usize,
     a2: usize,
 ) -> Result<(), TrapInfo> {
-    init_traps();
-    ensure_altstack();
-    // Through `replace_current`, never `CURRENT.with` directly: this frame may be suspended
-    // on a continuation and resumed on another thread, and a thread-local address computed
-    // before the call below must not be reused after it.
-    let prev = replace_current(ptr::null_mut());
-    replace_current(prev);
-    let stack_limit = match limit {
-        StackLimit::Explicit(limit) => limit,
-        StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
-            approximate_sp().saturating_sub(max_wasm_stack)
-        }
-        // SAFETY: `prev` is a live activation further up this thread's stack.
-        StackLimit::Inherit(_) => unsafe { (*prev).stack_limit },
-    };
     // SAFETY: the caller guarantees `store` is live and exclusively ours during the call.
     let store_ref = unsafe { &*store };
     let mut activation = Activation {
         entry: EntryRecord::new(),
-        prev,
+        prev: ptr::null_mut(),
         store,
-        stack_limit,
+        stack_limit: 0,
+        guard: 0..0,
         // SAFETY: exclusive access to the store (see above); no Wasm runs yet.
         saved_stack_limit: unsafe { *store_ref.stack_limit.get() },
         // SAFETY: as above.
         saved_store_activation: unsafe { *store_ref.activation.get() },
         fault: None,
-        backtrace: [0; MAX_BACKTRACE],
         backtrace_len: 0,
         recorded: None,
+        backtrace: [MaybeUninit::uninit(); MAX_BACKTRACE],
     };
     let activation_ptr: *mut Activation = &mut activation;
+    // Published before its limit and guard are filled in: nothing can fault in between.
+    // Through `replace_current`, never `CURRENT.with` directly: this frame may be suspended
+    // on a continuation and resumed on another thread, and a thread-local address computed
+    // before the call below must not be reused after it.
+    let prev = replace_current(activation_ptr);
+    let (stack_limit, guard) = match limit {
+        StackLimit::Continuation { limit, guard } => (limit, guard),
+        StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
+            prepare_thread();
+            (approximate_sp().saturating_sub(max_wasm_stack), 0..0)
+        }
+        // SAFETY: `prev` is a live activation further up this thread's stack.
+        StackLimit::Inherit(_) => unsafe { ((*prev).stack_limit, (*prev).guard.clone()) },
+    };
+    // SAFETY: the activation is ours; the signal handler reads it only while Wasm runs.
+    unsafe {
+        (*activation_ptr).prev = prev;
+        (*activation_ptr).stack_limit = stack_limit;
+        (*activation_ptr).guard = guard;
+    }
     // SAFETY: as above; Wasm reads these fields only while this activation runs.
     unsafe {
         *store_ref.stack_limit.get() = stack_limit;
         *store_ref.activation.get() = activation_ptr;
     }
-    replace_current(activation_ptr);
     // SAFETY: the caller vouches for the trampoline and its arguments; `entry` lives in this
     // frame for the whole call, and the landing pad returns here with our registers restored.
     let trapped = unsafe {
@@ -193,7 +227,14 @@ pub unsafe fn enter_wasm_with_limit(
     if trapped == 0 {
         return Ok(());
     }
-    let pcs = activation.backtrace[..activation.backtrace_len].to_vec();
+    // SAFETY: the signal handler initialized the first `backtrace_len` entries.
+    let pcs = unsafe {
+        std::slice::from_raw_parts(
+            activation.backtrace.as_ptr().cast::<usize>(),
+            activation.backtrace_len,
+        )
+    }
+    .to_vec();
     let reason = match (activation.fault, activation.recorded.take()) {
         (Some(code), _) if code != weft_compiler::vmoffsets::trap_codes::RECORDED => {
             TrapReason::Code(code)
@@ -221,14 +262,37 @@ pub unsafe fn record(store: *const VMStoreContext, what: Recorded) {
 }
 
 /// Replaces this thread's innermost activation (what the signal handler consults) with
-/// `activation`, returning the previous one. The continuation machinery calls it on every
-/// switch, so that the handler always sees the activation running on the current stack.
+/// `activation`, returning the previous one.
 ///
 /// Never inlined: the address of the thread-local must be computed afresh on each call, as a
 /// continuation may move between threads between two calls.
 #[inline(never)]
 pub fn replace_current(activation: *mut Activation) -> *mut Activation {
     CURRENT.with(|c| c.replace(activation))
+}
+
+/// [`replace_current`] inlined, for the resumer's side of a switch: `Continuation::resume`
+/// runs in a frame that stays on its thread across the switch (the continuation always comes
+/// back to the thread that resumed it), so a thread-local address it computed stays valid.
+/// Code that may run on a continuation must use [`replace_current`].
+#[inline(always)]
+pub fn replace_current_in_resumer(activation: *mut Activation) -> *mut Activation {
+    CURRENT.with(|c| c.replace(activation))
+}
+
+/// The innermost activation running on this thread, or null (see [`replace_current`] for why
+/// it is not inlined).
+#[inline(never)]
+pub fn current() -> *mut Activation {
+    CURRENT.with(Cell::get)
+}
+
+/// The store context of the innermost activation running on this thread, if any.
+pub fn current_store() -> Option<*const VMStoreContext> {
+    let activation = current();
+    // SAFETY: a non-null `CURRENT` is a live activation of this thread (unlinked before its
+    // frame is popped).
+    (!activation.is_null()).then(|| unsafe { (*activation).store })
 }
 
 fn approximate_sp() -> usize {
@@ -249,7 +313,7 @@ static INIT: Once = Once::new();
 
 /// Installs weft's fault handlers, once per process. Faults that are not Wasm traps are passed
 /// on to whatever handler was installed before.
-pub fn init_traps() {
+fn init_traps() {
     INIT.call_once(|| {
         for (i, &signal) in SIGNALS.iter().enumerate() {
             // SAFETY: `sigaction` with a fully initialized struct; `PREVIOUS` is written only
@@ -292,9 +356,43 @@ unsafe extern "C" fn handle_signal(
             }
             return;
         }
+        // Not a Wasm trap. A fault in the guard page of the continuation stack we run on is
+        // host code (a host function, a future's poll) overflowing it: Wasm's own prologue
+        // check traps well before. Carrying on would be undefined behaviour, and forwarding it
+        // would blame the thread's own stack (or nobody), so name the cause and abort.
+        if signal == libc::SIGSEGV || signal == libc::SIGBUS {
+            // SAFETY: as above; SIGSEGV and SIGBUS carry the faulting address.
+            let (guard, address) = unsafe { (&(*activation).guard, (*info).si_addr() as usize) };
+            if guard.contains(&address) {
+                host_overflowed_continuation_stack(guard.start);
+            }
+        }
     }
     // SAFETY: forwarding with the kernel's own arguments.
     unsafe { forward(signal, info, ucontext) }
+}
+
+/// Reports a guard-page hit on a continuation stack and aborts. Async-signal-safe: formats
+/// into a buffer on the (alternate) signal stack, then `write(2)` and `abort(3)`.
+fn host_overflowed_continuation_stack(guard: usize) -> ! {
+    const BEFORE: &[u8] =
+        b"weft: host code overflowed the stack of a promising call (guard page at 0x";
+    const AFTER: &[u8] = b"); increase Config::async_stack_size\n";
+    let mut message = [0u8; BEFORE.len() + 16 + AFTER.len()];
+    message[..BEFORE.len()].copy_from_slice(BEFORE);
+    let mut len = BEFORE.len();
+    let digits = (usize::BITS - guard.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in (0..digits).rev() {
+        message[len] = b"0123456789abcdef"[(guard >> (i * 4)) & 0xf];
+        len += 1;
+    }
+    message[len..len + AFTER.len()].copy_from_slice(AFTER);
+    len += AFTER.len();
+    // SAFETY: `write` and `abort` are async-signal-safe; the buffer is ours and `len` long.
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), len);
+        libc::abort();
+    }
 }
 
 /// Walks the frame-pointer chain from the faulting frame up to the activation's entry frame.
@@ -302,7 +400,7 @@ unsafe extern "C" fn handle_signal(
 /// # Safety
 /// `regs` must be the interrupted Wasm context of `activation`.
 unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::ContextRegisters) {
-    activation.backtrace[0] = regs.pc;
+    activation.backtrace[0] = MaybeUninit::new(regs.pc);
     let mut len = 1;
     let mut fp = regs.fp;
     let end = activation.entry.fp;
@@ -315,7 +413,7 @@ unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::Context
                 *(fp as *const usize),
             )
         };
-        activation.backtrace[len] = return_address;
+        activation.backtrace[len] = MaybeUninit::new(return_address);
         len += 1;
         if caller_fp <= fp {
             break;
@@ -394,7 +492,7 @@ thread_local! {
 
 /// Makes sure this thread has an alternate signal stack big enough for the handler, so a fault
 /// on an exhausted stack can still be handled.
-pub fn ensure_altstack() {
+fn ensure_altstack() {
     ALTSTACK.with(|slot| {
         if slot.borrow().is_some() {
             return;

@@ -18,6 +18,11 @@ pub struct VMStoreContext {
     /// The continuation running Wasm of this store right now, or null outside promising calls
     /// (and while a suspending import polls its future): where a suspending import suspends to.
     pub continuation: UnsafeCell<*mut super::continuation::ContinuationState>,
+    /// Set while a suspending import of this store polls its future: the store is then lent to
+    /// that poll (see `continuation::with_polling_store`).
+    pub polling: UnsafeCell<bool>,
+    /// The owning store's id.
+    pub store_id: u64,
 }
 
 // SAFETY: the raw pointers are only dereferenced by the thread that currently owns the store
