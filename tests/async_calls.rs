@@ -500,6 +500,86 @@ fn stack_exhaustion_in_promising_call_is_a_trap() {
     );
 }
 
+/// Recurses with a kilobyte on every frame, forever: overflows any stack.
+#[inline(never)]
+fn overflow_the_stack(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 1024]);
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    overflow_the_stack(depth + 1) + u64::from(std::hint::black_box(frame)[7])
+}
+
+/// The child half of `host_overflowing_a_promising_calls_stack_aborts_with_the_cause`: a host
+/// function called from Wasm in a promising call overflows the call's stack.
+fn overflow_a_promising_calls_stack_from_host_code() -> ! {
+    let mut config = Config::new();
+    config.async_stack_size(64 << 10);
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "env" "deep" (func $deep (param i32) (result i32)))
+             (func (export "run") (param i32) (result i32) (call $deep (local.get 0))))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "deep", |x: i32| overflow_the_stack(x as u64) as i32)
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    let _ = poll_once(pin!(run.call_async(&mut store, 0)));
+    unreachable!("the host function returned from an infinite recursion");
+}
+
+/// Host code (not Wasm, whose prologue check traps first) that runs a promising call's stack
+/// into its guard page must not corrupt memory or die without a word: weft names the cause and
+/// aborts. The overflow runs in a child process, this test binary run again with a filter.
+#[test]
+fn host_overflowing_a_promising_calls_stack_aborts_with_the_cause() {
+    const CHILD: &str = "WEFT_TEST_HOST_OVERFLOW_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        overflow_a_promising_calls_stack_from_host_code();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // Under qemu-user the test binary cannot exec itself directly (see tests/cli.rs).
+    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
+    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
+    let mut command = match runner.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(runner).arg(exe);
+            command
+        }
+        None => std::process::Command::new(exe),
+    };
+    let output = command
+        .args([
+            "--exact",
+            "host_overflowing_a_promising_calls_stack_aborts_with_the_cause",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the child survived:\n{stderr}");
+    assert!(
+        stderr
+            .contains("weft: host code overflowed the stack of a promising call (guard page at 0x")
+            && stderr.contains("); increase Config::async_stack_size\n"),
+        "no message naming the cause:\n{stderr}"
+    );
+    // SIGABRT: abort(3), not a crash on the overflow itself (qemu dies of it the same way).
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(6), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Many calls
 

@@ -362,7 +362,7 @@ pub(crate) fn dynamic_callback<T: 'static>(
 // Static typing
 
 /// A Rust type that is one Wasm value.
-pub trait WasmTy: Copy + Send + Sync + 'static {
+pub trait WasmTy: Copy + Send + Sync + Unpin + 'static {
     fn valtype() -> ValType;
     #[doc(hidden)]
     fn to_raw(self) -> ValRaw;
@@ -392,7 +392,7 @@ wasm_ty! {
 }
 
 /// Parameters of a typed call: `()`, one [`WasmTy`], or a tuple of them.
-pub trait WasmParams: Send + 'static {
+pub trait WasmParams: Send + Unpin + 'static {
     /// How many values: what a call needs in value slots, known without allocating.
     const COUNT: usize;
     fn valtypes() -> Vec<ValType>;
@@ -577,21 +577,18 @@ impl<Params: WasmParams, Results: WasmResults> TypedFunc<Params, Results> {
         store: S,
         params: Params,
     ) -> impl std::future::Future<Output = Result<Results>> + use<S, Params, Results> {
-        const { assert!(Params::COUNT <= INLINE_SLOTS && Results::COUNT <= INLINE_SLOTS) };
-        let mut values = TypedValues {
-            params: [ValRaw::default(); INLINE_SLOTS],
-            _marker: PhantomData::<fn(Params) -> Results>,
+        let values = TypedValues {
+            params: Some(params),
+            _marker: PhantomData::<fn() -> Results>,
         };
-        params.store(&mut values.params);
         crate::promising::PromisingCall::new(store, self.func, values)
     }
 }
 
-/// A typed promising call's values: the arguments, already in their raw form (the typed API
-/// has at most `INLINE_SLOTS` of either), so the future holds no `Params` and is `Unpin`.
+/// A typed promising call's values: the arguments until the call starts.
 struct TypedValues<Params, Results> {
-    params: [ValRaw; INLINE_SLOTS],
-    _marker: PhantomData<fn(Params) -> Results>,
+    params: Option<Params>,
+    _marker: PhantomData<fn() -> Results>,
 }
 
 impl<T: 'static, Params: WasmParams, Results: WasmResults> crate::promising::CallValues<T>
@@ -602,7 +599,10 @@ impl<T: 'static, Params: WasmParams, Results: WasmResults> crate::promising::Cal
         Params::COUNT.max(Results::COUNT)
     }
     fn write_params(&mut self, _: &mut StoreContext<T>, slots: &mut [ValRaw]) -> Result<()> {
-        slots[..Params::COUNT].copy_from_slice(&self.params[..Params::COUNT]);
+        self.params
+            .take()
+            .expect("a call's arguments are written once")
+            .store(slots);
         Ok(())
     }
     fn read_results(&mut self, _: &mut StoreContext<T>, slots: &[ValRaw]) -> Results {

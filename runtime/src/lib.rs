@@ -29,8 +29,10 @@
 //! code and a frame-pointer backtrace in the current activation, and rewrites the signal
 //! context so the thread resumes at the landing pad, which returns to the Rust caller. No
 //! `longjmp`, and no Rust frame is skipped: builtins and host functions return a status and
-//! compiled code traps after they have returned. Faults that are not Wasm traps go to the
-//! handler installed before weft's.
+//! compiled code traps after they have returned. A fault in the guard page of the promising
+//! call's stack the thread runs on (the innermost activation carries its range) is host code
+//! overflowing that stack: the handler says so on stderr with `write(2)` and aborts. Other
+//! faults that are not Wasm traps go to the handler installed before weft's.
 //!
 //! # Continuations: promising calls and suspending imports
 //!
@@ -95,6 +97,14 @@
 //! stack, the import's future is pinned on that stack, and each thread keeps a few warm stacks
 //! so back-to-back calls skip the pool's lock and its `madvise`. The price of that cache is up
 //! to four stacks' touched pages per thread kept resident.
+//!
+//! The switch into a continuation is inlined into the call future's `poll` (and so into the
+//! executor's loop), with no frame of weft's to return from between a switch out and the next
+//! switch in: a `ret` whose `call` happened on the other stack mispredicts, and those, not the
+//! saved registers, were most of a suspension's cost. A switch also swaps the per-activation
+//! state (one thread-local, three store-context fields); once-per-thread work (signal handlers,
+//! the alternate signal stack) is behind a thread-local flag, and a suspending import's poll
+//! marks the store as lent in the store context rather than in a thread-local.
 
 #![deny(unsafe_code)]
 

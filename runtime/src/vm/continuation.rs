@@ -56,6 +56,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::task::{Context, Poll, Waker};
@@ -99,10 +100,13 @@ pub struct ContinuationState {
     guard: std::ops::Range<usize>,
     trampoline: usize,
     func_ref: VMFuncRef,
-    inline_slots: [ValRaw; INLINE_SLOTS],
+    slot_count: usize,
     heap_slots: Option<Box<[ValRaw]>>,
     /// Written by `continuation_start` when Wasm returns or traps.
     result: Option<Result<(), TrapInfo>>,
+    /// The first `slot_count` are initialized (zeroed by `new`), unless `heap_slots` is used.
+    /// Last, so that LLVM does not fold the uninitialized rest into its neighbours' writes.
+    inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
 }
 
 /// How a [`Continuation::resume`] ended.
@@ -217,11 +221,16 @@ impl Continuation {
                 guard: stack.guard(),
                 trampoline: trampoline as usize,
                 func_ref: *(func_ref as *const VMFuncRef),
-                inline_slots: [ValRaw::default(); INLINE_SLOTS],
+                slot_count: slots.min(INLINE_SLOTS),
                 heap_slots: (slots > INLINE_SLOTS)
                     .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
                 result: None,
+                inline_slots: [MaybeUninit::uninit(); INLINE_SLOTS],
             });
+            let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
+            for i in 0..slots.min(INLINE_SLOTS) {
+                inline.add(i).write(ValRaw::default());
+            }
         }
         // SAFETY: `switch_top` is 16-aligned (the state's size is rounded up to it) and the
         // stack below it is ours and unused.
@@ -242,7 +251,13 @@ impl Continuation {
         let state = unsafe { &mut *self.state.as_ptr() };
         match &mut state.heap_slots {
             Some(slots) => slots,
-            None => &mut state.inline_slots,
+            // SAFETY: `new` initialized the first `slot_count` inline slots.
+            None => unsafe {
+                std::slice::from_raw_parts_mut(
+                    state.inline_slots.as_mut_ptr().cast::<ValRaw>(),
+                    state.slot_count,
+                )
+            },
         }
     }
 
@@ -370,7 +385,7 @@ unsafe extern "C" fn continuation_start(arg: usize, _value: usize, _stack_top: u
     unsafe {
         let slots = match &mut (*state).heap_slots {
             Some(slots) => slots.as_mut_ptr(),
-            None => (*state).inline_slots.as_mut_ptr(),
+            None => (*state).inline_slots.as_mut_ptr().cast::<ValRaw>(),
         };
         let result = enter_wasm_with_limit(
             (*state).store,

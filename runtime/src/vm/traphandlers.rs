@@ -11,6 +11,12 @@
 //! through builtins and host functions, and those return a status that compiled code turns into
 //! a trap instruction of its own (`trap_codes::RECORDED`) after they have returned.
 //!
+//! A fault that is not at a trap site but in the guard page of the continuation stack the
+//! innermost activation runs on (each activation carries that range, inherited from the one
+//! below it, empty on a thread's own stack) is host code overflowing a promising call's stack:
+//! the handler writes a message naming the cause and aborts, since carrying on would corrupt
+//! memory and the previous handler would blame the thread's own stack.
+//!
 //! Per-activation state — stack limit, landing pad, the chain of activations — lives in the
 //! activation record and the store context, not in thread-locals tied to the OS stack. The one
 //! thread-local, [`CURRENT`], only tells a signal handler which activation is running on this
