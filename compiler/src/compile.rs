@@ -71,6 +71,9 @@ pub struct CompilerOptions {
     pub verify: bool,
     /// Threads for compiling a module's functions; 0 picks the machine's parallelism.
     pub threads: usize,
+    /// Accept modules with several memories (WebAssembly 3.0's multi-memory). The compiler and
+    /// runtime index memories everywhere already; only validation needs to allow it.
+    pub multi_memory: bool,
 }
 
 impl Default for CompilerOptions {
@@ -79,6 +82,7 @@ impl Default for CompilerOptions {
             memory_mode: MemoryMode::GuardPages,
             verify: cfg!(debug_assertions),
             threads: 0,
+            multi_memory: false,
         }
     }
 }
@@ -142,7 +146,9 @@ impl Compiler {
     /// # Errors
     /// `CompileError::Invalid` with the byte offset of the first problem.
     pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
-        Validator::new_with_features(WasmFeatures::WASM2).validate_all(wasm)?;
+        let mut features = WasmFeatures::WASM2;
+        features.set(WasmFeatures::MULTI_MEMORY, self.options.multi_memory);
+        Validator::new_with_features(features).validate_all(wasm)?;
         crate::parse_module(wasm)
     }
 

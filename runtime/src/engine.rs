@@ -18,6 +18,7 @@ pub struct Config {
     pub(crate) async_stack_size: usize,
     pub(crate) verify: bool,
     pub(crate) compile_threads: usize,
+    pub(crate) multi_memory: bool,
 }
 
 impl Default for Config {
@@ -28,6 +29,7 @@ impl Default for Config {
             async_stack_size: 1 << 20,
             verify: false,
             compile_threads: 0,
+            multi_memory: false,
         }
     }
 }
@@ -63,6 +65,13 @@ impl Config {
     /// Runs Cranelift's IR verifier on all generated code (slow; for testing weft itself).
     pub fn cranelift_verifier(&mut self, enable: bool) -> &mut Self {
         self.verify = enable;
+        self
+    }
+
+    /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory; off by
+    /// default, as WebAssembly 2.0 requires).
+    pub fn wasm_multi_memory(&mut self, enable: bool) -> &mut Self {
+        self.multi_memory = enable;
         self
     }
 
@@ -115,6 +124,7 @@ impl Engine {
             memory_mode: config.memory_mode,
             verify: config.verify,
             threads: config.compile_threads,
+            multi_memory: config.multi_memory,
         })?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
