@@ -425,3 +425,34 @@ fn readme_embedding_example_works() -> Result<(), Error> {
     assert_eq!(store.data(), &[21]);
     Ok(())
 }
+
+#[test]
+fn readme_async_example_works() -> Result<(), Error> {
+    use std::time::Duration;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = Engine::default();
+        let module = Module::new(
+            &engine,
+            r#"
+            (module
+              (import "env" "sleep" (func $sleep (param i32)))
+              (func (export "nap") (param i32) (result i32)
+                (call $sleep (local.get 0))
+                (i32.const 1)))
+        "#,
+        )?;
+        let mut linker = Linker::new(&engine);
+        linker.func_wrap_async("env", "sleep", |_: Caller<'_, ()>, ms: i32| {
+            tokio::time::sleep(Duration::from_millis(ms as u64))
+        })?;
+        let mut store = Store::new(&engine, ());
+        let instance = linker.instantiate(&mut store, &module)?;
+        let nap = instance.get_typed_func::<i32, i32>(&mut store, "nap")?;
+        assert_eq!(nap.call_async(&mut store, 10).await?, 1);
+        Ok(())
+    })
+}
