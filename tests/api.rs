@@ -456,3 +456,78 @@ fn readme_async_example_works() -> Result<(), Error> {
         Ok(())
     })
 }
+
+/// The child half of `fault_in_host_code_is_not_taken_for_a_trap`: a host function called from
+/// Wasm writes to an inaccessible page.
+fn fault_in_a_host_function() -> ! {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module (import "env" "poke" (func $poke)) (func (export "run") (call $poke)))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "poke", || {
+            // SAFETY: not safe on purpose: the test needs a genuine fault in host code. The
+            // page is mapped inaccessible, so the write faults and nothing is corrupted.
+            unsafe {
+                let page = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                std::ptr::write_volatile(page.cast::<u8>(), 1);
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(), ()>(&mut store, "run")
+        .unwrap();
+    let result = run.call(&mut store, ());
+    eprintln!("the fault was swallowed: {result:?}");
+    std::process::exit(0);
+}
+
+/// weft's signal handler takes only faults at trap sites of Wasm code; a fault in host code
+/// goes to the handler installed before (here the default), so the process dies of SIGSEGV
+/// instead of reporting a bogus trap.
+#[test]
+fn fault_in_host_code_is_not_taken_for_a_trap() {
+    const CHILD: &str = "WEFT_TEST_HOST_FAULT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        fault_in_a_host_function();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // Under qemu-user the test binary cannot exec itself directly (see tests/cli.rs).
+    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
+    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
+    let mut command = match runner.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(runner).arg(exe);
+            command
+        }
+        None => std::process::Command::new(exe),
+    };
+    let output = command
+        .args([
+            "--exact",
+            "fault_in_host_code_is_not_taken_for_a_trap",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the child survived:\n{stderr}");
+    assert!(!stderr.contains("swallowed"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGSEGV), "{stderr}");
+}
