@@ -193,9 +193,10 @@ fn finish<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
     mut continuation: Continuation,
     values: &mut V,
-    outcome: std::result::Result<(), crate::vm::traphandlers::TrapInfo>,
 ) -> Result<V::Output> {
-    let output = outcome.map(|()| values.read_results(store, continuation.slots()));
+    let output = continuation
+        .take_outcome()
+        .map(|()| values.read_results(store, continuation.slots()));
     continuation.finish(store.opaque.engine.stack_pool());
     output.map_err(trap_to_error)
 }
@@ -235,10 +236,10 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
         };
         match continuation.resume(cx, false) {
             Resumed::Suspended => Poll::Pending,
-            Resumed::Finished(outcome) => {
+            Resumed::Finished => {
                 let continuation = this.continuation.take().expect("running");
                 this.done = true;
-                let output = finish(store, continuation, &mut this.values, outcome);
+                let output = finish(store, continuation, &mut this.values);
                 drop(lock);
                 Poll::Ready(output)
             }

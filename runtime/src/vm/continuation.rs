@@ -102,8 +102,10 @@ pub struct ContinuationState {
     func_ref: VMFuncRef,
     slot_count: usize,
     heap_slots: Option<Box<[ValRaw]>>,
-    /// Written by `continuation_start` when Wasm returns or traps.
-    result: Option<Result<(), TrapInfo>>,
+    /// `Ok(())` until `continuation_start` writes a trap there; read once by
+    /// [`Continuation::take_outcome`]. Not an `Option` that `resume` hands back by value: a
+    /// finished call's common case then moves no `TrapInfo`-sized value through the poll.
+    result: Result<(), TrapInfo>,
     /// The first `slot_count` are initialized (zeroed by `new`), unless `heap_slots` is used.
     /// Last, so that LLVM does not fold the uninitialized rest into its neighbours' writes.
     inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
@@ -113,8 +115,9 @@ pub struct ContinuationState {
 pub enum Resumed {
     /// A suspending import is waiting: resume again when woken.
     Suspended,
-    /// The call returned (results are in [`Continuation::slots`]) or trapped.
-    Finished(Result<(), TrapInfo>),
+    /// The call returned (results are in [`Continuation::slots`]) or trapped: see
+    /// [`Continuation::take_outcome`].
+    Finished,
 }
 
 /// A promising call's stack and where it stands. See the module docs.
@@ -209,24 +212,25 @@ impl Continuation {
         // SAFETY: the state's bytes are at the top of a stack we own, aligned for it, and
         // nothing runs on the stack; the funcref lives as long as the store.
         unsafe {
-            state.write(ContinuationState {
-                switch_top,
-                cx: ptr::null_mut(),
-                cancelled: false,
-                saved_current: ptr::null_mut(),
-                saved_stack_limit: usize::MAX,
-                saved_activation: ptr::null_mut(),
-                store,
-                stack_limit: stack.usable().start + HOST_HEADROOM,
-                guard: stack.guard(),
-                trampoline: trampoline as usize,
-                func_ref: *(func_ref as *const VMFuncRef),
-                slot_count: slots.min(INLINE_SLOTS),
-                heap_slots: (slots > INLINE_SLOTS)
-                    .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
-                result: None,
-                inline_slots: [MaybeUninit::uninit(); INLINE_SLOTS],
-            });
+            // Field by field rather than `state.write(ContinuationState { .. })`, which builds
+            // the ~300-byte struct in this frame and then copies it: a third of this function's
+            // instructions, for every promising call.
+            (&raw mut (*state).switch_top).write(switch_top);
+            (&raw mut (*state).cx).write(ptr::null_mut());
+            (&raw mut (*state).cancelled).write(false);
+            (&raw mut (*state).saved_current).write(ptr::null_mut());
+            (&raw mut (*state).saved_stack_limit).write(usize::MAX);
+            (&raw mut (*state).saved_activation).write(ptr::null_mut());
+            (&raw mut (*state).store).write(store);
+            (&raw mut (*state).stack_limit).write(stack.usable().start + HOST_HEADROOM);
+            (&raw mut (*state).guard).write(stack.guard());
+            (&raw mut (*state).trampoline).write(trampoline as usize);
+            (&raw mut (*state).func_ref).write(*(func_ref as *const VMFuncRef));
+            (&raw mut (*state).slot_count).write(slots.min(INLINE_SLOTS));
+            (&raw mut (*state).heap_slots).write(
+                (slots > INLINE_SLOTS).then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
+            );
+            (&raw mut (*state).result).write(Ok(()));
             let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
             for i in 0..slots.min(INLINE_SLOTS) {
                 inline.add(i).write(ValRaw::default());
@@ -316,10 +320,21 @@ impl Continuation {
                 }
                 None => {
                     self.sp = 0;
-                    Resumed::Finished(take_result(state))
+                    Resumed::Finished
                 }
             }
         }
+    }
+
+    /// How the call ended, once [`Self::resume`] returned [`Resumed::Finished`]: `Ok(())` if
+    /// Wasm returned, else its trap (taken: a second call returns `Ok(())`).
+    pub fn take_outcome(&mut self) -> Result<(), TrapInfo> {
+        assert!(
+            self.started && self.sp == 0,
+            "the continuation has not finished"
+        );
+        // SAFETY: the state is ours (see `slots`) and nothing runs on its stack any more.
+        unsafe { std::mem::replace(&mut (*self.state.as_ptr()).result, Ok(())) }
     }
 
     /// Returns the stack to `pool` (or this thread's warm stacks). A suspended continuation is
@@ -344,16 +359,6 @@ impl Continuation {
             unsafe { ptr::drop_in_place(self.state.as_ptr()) };
         }
     }
-}
-
-/// The result `continuation_start` left (out of line: `resume` is inlined everywhere).
-///
-/// # Safety
-/// `state` is the state of a continuation that just finished.
-#[inline(never)]
-unsafe fn take_result(state: *mut ContinuationState) -> Result<(), TrapInfo> {
-    // SAFETY: per the contract, the state is live and nothing runs on its stack.
-    unsafe { (*state).result.take() }.expect("a finished continuation leaves its result")
 }
 
 impl Drop for Continuation {
@@ -398,7 +403,9 @@ unsafe extern "C" fn continuation_start(arg: usize, _value: usize, _stack_top: u
             (*state).func_ref.wasm_call as usize,
             slots as usize,
         );
-        (*state).result = Some(result);
+        if let Err(trap) = result {
+            (*state).result = Err(trap);
+        }
     }
     0
 }
