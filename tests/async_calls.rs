@@ -327,6 +327,125 @@ fn interleaved_promising_calls_share_one_instance() {
     assert_eq!(guard.data().max_in_flight, 2);
 }
 
+/// A waker that records whether it was woken.
+#[derive(Default)]
+struct WakeFlag(AtomicBool);
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl WakeFlag {
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+fn poll_with<F: Future + ?Sized>(future: Pin<&mut F>, flag: &Arc<WakeFlag>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(&Waker::from(flag.clone())))
+}
+
+#[test]
+fn thousand_promising_calls_contending_for_one_shared_store_all_complete() {
+    const CALLS: i32 = 1_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (mut store, instance) = paths();
+    let wait_once = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait_once")
+        .unwrap();
+    let store = SharedStore::new(store);
+    // A lost wake-up would hang: fail instead.
+    let all = async {
+        let tasks: Vec<_> = (0..CALLS)
+            .map(|i| tokio::spawn(wait_once.call_async(store.clone(), i)))
+            .collect();
+        for (i, task) in (0..).zip(tasks) {
+            assert_eq!(task.await.unwrap().unwrap(), i + 1);
+        }
+    };
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), all).await })
+        .expect("every call completes");
+    let guard = store
+        .try_lock()
+        .expect("no call holds the store once all finished");
+    assert_eq!(guard.data().in_flight, 0);
+}
+
+#[test]
+fn shared_store_release_wakes_only_the_oldest_waiter_and_a_dropped_one_passes_it_on() {
+    let (mut store, instance) = paths();
+    let counter = instance
+        .get_typed_func::<(), i32>(&mut store, "counter")
+        .unwrap();
+    let store = SharedStore::new(store);
+    let held = store.try_lock().unwrap();
+    let flags: Vec<Arc<WakeFlag>> = (0..4).map(|_| Arc::default()).collect();
+    let mut calls: Vec<_> = (0..4)
+        .map(|_| Some(Box::pin(counter.call_async(&store, ()))))
+        .collect();
+    for (call, flag) in calls.iter_mut().zip(&flags) {
+        assert!(poll_with(call.as_mut().unwrap().as_mut(), flag).is_pending());
+    }
+    // Dropped while queued: gives up its place.
+    calls[1] = None;
+    drop(held);
+    let woken: Vec<bool> = flags.iter().map(|f| f.take()).collect();
+    assert_eq!(
+        woken,
+        [true, false, false, false],
+        "one wake, to the oldest"
+    );
+    // Dropped after the lock was handed to it, before it ran: passes the lock on.
+    calls[0] = None;
+    let woken: Vec<bool> = flags.iter().map(|f| f.take()).collect();
+    assert_eq!(
+        woken,
+        [false, false, true, false],
+        "the dropped ticket is skipped"
+    );
+    assert!(poll_with(calls[2].as_mut().unwrap().as_mut(), &flags[2]).is_ready());
+    assert!(
+        flags[3].take(),
+        "its release hands the lock to the last one"
+    );
+    assert!(poll_with(calls[3].as_mut().unwrap().as_mut(), &flags[3]).is_ready());
+    assert!(store.try_lock().is_some(), "nothing stranded");
+}
+
+#[test]
+fn synchronous_user_may_take_a_lock_handed_to_a_call_that_has_not_run() {
+    let (mut store, instance) = paths();
+    let counter = instance
+        .get_typed_func::<(), i32>(&mut store, "counter")
+        .unwrap();
+    let store = SharedStore::new(store);
+    let held = store.try_lock().unwrap();
+    let flag = Arc::new(WakeFlag::default());
+    let mut call = Box::pin(counter.call_async(&store, ()));
+    assert!(poll_with(call.as_mut(), &flag).is_pending());
+    drop(held);
+    assert!(flag.take());
+    // Granted to `call` but not claimed: a synchronous user (as a dropped call's `Drop` is)
+    // must not wait for it, or a current-thread runtime would deadlock.
+    let again = store
+        .try_lock()
+        .expect("a grant not yet claimed can be taken");
+    assert!(
+        poll_with(call.as_mut(), &flag).is_pending(),
+        "still in line"
+    );
+    drop(again);
+    assert!(flag.take(), "granted again");
+    assert!(poll_with(call.as_mut(), &flag).is_ready());
+}
+
 #[test]
 fn trap_inside_resumed_continuation_reaches_caller() {
     let (mut store, instance) = paths();

@@ -64,9 +64,10 @@
 //! and globals. A `&mut Store<T>` call future borrows the store for its whole life, so only
 //! one can exist. [`SharedStore<T>`] is the other [`AsyncStore`]: an `Arc` plus a lock that a
 //! call takes for one poll — while its continuation runs — and releases whenever it switches
-//! out, waking waiters. Calls then interleave at their suspension points, each on its own
-//! stack, and the futures are `'static`, for `tokio::spawn`. Uncontended, the lock is one
-//! compare-and-swap and one store per poll.
+//! out, handing it to the oldest waiting call (FIFO, one wake per release; each call keeps its
+//! place in line in a [`LockWaiter`], given up when the call is dropped). Calls then interleave
+//! at their suspension points, each on its own stack, and the futures are `'static`, for
+//! `tokio::spawn`. Uncontended, the lock is one compare-and-swap and one store per poll.
 //!
 //! This is why a suspending import's future must not borrow the store: while it is pending,
 //! other calls may run on it. It gets the [`Caller`] synchronously, to read what it needs, and
@@ -133,5 +134,5 @@ pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
 pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
 pub use values::{ExternRef, Val};
-pub use vm::shared_store::{SharedStore, SharedStoreGuard};
+pub use vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 pub use weft_compiler::MemoryMode;

@@ -14,7 +14,7 @@ use crate::store::{AsContextMut, Store, StoreContext};
 use crate::types::FuncType;
 use crate::vm::ValRaw;
 use crate::vm::continuation::{Continuation, Resumed, SuspendPoint, with_polling_store};
-use crate::vm::shared_store::{SharedStore, SharedStoreGuard};
+use crate::vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 
 mod sealed {
     pub trait Sealed {}
@@ -26,8 +26,13 @@ mod sealed {
 pub trait AsyncStore: sealed::Sealed + Unpin {
     /// The store's data type.
     type Data: 'static;
+    /// `waiter` is the caller's place in line for a [`SharedStore`] (unused otherwise).
     #[doc(hidden)]
-    fn poll_store(&mut self, cx: &mut Context<'_>) -> Poll<StoreLock<'_, Self::Data>>;
+    fn poll_store(
+        &mut self,
+        waiter: &mut LockWaiter<Self::Data>,
+        cx: &mut Context<'_>,
+    ) -> Poll<StoreLock<'_, Self::Data>>;
     #[doc(hidden)]
     fn lock_store(&mut self) -> StoreLock<'_, Self::Data>;
 }
@@ -51,7 +56,7 @@ impl<T: 'static> StoreLock<'_, T> {
 impl<T: 'static> sealed::Sealed for &mut Store<T> {}
 impl<T: 'static> AsyncStore for &mut Store<T> {
     type Data = T;
-    fn poll_store(&mut self, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
+    fn poll_store(&mut self, _: &mut LockWaiter<T>, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
     fn lock_store(&mut self) -> StoreLock<'_, T> {
@@ -62,8 +67,12 @@ impl<T: 'static> AsyncStore for &mut Store<T> {
 impl<T: 'static> sealed::Sealed for SharedStore<T> {}
 impl<T: 'static> AsyncStore for SharedStore<T> {
     type Data = T;
-    fn poll_store(&mut self, cx: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
-        self.poll_lock(cx).map(StoreLock::Shared)
+    fn poll_store(
+        &mut self,
+        waiter: &mut LockWaiter<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<StoreLock<'_, T>> {
+        self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
     fn lock_store(&mut self) -> StoreLock<'_, T> {
         StoreLock::Shared(self.lock_blocking())
@@ -73,8 +82,12 @@ impl<T: 'static> AsyncStore for SharedStore<T> {
 impl<T: 'static> sealed::Sealed for &SharedStore<T> {}
 impl<T: 'static> AsyncStore for &SharedStore<T> {
     type Data = T;
-    fn poll_store(&mut self, cx: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
-        self.poll_lock(cx).map(StoreLock::Shared)
+    fn poll_store(
+        &mut self,
+        waiter: &mut LockWaiter<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<StoreLock<'_, T>> {
+        self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
     fn lock_store(&mut self) -> StoreLock<'_, T> {
         StoreLock::Shared(self.lock_blocking())
@@ -100,7 +113,8 @@ pub(crate) async fn with_store<S: AsyncStore, R>(
     f: impl FnOnce(&mut StoreContext<S::Data>) -> R,
 ) -> R {
     let mut f = Some(f);
-    poll_fn(|cx| match store.poll_store(cx) {
+    let mut waiter = LockWaiter::new();
+    poll_fn(|cx| match store.poll_store(&mut waiter, cx) {
         Poll::Ready(mut lock) => {
             Poll::Ready((f.take().expect("polled after completion"))(lock.context()))
         }
@@ -130,6 +144,8 @@ pub(crate) struct PromisingCall<S: AsyncStore, V> {
     values: V,
     continuation: Option<Continuation>,
     done: bool,
+    /// Its place in line for a `SharedStore` while a poll waits for the lock.
+    waiter: LockWaiter<S::Data>,
 }
 
 impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
@@ -140,6 +156,7 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             values,
             continuation: None,
             done: false,
+            waiter: LockWaiter::new(),
         }
     }
 }
@@ -214,7 +231,7 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
             !this.done,
             "a promising call's future polled after completion"
         );
-        let Poll::Ready(mut lock) = this.store.poll_store(cx) else {
+        let Poll::Ready(mut lock) = this.store.poll_store(&mut this.waiter, cx) else {
             return Poll::Pending;
         };
         let store = lock.context();
@@ -249,6 +266,9 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
 
 impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
     fn drop(&mut self) {
+        // Out of line first: a grant of the lock to this call is passed on, not held while
+        // `lock_store` below spins.
+        self.waiter = LockWaiter::new();
         if let Some(continuation) = self.continuation.take() {
             let mut lock = self.store.lock_store();
             let store = lock.context();
