@@ -95,9 +95,10 @@
 //! ## Costs
 //!
 //! No allocation per call or per suspension: the continuation's state lives at the top of its
-//! stack, the import's future is pinned on that stack, and each thread keeps a few warm stacks
-//! so back-to-back calls skip the pool's lock and its `madvise`. The price of that cache is up
-//! to four stacks' touched pages per thread kept resident.
+//! stack, the import's future is pinned on that stack, each store keeps the stack of its last
+//! finished call for the next one, and each thread keeps a few warm stacks, so back-to-back
+//! calls skip the pool's lock and its `madvise`. The price of those caches is one stack's
+//! touched pages per store and up to four stacks' per thread kept resident.
 //!
 //! The switch into a continuation is inlined into the call future's `poll` (and so into the
 //! executor's loop), with no frame of weft's to return from between a switch out and the next

@@ -189,16 +189,19 @@ fn start<T: 'static, V: CallValues<T>>(
     }
     let trampoline = store.opaque.array_to_wasm(func.index)? as *const u8;
     let func_ref = store.opaque.funcs[func.index].func_ref;
+    let opaque = &mut store.opaque;
     let mut continuation = Continuation::new(
-        store.opaque.engine.stack_pool(),
-        &*store.opaque.vm,
+        opaque.engine.stack_pool(),
+        &mut opaque.spare_stack,
+        &*opaque.vm,
         trampoline,
         func_ref,
         slots,
     )
     .map_err(|e| Error::ResourceLimit(format!("no stack for a promising call: {e}")))?;
     if let Err(error) = values.write_params(store, continuation.slots()) {
-        continuation.finish(store.opaque.engine.stack_pool());
+        let opaque = &mut store.opaque;
+        continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
         return Err(error);
     }
     Ok(Started::Continuation(continuation))
@@ -214,7 +217,8 @@ fn finish<T: 'static, V: CallValues<T>>(
     let output = continuation
         .take_outcome()
         .map(|()| values.read_results(store, continuation.slots()));
-    continuation.finish(store.opaque.engine.stack_pool());
+    let opaque = &mut store.opaque;
+    continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
     output.map_err(trap_to_error)
 }
 
@@ -268,14 +272,16 @@ impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
     fn drop(&mut self) {
         // Out of line first: a grant of the lock to this call is passed on, not held while
         // `lock_store` below spins.
-        self.waiter = LockWaiter::new();
-        if let Some(continuation) = self.continuation.take() {
+        self.waiter.leave();
+        if let Some(mut continuation) = self.continuation.take() {
             let mut lock = self.store.lock_store();
             let store = lock.context();
             let store_ptr = std::ptr::from_mut(store).cast::<u8>();
             store.opaque.vm.set_store(store_ptr);
-            let engine = store.opaque.engine.clone();
-            continuation.finish(engine.stack_pool());
+            // Unwound before the store's spare-stack slot is borrowed: host frames run in it.
+            continuation.cancel();
+            let opaque = &mut store.opaque;
+            continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
         }
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct StoreOpaque {
     /// `HostFuncContext<T>` boxes.
     pub host_funcs: Vec<Box<dyn Any + Send>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
+    /// The stack of the last finished promising call, for the next one.
+    pub spare_stack: vm::continuation::SpareStack,
 }
 
 impl<T: 'static> Store<T> {
@@ -106,6 +108,7 @@ impl<T: 'static> Store<T> {
                     func_by_ref: HashMap::new(),
                     host_funcs: Vec::new(),
                     externrefs: Vec::new(),
+                    spare_stack: Default::default(),
                 },
                 data,
             }),

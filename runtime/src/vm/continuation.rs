@@ -155,8 +155,20 @@ fn state_bytes() -> usize {
     size_of::<ContinuationState>().next_multiple_of(weft_arch::STACK_ALIGNMENT)
 }
 
-/// A stack of `size` usable bytes: a warm one of this thread if it has one, else from `pool`.
-fn allocate_stack(pool: &StackPool) -> std::io::Result<Stack> {
+/// One warm stack kept by a store for its next promising call: back-to-back calls on one
+/// store then touch no thread-local at all (the thread's warm stacks cost a `RefCell` and a
+/// `Vec` behind a thread-local with a destructor, about a tenth of a trivial call). The
+/// store's spare is its own, so its size always fits its engine's pool; it is unmapped with
+/// the store.
+#[derive(Default)]
+pub struct SpareStack(Option<Stack>);
+
+/// A stack of `size` usable bytes: the store's spare, else a warm one of this thread, else
+/// from `pool`.
+fn allocate_stack(pool: &StackPool, spare: &mut SpareStack) -> std::io::Result<Stack> {
+    if let Some(stack) = spare.0.take() {
+        return Ok(stack);
+    }
     let size = pool.config().size;
     let warm = WARM_STACKS.with(|warm| {
         let mut warm = warm.borrow_mut();
@@ -169,8 +181,13 @@ fn allocate_stack(pool: &StackPool) -> std::io::Result<Stack> {
     }
 }
 
-/// Gives `stack` back: to this thread's warm stacks if there is room, else to `pool`.
-fn release_stack(pool: &StackPool, stack: Stack) {
+/// Gives `stack` back: to the store's spare slot, or this thread's warm stacks if there is
+/// room, else to `pool`.
+fn release_stack(pool: &StackPool, spare: &mut SpareStack, stack: Stack) {
+    if spare.0.is_none() {
+        spare.0 = Some(stack);
+        return;
+    }
     let stack = WARM_STACKS.with(|warm| {
         let mut warm = warm.borrow_mut();
         if warm.len() < WARM_STACKS_PER_THREAD {
@@ -199,12 +216,13 @@ impl Continuation {
     /// The OS error if a new stack cannot be mapped.
     pub fn new(
         pool: &StackPool,
+        spare: &mut SpareStack,
         store: *const VMStoreContext,
         trampoline: *const u8,
         func_ref: usize,
         slots: usize,
     ) -> std::io::Result<Continuation> {
-        let stack = allocate_stack(pool)?;
+        let stack = allocate_stack(pool, spare)?;
         let top = stack.top();
         let state_at = top - state_bytes();
         let switch_top = state_at;
@@ -337,18 +355,28 @@ impl Continuation {
         unsafe { std::mem::replace(&mut (*self.state.as_ptr()).result, Ok(())) }
     }
 
-    /// Returns the stack to `pool` (or this thread's warm stacks). A suspended continuation is
-    /// cancelled first (see the module docs); the caller must hold its store as for `resume`.
-    pub fn finish(mut self, pool: &StackPool) {
+    /// Unwinds a suspended continuation (see the module docs); nothing if it is not. The
+    /// caller must hold its store as for `resume`. [`Self::finish`] does this too; calling it
+    /// first lets the caller borrow the store's spare stack only once no host code runs.
+    pub fn cancel(&mut self) {
+        if !self.is_suspended() {
+            return;
+        }
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         while self.is_suspended() {
             // Whatever the trap or error, the call is abandoned; host panics included.
             let _ = self.resume(&mut cx, true);
         }
+    }
+
+    /// Returns the stack to `spare`, this thread's warm stacks or `pool`. A suspended continuation is
+    /// cancelled first (see the module docs); the caller must hold its store as for `resume`.
+    pub fn finish(mut self, pool: &StackPool, spare: &mut SpareStack) {
+        self.cancel();
         self.drop_state();
         if let Some(stack) = self.stack.take() {
-            release_stack(pool, stack);
+            release_stack(pool, spare, stack);
         }
     }
 

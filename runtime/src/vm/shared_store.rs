@@ -101,10 +101,19 @@ impl<T: 'static> LockWaiter<T> {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-impl<T: 'static> Drop for LockWaiter<T> {
-    fn drop(&mut self) {
+    /// Gives up the place in line, if any (what dropping does). Inline: every promising call
+    /// does this, and only a call that waited has anything to give up.
+    #[inline]
+    pub(crate) fn leave(&mut self) {
+        if self.ticket.is_some() {
+            self.leave_queue();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn leave_queue(&mut self) {
         let Some((inner, ticket)) = self.ticket.take() else {
             return;
         };
@@ -117,6 +126,13 @@ impl<T: 'static> Drop for LockWaiter<T> {
         } else if let Ok(i) = queue.waiters.binary_search_by_key(&ticket, |(t, _)| *t) {
             queue.waiters.remove(i);
         }
+    }
+}
+
+impl<T: 'static> Drop for LockWaiter<T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
