@@ -111,6 +111,13 @@ pub struct ContinuationState {
     inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
 }
 
+// `drop_state` drops only these two fields; everything else in the state must own nothing.
+const _: () = assert!(
+    !std::mem::needs_drop::<VMFuncRef>()
+        && !std::mem::needs_drop::<std::ops::Range<usize>>()
+        && !std::mem::needs_drop::<*mut Context<'static>>()
+);
+
 /// How a [`Continuation::resume`] ended.
 pub enum Resumed {
     /// A suspending import is waiting: resume again when woken.
@@ -214,6 +221,7 @@ impl Continuation {
     ///
     /// # Errors
     /// The OS error if a new stack cannot be mapped.
+    #[inline] // into `promising::start`, itself out of line: one frame instead of two
     pub fn new(
         pool: &StackPool,
         spare: &mut SpareStack,
@@ -352,7 +360,12 @@ impl Continuation {
             "the continuation has not finished"
         );
         // SAFETY: the state is ours (see `slots`) and nothing runs on its stack any more.
-        unsafe { std::mem::replace(&mut (*self.state.as_ptr()).result, Ok(())) }
+        let result = unsafe { &mut (*self.state.as_ptr()).result };
+        if result.is_ok() {
+            // The common case, without moving (and dropping) a `TrapInfo`-sized value.
+            return Ok(());
+        }
+        std::mem::replace(result, Ok(()))
     }
 
     /// Unwinds a suspended continuation (see the module docs); nothing if it is not. The
@@ -372,6 +385,7 @@ impl Continuation {
 
     /// Returns the stack to `spare`, this thread's warm stacks or `pool`. A suspended continuation is
     /// cancelled first (see the module docs); the caller must hold its store as for `resume`.
+    #[inline] // into `promising::finish`, as `new`
     pub fn finish(mut self, pool: &StackPool, spare: &mut SpareStack) {
         self.cancel();
         self.drop_state();
@@ -384,7 +398,17 @@ impl Continuation {
         if self.stack.is_some() {
             // SAFETY: the state was initialized by `new` and is dropped once: `stack` is taken
             // right after by every caller.
-            unsafe { ptr::drop_in_place(self.state.as_ptr()) };
+            unsafe {
+                let state = self.state.as_ptr();
+                // Field by field, each only if it owns something: a returned call's state
+                // owns nothing, and this runs for every call.
+                if (*state).heap_slots.is_some() {
+                    ptr::drop_in_place(&raw mut (*state).heap_slots);
+                }
+                if (*state).result.is_err() {
+                    ptr::drop_in_place(&raw mut (*state).result);
+                }
+            }
         }
     }
 }
