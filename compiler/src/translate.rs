@@ -11,7 +11,7 @@
 //! value must cross a control-flow *join* are branches: there the values travel as Cranelift
 //! block arguments, and the join block's parameters replace them on the stack.
 //!
-//! **The control stack** (`FuncTranslator::control`) has one [`ControlFrame`] per open `block`,
+//! **The control stack** (`FuncTranslator::control`) has one `ControlFrame` per open `block`,
 //! `loop` and `if`, plus an outermost frame for the function body itself. Each frame owns the
 //! Cranelift block where execution continues after its `end` (`next`, whose parameters are the
 //! frame's results) and the value-stack height below its parameters, so `end` can cut the stack

@@ -18,8 +18,9 @@
 //!   the exporter's funcref, so calls never go through a second indirection.
 //! - Function types are canonicalized engine-wide: a funcref carries the engine's type id, and
 //!   `call_indirect` compares it with a constant compiled into the caller.
-//! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered in a process-wide map the
-//!   signal handler reads (PC → trap code, PC → function and Wasm offset).
+//! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered
+//!   in a process-wide map the signal handler reads (PC → trap code, PC → function and Wasm
+//!   offset).
 //!
 //! # Traps
 //!
