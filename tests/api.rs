@@ -1,5 +1,7 @@
 //! The embedding API: calls, host functions, traps and their backtraces, imports and exports.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -503,28 +505,7 @@ fn fault_in_host_code_is_not_taken_for_a_trap() {
     if std::env::var_os(CHILD).is_some() {
         fault_in_a_host_function();
     }
-    let exe = std::env::current_exe().unwrap();
-    // Under qemu-user the test binary cannot exec itself directly (see tests/cli.rs).
-    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
-    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
-    let mut command = match runner.next() {
-        Some(program) => {
-            let mut command = std::process::Command::new(program);
-            command.args(runner).arg(exe);
-            command
-        }
-        None => std::process::Command::new(exe),
-    };
-    let output = command
-        .args([
-            "--exact",
-            "fault_in_host_code_is_not_taken_for_a_trap",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
+    let output = common::rerun_test_in_child("fault_in_host_code_is_not_taken_for_a_trap", CHILD);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the child survived:\n{stderr}");
     assert!(!stderr.contains("swallowed"), "{stderr}");

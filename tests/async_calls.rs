@@ -1,6 +1,8 @@
 //! Promising calls and suspending imports: the JSPI seed programs, suspension across host
 //! frames, many suspended calls at once, cancellation, traps and panics after a resume.
 
+mod common;
+
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -664,28 +666,10 @@ fn host_overflowing_a_promising_calls_stack_aborts_with_the_cause() {
     if std::env::var_os(CHILD).is_some() {
         overflow_a_promising_calls_stack_from_host_code();
     }
-    let exe = std::env::current_exe().unwrap();
-    // Under qemu-user the test binary cannot exec itself directly (see tests/cli.rs).
-    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
-    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
-    let mut command = match runner.next() {
-        Some(program) => {
-            let mut command = std::process::Command::new(program);
-            command.args(runner).arg(exe);
-            command
-        }
-        None => std::process::Command::new(exe),
-    };
-    let output = command
-        .args([
-            "--exact",
-            "host_overflowing_a_promising_calls_stack_aborts_with_the_cause",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
+    let output = common::rerun_test_in_child(
+        "host_overflowing_a_promising_calls_stack_aborts_with_the_cause",
+        CHILD,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the child survived:\n{stderr}");
     assert!(

@@ -1,23 +1,12 @@
 //! The `weft` command as a user meets it: output, messages and exit codes.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// Runs the built `weft` binary. When the tests are cross-run (AArch64 under qemu-user), this
-/// test binary cannot exec an AArch64 `weft` by itself (CI has no binfmt_misc), so it goes
-/// through the runner that `.cargo/config.toml` names in `WEFT_TEST_RUNNER_<arch>`.
+mod common;
+
+/// Runs the built `weft` binary (through the cross-run runner when there is one).
 fn weft(args: &[&str]) -> Output {
-    let exe = env!("CARGO_BIN_EXE_weft");
-    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
-    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
-    let mut command = match runner.next() {
-        Some(program) => {
-            let mut command = Command::new(program);
-            command.args(runner).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
-    command
+    common::target_command(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

@@ -1,0 +1,32 @@
+//! What several test binaries share: starting a process the way the current target can run it.
+
+use std::process::{Command, Output};
+
+/// A command that runs `exe`, a binary built for the target under test. When the tests are
+/// cross-run (AArch64 under qemu-user), a test binary cannot exec another AArch64 binary by
+/// itself (CI has no binfmt_misc), so it goes through the runner that `.cargo/config.toml`
+/// names in `WEFT_TEST_RUNNER_<arch>`; natively it runs `exe` directly.
+pub fn target_command(exe: impl AsRef<std::ffi::OsStr>) -> Command {
+    let runner = std::env::var(format!("WEFT_TEST_RUNNER_{}", std::env::consts::ARCH));
+    let mut runner = runner.as_deref().unwrap_or("").split_whitespace();
+    match runner.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(runner).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    }
+}
+
+/// Runs the single test `name` of this test binary again in a child process with `child_var`
+/// set, for tests whose subject is how a process dies. The test checks `child_var` first and,
+/// when it is set, does the deed instead of spawning.
+#[allow(dead_code)] // Not every test binary that includes this module re-runs itself.
+pub fn rerun_test_in_child(name: &str, child_var: &str) -> Output {
+    target_command(std::env::current_exe().expect("test binary path"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(child_var, "1")
+        .output()
+        .expect("the test binary runs again")
+}
