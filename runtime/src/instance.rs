@@ -6,9 +6,10 @@ use weft_compiler::module_info::{ConstInit, DataMode, ElementMode, EntityIndex};
 
 use crate::error::{Error, Result, Trap};
 use crate::externals::{Extern, Global, Memory, Table};
-use crate::func::{Func, TypedFunc, WasmParams, WasmResults};
+use crate::func::Func;
 use crate::module::{Module, global_type, table_type};
 use crate::store::{AsContextMut, GlobalData, InstanceData, StoreContext, StoreId, TableData};
+use crate::typed::{TypedFunc, WasmParams, WasmResults};
 use crate::types::{ExternType, limits_match};
 use crate::vm::{self, VMGlobal};
 

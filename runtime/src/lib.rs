@@ -111,6 +111,8 @@
 
 #![deny(unsafe_code)]
 
+mod call;
+mod caller;
 mod engine;
 mod error;
 mod externals;
@@ -119,21 +121,26 @@ mod instance;
 mod linker;
 mod module;
 mod promising;
+mod promising_values;
 mod store;
+mod trap;
+mod typed;
 mod types;
 mod values;
 #[allow(unsafe_code)]
 mod vm;
 
+pub use caller::Caller;
 pub use engine::{Config, Engine};
 pub use error::{Error, FrameInfo, Result, Trap, WasmBacktrace};
 pub use externals::{Extern, Global, Memory, Table};
-pub use func::{Caller, Func, IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
+pub use func::Func;
 pub use instance::Instance;
 pub use linker::Linker;
 pub use module::Module;
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
 pub use store::{AsContext, AsContextMut, Store, StoreContext};
+pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
 pub use types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
 pub use values::{ExternRef, Val};
 pub use vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};

@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 
+use crate::caller::Caller;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::externals::Extern;
-use crate::func::{Caller, Func, HostCallback, IntoFunc, dynamic_callback};
+use crate::func::{Func, HostCallback, dynamic_callback};
 use crate::instance::Instance;
 use crate::module::Module;
 use crate::store::AsContextMut;
+use crate::typed::IntoFunc;
 use crate::types::{ExternType, FuncType};
 use crate::values::Val;
 

@@ -8,9 +8,13 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::call::call_raw;
+use crate::caller::Caller;
 use crate::error::{Error, Result, Trap};
-use crate::func::{Caller, Func, HostCallback, WasmParams, WasmRet, call_raw, trap_to_error};
+use crate::func::{Func, HostCallback};
 use crate::store::{AsContextMut, Store, StoreContext};
+use crate::trap::trap_to_error;
+use crate::typed::{WasmParams, WasmRet};
 use crate::types::FuncType;
 use crate::vm::ValRaw;
 use crate::vm::continuation::{Continuation, Resumed, SuspendPoint, with_polling_store};
@@ -358,7 +362,7 @@ macro_rules! into_async_func {
             T: 'static,
             HostFn: Fn(Caller<'_, T>, $($arg),*) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = R> + Send + 'static,
-            $($arg: crate::func::WasmTy,)*
+            $($arg: crate::typed::WasmTy,)*
             R: WasmRet,
         {
             fn into_async_func(self) -> (FuncType, HostCallback<T>) {

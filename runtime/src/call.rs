@@ -1,0 +1,71 @@
+//! The synchronous call path: checking dynamically typed values, and calling a function of a
+//! store with its arguments in value slots.
+
+use crate::caller::Caller;
+use crate::error::{Error, Result};
+use crate::store::{StoreContext, StoreOpaque};
+use crate::trap::trap_to_error;
+use crate::types::ValType;
+use crate::values::Val;
+use crate::vm::ValRaw;
+use crate::vm::host::HostFuncContext;
+
+pub(crate) fn check_values(
+    what: &str,
+    values: &[Val],
+    types: &[ValType],
+    store: &StoreOpaque,
+) -> Result<()> {
+    if values.len() != types.len() {
+        return Err(Error::TypeMismatch(format!(
+            "expected {} {what}, got {}",
+            types.len(),
+            values.len()
+        )));
+    }
+    for (i, (value, &ty)) in values.iter().zip(types).enumerate() {
+        if value.ty() != ty {
+            return Err(Error::TypeMismatch(format!(
+                "{what} {i}: expected {ty}, got {}",
+                value.ty()
+            )));
+        }
+        match value {
+            Val::FuncRef(Some(f)) => store.check(f.store),
+            Val::ExternRef(Some(_)) => {}
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Calls function `index` of `store` with the values in `slots`.
+pub(crate) fn call_raw<T: 'static>(
+    store: &mut StoreContext<T>,
+    index: usize,
+    slots: &mut [ValRaw],
+) -> Result<()> {
+    let data = &store.opaque.funcs[index];
+    if let Some(host) = data.host {
+        let callback = store.opaque.host_funcs[host]
+            .downcast_ref::<HostFuncContext<T>>()
+            .expect("host functions of a Store<T> take a Caller<T>")
+            .callback()
+            .clone();
+        return callback(Caller::new(store, None), slots);
+    }
+    let func_ref = data.func_ref;
+    let trampoline = store.opaque.array_to_wasm(index)? as *const u8;
+    let max_wasm_stack = store.opaque.engine.config().max_wasm_stack;
+    let store_ptr = (store as *mut StoreContext<T>).cast::<u8>();
+    let context: *const crate::vm::VMStoreContext = &*store.opaque.vm;
+    crate::vm::call::call_func_ref(
+        context,
+        store_ptr,
+        max_wasm_stack,
+        trampoline,
+        func_ref,
+        slots,
+    )
+    .map_err(trap_to_error)
+}
