@@ -14,11 +14,15 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedMachReloc, FinalizedRelocTarget, binemit::Reloc};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{FuncType, Validator, WasmFeatures};
+use weft_environ::vmoffsets::{VMOffsets, host_func};
+use weft_environ::{
+    CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, Relocation, TrapKind,
+};
 
 use crate::environ::{ir_type, wasm_signature};
 use crate::func_environ::{WeftFuncEnvironment, install_stack_limit};
-use crate::vmoffsets::{VMOffsets, host_func, trap_codes};
-use crate::{CompileError, ModuleInfo, translate};
+use crate::traps::{trap_code, trap_kind};
+use crate::{CompileError, translate};
 
 /// How compiled code keeps memory accesses in bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -31,36 +35,6 @@ pub enum MemoryMode {
     /// Every access compares against the current length. For hosts that cannot reserve
     /// address space.
     ExplicitBounds,
-}
-
-/// Where a relocation points.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelocTarget {
-    /// A defined function of the same module, by Wasm function index.
-    Func(u32),
-    /// A Cranelift runtime routine (float rounding on ISAs without the instructions).
-    LibCall(ir::LibCall),
-}
-
-#[derive(Clone, Debug)]
-pub struct Relocation {
-    /// Offset of the patched bytes from the start of the function.
-    pub offset: u32,
-    pub kind: Reloc,
-    pub target: RelocTarget,
-    pub addend: i64,
-}
-
-/// Machine code for one function and what the runtime needs to know about it.
-#[derive(Clone, Debug, Default)]
-pub struct CompiledFunction {
-    pub code: Vec<u8>,
-    pub alignment: u32,
-    pub relocations: Vec<Relocation>,
-    /// `(code offset, trap code)` of every instruction that may trap, sorted.
-    pub traps: Vec<(u32, ir::TrapCode)>,
-    /// `(code offset where a range starts, Wasm byte offset)`, sorted; for backtraces.
-    pub source_locations: Vec<(u32, u32)>,
 }
 
 /// Everything that shapes generated code; part of the engine's configuration.
@@ -152,8 +126,8 @@ impl Compiler {
         crate::parse_module(wasm)
     }
 
-    /// Compiles every defined function of a validated module, in parallel. `type_ids` maps the
-    /// module's type indices to the engine's canonical ids.
+    /// Compiles every defined function of a validated module, in parallel. The code does not
+    /// depend on the engine that will run it (it reads engine type ids from the vmctx).
     ///
     /// # Errors
     /// `Unsupported` for features weft lacks; `Codegen` if Cranelift fails.
@@ -161,7 +135,6 @@ impl Compiler {
         &self,
         module: &ModuleInfo,
         wasm: &[u8],
-        type_ids: &[u32],
     ) -> Result<Vec<CompiledFunction>, CompileError> {
         let count = module.bodies.len();
         let threads = match self.options.threads {
@@ -180,15 +153,8 @@ impl Compiler {
                 if i >= count {
                     return Ok(done);
                 }
-                let compiled = self.compile_one(
-                    module,
-                    wasm,
-                    &offsets,
-                    type_ids,
-                    i,
-                    &mut ctx,
-                    &mut builder_ctx,
-                );
+                let compiled =
+                    self.compile_one(module, wasm, &offsets, i, &mut ctx, &mut builder_ctx);
                 match compiled {
                     Ok(f) => done.push((i, f)),
                     Err(e) => {
@@ -219,13 +185,11 @@ impl Compiler {
         Ok(functions)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn compile_one(
         &self,
         module: &ModuleInfo,
         wasm: &[u8],
         offsets: &VMOffsets,
-        type_ids: &[u32],
         defined_index: usize,
         ctx: &mut Context,
         builder_ctx: &mut FunctionBuilderContext,
@@ -243,7 +207,6 @@ impl Compiler {
         let mut env = WeftFuncEnvironment {
             module,
             offsets,
-            type_ids,
             memory_mode: self.options.memory_mode,
             pointer_type: self.pointer_type(),
             host_call_conv: self.host_call_conv(),
@@ -271,11 +234,21 @@ impl Compiler {
             .iter()
             .map(|r| convert_relocation(r, &func))
             .collect::<Result<_, _>>()?;
+        let traps = buffer
+            .traps()
+            .iter()
+            .map(|t| {
+                let kind = trap_kind(t.code).ok_or_else(|| {
+                    CompileError::Codegen(format!("unexpected trap code {}", t.code))
+                })?;
+                Ok((t.offset, kind))
+            })
+            .collect::<Result<_, CompileError>>()?;
         Ok(CompiledFunction {
             code: buffer.data().to_vec(),
             alignment: compiled.buffer.alignment,
             relocations,
-            traps: buffer.traps().iter().map(|t| (t.offset, t.code)).collect(),
+            traps,
             source_locations: buffer
                 .get_srclocs_sorted()
                 .iter()
@@ -377,7 +350,7 @@ impl Compiler {
             &[host_ctx, caller_vmctx, values, len],
         );
         let ok = builder.inst_results(call)[0];
-        builder.ins().trapz(ok, trap_codes::RECORDED);
+        builder.ins().trapz(ok, trap_code(TrapKind::Recorded));
         let mut results = Vec::new();
         for (i, &result) in ty.results().iter().enumerate() {
             let ty = ir_type(result, pointer);
@@ -408,7 +381,7 @@ fn convert_relocation(
             RelocTarget::Func(func.params.user_named_funcs()[*name].index)
         }
         FinalizedRelocTarget::ExternalName(ExternalName::LibCall(libcall)) => {
-            RelocTarget::LibCall(*libcall)
+            RelocTarget::LibCall(convert_libcall(*libcall)?)
         }
         other => {
             return Err(CompileError::Codegen(format!(
@@ -416,11 +389,43 @@ fn convert_relocation(
             )));
         }
     };
+    let kind = match reloc.kind {
+        Reloc::Abs8 => RelocKind::Abs8,
+        Reloc::X86CallPCRel4 | Reloc::X86PCRel4 => RelocKind::X86PcRel4,
+        Reloc::Arm64Call => RelocKind::Arm64Call,
+        other => {
+            return Err(CompileError::Codegen(format!(
+                "unsupported relocation kind {other:?}"
+            )));
+        }
+    };
     Ok(Relocation {
         offset: reloc.offset,
-        kind: reloc.kind,
+        kind,
         target,
         addend: reloc.addend,
+    })
+}
+
+/// The runtime routine for a Cranelift libcall; weft provides the float ones Wasm needs.
+fn convert_libcall(libcall: ir::LibCall) -> Result<LibCall, CompileError> {
+    use ir::LibCall as C;
+    Ok(match libcall {
+        C::CeilF32 => LibCall::CeilF32,
+        C::CeilF64 => LibCall::CeilF64,
+        C::FloorF32 => LibCall::FloorF32,
+        C::FloorF64 => LibCall::FloorF64,
+        C::TruncF32 => LibCall::TruncF32,
+        C::TruncF64 => LibCall::TruncF64,
+        C::NearestF32 => LibCall::NearestF32,
+        C::NearestF64 => LibCall::NearestF64,
+        C::FmaF32 => LibCall::FmaF32,
+        C::FmaF64 => LibCall::FmaF64,
+        other => {
+            return Err(CompileError::Codegen(format!(
+                "unsupported libcall {other:?}"
+            )));
+        }
     })
 }
 

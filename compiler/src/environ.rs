@@ -2,15 +2,14 @@
 //!
 //! `translate.rs` turns Wasm operators into Cranelift IR without knowing where memories,
 //! tables, globals or other functions live. Everything that touches runtime state goes through
-//! [`FuncEnvironment`]; `func_environ.rs` implements it on top of [`crate::vmoffsets`], and the
-//! tests use a dummy environment.
+//! [`FuncEnvironment`]; `func_environ.rs` implements it on top of the layout in
+//! `weft_environ::vmoffsets`, and the tests use a dummy environment.
 
 use cranelift_codegen::ir::{self, AbiParam, ArgumentPurpose, MemFlagsData, Signature, Value};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 use wasmparser::{FuncType, ValType};
-
-use crate::ModuleInfo;
+use weft_environ::ModuleInfo;
 
 /// The Cranelift type a Wasm value of type `ty` is held in. References are pointer-sized.
 pub fn ir_type(ty: ValType, pointer_type: ir::Type) -> ir::Type {

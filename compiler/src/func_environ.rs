@@ -1,20 +1,21 @@
 //! weft's [`FuncEnvironment`]: how compiled code reaches memories, tables, globals, other
-//! functions and the runtime's builtins, following the layout in [`crate::vmoffsets`].
+//! functions and the runtime's builtins, following the layout in `weft_environ::vmoffsets` and
+//! the builtin list in `weft_environ::builtins`.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8, I32, I64};
 use cranelift_codegen::ir::{
     self, AbiParam, ArgumentPurpose, ExtFuncData, ExternalName, InstBuilder, MemFlagsData,
-    Signature, TrapCode, UserExternalName, Value,
+    Signature, UserExternalName, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
+use weft_environ::vmoffsets::{VMOffsets, func_ref, memory, store_context, table};
+use weft_environ::{BuiltinFunction, BuiltinType, ModuleInfo, TrapKind};
 
+use crate::MemoryMode;
 use crate::environ::{FuncEnvironment, ir_type, wasm_signature};
-use crate::vmoffsets::{
-    BuiltinFunction, VMOffsets, func_ref, memory, store_context, table, trap_codes,
-};
-use crate::{MemoryMode, ModuleInfo};
+use crate::traps::trap_code;
 
 /// Flags for loads of VM structure fields that never change while code runs (pointers in the
 /// vmctx, a guard-mode memory's base).
@@ -26,8 +27,6 @@ fn readonly() -> MemFlagsData {
 pub struct WeftFuncEnvironment<'a> {
     pub module: &'a ModuleInfo,
     pub offsets: &'a VMOffsets,
-    /// The engine-wide id of each of the module's types, for `call_indirect` checks.
-    pub type_ids: &'a [u32],
     pub memory_mode: MemoryMode,
     pub pointer_type: ir::Type,
     /// The platform calling convention, used for builtins.
@@ -50,19 +49,48 @@ impl WeftFuncEnvironment<'_> {
             .load(self.pointer_type, readonly(), vmctx, offset as i32)
     }
 
-    /// Calls builtin `builtin` with `args` (the vmctx is prepended).
+    /// The IR type of a builtin parameter or result.
+    fn builtin_type(&self, ty: BuiltinType) -> ir::Type {
+        match ty {
+            BuiltinType::U32 => I32,
+            BuiltinType::U64 => I64,
+            BuiltinType::Reference => self.pointer_type,
+            BuiltinType::Status => I8,
+        }
+    }
+
+    /// Calls builtin `builtin` with `args` (the vmctx is prepended), with the signature the
+    /// builtin list declares. A builtin that returns a status traps with `Recorded` when it
+    /// reports failure and yields no value; otherwise the result, if any, is returned.
     fn call_builtin(
         &mut self,
         builder: &mut FunctionBuilder,
         builtin: BuiltinFunction,
-        params: &[ir::Type],
-        ret: Option<ir::Type>,
         args: &[Value],
     ) -> Option<Value> {
+        debug_assert!(
+            args.len() == builtin.params().len()
+                && args.iter().zip(builtin.params()).all(|(&arg, &ty)| builder
+                    .func
+                    .dfg
+                    .value_type(arg)
+                    == self.builtin_type(ty)),
+            "arguments of {} do not match its declaration",
+            builtin.name()
+        );
         let mut sig = Signature::new(self.host_call_conv);
         sig.params.push(AbiParam::new(self.pointer_type));
-        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-        sig.returns.extend(ret.map(AbiParam::new));
+        sig.params.extend(
+            builtin
+                .params()
+                .iter()
+                .map(|&t| AbiParam::new(self.builtin_type(t))),
+        );
+        sig.returns.extend(
+            builtin
+                .result()
+                .map(|t| AbiParam::new(self.builtin_type(t))),
+        );
         let sig = builder.import_signature(sig);
         let builtins = self.vmctx_ptr(builder, VMOffsets::BUILTINS);
         let callee = builder
@@ -72,21 +100,13 @@ impl WeftFuncEnvironment<'_> {
         let mut all_args = vec![vmctx];
         all_args.extend_from_slice(args);
         let call = builder.ins().call_indirect(sig, callee, &all_args);
-        builder.inst_results(call).first().copied()
-    }
-
-    /// Calls a builtin that reports a trap by returning 0, and traps if it did.
-    fn call_trapping_builtin(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        builtin: BuiltinFunction,
-        params: &[ir::Type],
-        args: &[Value],
-    ) {
-        let ok = self
-            .call_builtin(builder, builtin, params, Some(I8), args)
-            .expect("trapping builtins return a status");
-        builder.ins().trapz(ok, trap_codes::RECORDED);
+        let result = builder.inst_results(call).first().copied();
+        if builtin.result() == Some(BuiltinType::Status) {
+            let ok = result.expect("a status result");
+            builder.ins().trapz(ok, trap_code(TrapKind::Recorded));
+            return None;
+        }
+        result
     }
 
     fn table_definition(&self, builder: &mut FunctionBuilder, table: u32) -> Value {
@@ -94,13 +114,13 @@ impl WeftFuncEnvironment<'_> {
     }
 
     /// The address of element `index` (an i32) of `table`, after a bounds check that traps with
-    /// `code`.
+    /// `kind`.
     fn table_element_address(
         &self,
         builder: &mut FunctionBuilder,
         table: u32,
         index: Value,
-        code: TrapCode,
+        kind: TrapKind,
     ) -> Value {
         let definition = self.table_definition(builder, table);
         let len = builder.ins().load(
@@ -113,7 +133,7 @@ impl WeftFuncEnvironment<'_> {
         let out_of_bounds = builder
             .ins()
             .icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
-        builder.ins().trapnz(out_of_bounds, code);
+        builder.ins().trapnz(out_of_bounds, trap_code(kind));
         let base = builder.ins().load(
             self.pointer_type,
             MemFlagsData::trusted(),
@@ -190,7 +210,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
                 let out_of_bounds = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
                 builder
                     .ins()
-                    .trapnz(out_of_bounds, TrapCode::HEAP_OUT_OF_BOUNDS);
+                    .trapnz(out_of_bounds, trap_code(TrapKind::MemoryOutOfBounds));
                 builder.ins().load(
                     self.pointer_type,
                     MemFlagsData::trusted(),
@@ -203,7 +223,8 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         if offset != 0 {
             address = builder.ins().iadd_imm_u(address, offset as i64);
         }
-        let flags = MemFlagsData::new().with_trap_code(Some(TrapCode::HEAP_OUT_OF_BOUNDS));
+        let flags =
+            MemFlagsData::new().with_trap_code(Some(trap_code(TrapKind::MemoryOutOfBounds)));
         (address, flags)
     }
 
@@ -270,23 +291,29 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         args: &[Value],
     ) -> Vec<Value> {
         let address =
-            self.table_element_address(builder, table, callee, trap_codes::UNDEFINED_ELEMENT);
+            self.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
         let func_ref = builder
             .ins()
             .load(self.pointer_type, MemFlagsData::trusted(), address, 0);
         builder
             .ins()
-            .trapz(func_ref, trap_codes::UNINITIALIZED_ELEMENT);
+            .trapz(func_ref, trap_code(TrapKind::UninitializedElement));
         let actual = builder
             .ins()
             .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
-        let expected = self.type_ids[type_index as usize];
-        let mismatch = builder
-            .ins()
-            .icmp_imm_u(IntCC::NotEqual, actual, i64::from(expected));
+        // The engine's id for the expected type lives in the vmctx, so the code does not depend
+        // on the engine that compiled it.
+        let vmctx = self.vmctx(builder);
+        let expected = builder.ins().load(
+            I32,
+            readonly(),
+            vmctx,
+            self.offsets.type_id(type_index) as i32,
+        );
+        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
         builder
             .ins()
-            .trapnz(mismatch, trap_codes::INDIRECT_CALL_TYPE_MISMATCH);
+            .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
         let code = builder.ins().load(
             self.pointer_type,
             MemFlagsData::trusted(),
@@ -318,13 +345,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         let index = Self::i32_const(builder, index);
         let delta = builder.ins().uextend(I64, delta);
         let old = self
-            .call_builtin(
-                builder,
-                BuiltinFunction::MemoryGrow,
-                &[I32, I64],
-                Some(I64),
-                &[index, delta],
-            )
+            .call_builtin(builder, BuiltinFunction::MemoryGrow, &[index, delta])
             .expect("memory.grow returns the old size");
         // u64::MAX (failure) becomes -1.
         builder.ins().ireduce(I32, old)
@@ -341,10 +362,9 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         let index = Self::i32_const(builder, index);
         let dst = builder.ins().uextend(I64, dst);
         let len = builder.ins().uextend(I64, len);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::MemoryFill,
-            &[I32, I64, I32, I64],
             &[index, dst, value, len],
         );
     }
@@ -363,10 +383,9 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         let dst = builder.ins().uextend(I64, dst);
         let src = builder.ins().uextend(I64, src);
         let len = builder.ins().uextend(I64, len);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::MemoryCopy,
-            &[I32, I32, I64, I64, I64],
             &[dst_memory, src_memory, dst, src, len],
         );
     }
@@ -383,30 +402,27 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         let index = Self::i32_const(builder, index);
         let data = Self::i32_const(builder, data);
         let dst = builder.ins().uextend(I64, dst);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::MemoryInit,
-            &[I32, I32, I64, I32, I32],
             &[index, data, dst, src, len],
         );
     }
 
     fn data_drop(&mut self, builder: &mut FunctionBuilder, data: u32) {
         let data = Self::i32_const(builder, data);
-        self.call_builtin(builder, BuiltinFunction::DataDrop, &[I32], None, &[data]);
+        self.call_builtin(builder, BuiltinFunction::DataDrop, &[data]);
     }
 
     fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value) -> Value {
-        let address =
-            self.table_element_address(builder, table, index, trap_codes::TABLE_OUT_OF_BOUNDS);
+        let address = self.table_element_address(builder, table, index, TrapKind::TableOutOfBounds);
         builder
             .ins()
             .load(self.pointer_type, MemFlagsData::trusted(), address, 0)
     }
 
     fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value, value: Value) {
-        let address =
-            self.table_element_address(builder, table, index, trap_codes::TABLE_OUT_OF_BOUNDS);
+        let address = self.table_element_address(builder, table, index, TrapKind::TableOutOfBounds);
         builder
             .ins()
             .store(MemFlagsData::trusted(), value, address, 0);
@@ -431,14 +447,8 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         delta: Value,
     ) -> Value {
         let table = Self::i32_const(builder, table);
-        self.call_builtin(
-            builder,
-            BuiltinFunction::TableGrow,
-            &[I32, I32, self.pointer_type],
-            Some(I32),
-            &[table, delta, init],
-        )
-        .expect("table.grow returns the old size")
+        self.call_builtin(builder, BuiltinFunction::TableGrow, &[table, delta, init])
+            .expect("table.grow returns the old size")
     }
 
     fn table_fill(
@@ -450,10 +460,9 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         len: Value,
     ) {
         let table = Self::i32_const(builder, table);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::TableFill,
-            &[I32, I32, self.pointer_type, I32],
             &[table, dst, value, len],
         );
     }
@@ -469,10 +478,9 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let dst_table = Self::i32_const(builder, dst_table);
         let src_table = Self::i32_const(builder, src_table);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::TableCopy,
-            &[I32, I32, I32, I32, I32],
             &[dst_table, src_table, dst, src, len],
         );
     }
@@ -488,17 +496,16 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let table = Self::i32_const(builder, table);
         let elem = Self::i32_const(builder, elem);
-        self.call_trapping_builtin(
+        self.call_builtin(
             builder,
             BuiltinFunction::TableInit,
-            &[I32, I32, I32, I32, I32],
             &[table, elem, dst, src, len],
         );
     }
 
     fn elem_drop(&mut self, builder: &mut FunctionBuilder, elem: u32) {
         let elem = Self::i32_const(builder, elem);
-        self.call_builtin(builder, BuiltinFunction::ElemDrop, &[I32], None, &[elem]);
+        self.call_builtin(builder, BuiltinFunction::ElemDrop, &[elem]);
     }
 
     fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value {

@@ -5,19 +5,22 @@
 //! 1. **Validate** the whole binary with wasmparser (WebAssembly 2.0 features) before anything
 //!    else. Everything downstream assumes valid input and says so: the translator does not
 //!    re-check types or stack heights.
-//! 2. **Parse** the module-level structure into [`ModuleInfo`] (types, index spaces, imports,
-//!    exports, segments as constant expressions, function body ranges, the name section). It is
-//!    shared read-only by the translator, the environment and the runtime.
+//! 2. **Parse** the module-level structure into a [`ModuleInfo`] ([`parse`]: types, index
+//!    spaces, imports, exports, segments as constant expressions, function body ranges, the name
+//!    section). It is shared read-only by the translator, the environment and the runtime.
 //! 3. **Translate** each function body to Cranelift IR ([`translate`]). The translator owns
 //!    control flow, locals and the numeric instructions; whatever touches runtime state —
 //!    memories, tables, globals, calls, `ref.func`, bulk operations — goes through the
 //!    [`FuncEnvironment`] trait ([`environ`]). weft's implementation ([`func_environ`]) is the
-//!    only code that knows the vmctx layout, which is written down once in [`vmoffsets`] and
-//!    read from there by the runtime too.
+//!    only code here that knows the vmctx layout and the builtins, which are written down once
+//!    in the `weft-environ` crate (`vmoffsets`, `builtins`) and read from there by the runtime
+//!    too.
 //! 4. **Compile** every function with Cranelift (`opt_level=speed`, frame pointers preserved so
 //!    backtraces can walk them), in parallel on scoped threads pulling from a shared counter
-//!    ([`compile`]). Each result is plain bytes plus relocations (calls between the module's
-//!    functions), trap sites and source offsets; the runtime places the code itself.
+//!    ([`compile`]). Each result is a `weft_environ::CompiledFunction`: plain bytes plus
+//!    relocations (calls between the module's functions), trap sites and source offsets, all in
+//!    weft's own types (trap codes become `TrapKind`s here, [`traps`]); the runtime places the
+//!    code itself and never sees a Cranelift type.
 //!
 //! # Conventions compiled code follows
 //!
@@ -28,9 +31,12 @@
 //!   an unknown page. The limit belongs to the running activation, which is what lets a call
 //!   move to another stack.
 //! - Every trap is a trapping instruction with a code: Cranelift's own (division, conversion,
-//!   stack overflow, heap out of bounds on guard pages) or one of [`vmoffsets::trap_codes`]. A
-//!   builtin or host function that fails records why and returns 0; the code then traps with
-//!   `RECORDED`. So no Rust frame is ever unwound by a trap.
+//!   stack overflow, heap out of bounds on guard pages) or a user code for one of weft's
+//!   [`TrapKind`]s ([`traps::trap_code`]). A builtin or host function that fails records why and
+//!   returns 0; the code then traps with `TrapKind::Recorded`. So no Rust frame is ever unwound
+//!   by a trap.
+//! - Nothing engine-specific is compiled in: `call_indirect` reads the expected engine type id
+//!   from the vmctx, so the code depends only on the module and the target.
 //! - Host code is reached through per-signature trampolines: array-to-Wasm (the host calls
 //!   Wasm with a buffer of 16-byte value slots) and Wasm-to-array (Wasm calls a host function
 //!   the same way).
@@ -40,18 +46,15 @@
 pub mod compile;
 pub mod environ;
 pub mod func_environ;
-pub mod module_info;
+pub mod parse;
 pub mod translate;
-pub mod vmoffsets;
+pub mod traps;
 
-pub use compile::{
-    CompiledFunction, Compiler, CompilerOptions, MemoryMode, RelocTarget, Relocation,
-};
-pub use cranelift_codegen::binemit::Reloc;
-pub use cranelift_codegen::ir::{LibCall, TrapCode};
+pub use compile::{Compiler, CompilerOptions, MemoryMode};
 pub use environ::FuncEnvironment;
-pub use module_info::{ModuleInfo, parse_module};
+pub use parse::parse_module;
 pub use wasmparser::{self, FuncType, RefType, ValType};
+pub use weft_environ::{CompiledFunction, ModuleInfo, TrapKind};
 
 /// Why a module could not be compiled.
 #[derive(Debug, thiserror::Error)]

@@ -60,10 +60,11 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use wasmparser::{BlockType, FunctionBody, MemArg, MemArgTarget, Operator, ValType};
+use weft_environ::TrapKind;
 
 use crate::CompileError;
 use crate::environ::{FuncEnvironment, ir_type};
-use crate::vmoffsets::trap_codes;
+use crate::traps::trap_code;
 
 /// Translates one validated function body into `func`, whose signature (`environ::wasm_signature`:
 /// callee vmctx, caller vmctx, then the Wasm params) the caller has already set, together with any
@@ -309,7 +310,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             // ---------------------------------------------------------------------------------
             Nop => {}
             Unreachable => {
-                self.builder.ins().trap(trap_codes::UNREACHABLE);
+                self.builder.ins().trap(trap_code(TrapKind::Unreachable));
                 self.reachable = false;
             }
             Block { blockty } => {

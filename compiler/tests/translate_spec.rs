@@ -23,8 +23,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 use weft_compiler::environ::{ir_type, wasm_signature};
 use weft_compiler::translate::translate_function;
-use weft_compiler::vmoffsets::trap_codes;
-use weft_compiler::{CompileError, FuncEnvironment, ModuleInfo, parse_module};
+use weft_compiler::traps::trap_code;
+use weft_compiler::{CompileError, FuncEnvironment, ModuleInfo, TrapKind, parse_module};
 
 // The dummy layout: offsets into the vmctx.
 const STACK_LIMIT_PTR: i32 = 0x08;
@@ -203,7 +203,7 @@ impl FuncEnvironment for DummyEnv {
             .icmp(IntCC::UnsignedGreaterThanOrEqual, callee, len);
         builder
             .ins()
-            .trapnz(out_of_bounds, trap_codes::UNDEFINED_ELEMENT);
+            .trapnz(out_of_bounds, trap_code(TrapKind::UndefinedElement));
         let index = builder.ins().uextend(self.pointer_type, callee);
         let shift = builder.ins().iconst(types::I32, 3);
         let byte_offset = builder.ins().ishl(index, shift);
@@ -211,7 +211,7 @@ impl FuncEnvironment for DummyEnv {
         let funcref = self.load_ptr(builder, entry_addr, 0);
         builder
             .ins()
-            .trapz(funcref, trap_codes::UNINITIALIZED_ELEMENT);
+            .trapz(funcref, trap_code(TrapKind::UninitializedElement));
         let actual_type = builder
             .ins()
             .load(types::I32, MemFlagsData::trusted(), funcref, 16);
@@ -221,7 +221,7 @@ impl FuncEnvironment for DummyEnv {
             .icmp(IntCC::NotEqual, actual_type, expected_type);
         builder
             .ins()
-            .trapnz(mismatch, trap_codes::INDIRECT_CALL_TYPE_MISMATCH);
+            .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
         let code = self.load_ptr(builder, funcref, 0);
         let callee_vmctx = self.load_ptr(builder, funcref, 8);
         self.call_wasm(builder, type_index, code, callee_vmctx, args)

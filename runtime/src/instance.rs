@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use weft_compiler::module_info::{ConstInit, DataMode, ElementMode, EntityIndex};
+use weft_environ::module_info::{ConstInit, DataMode, ElementMode, EntityIndex};
 
 use crate::error::{Error, Result, Trap};
 use crate::externals::{Extern, Global, Memory, Table};
@@ -305,7 +305,6 @@ fn instantiate_without_start<T: 'static>(
             index: opaque.globals.len() - 1,
         });
     }
-    let type_ids = &module.inner.type_ids;
     let parts = vm::instance::InstanceParts {
         memories,
         tables,
@@ -314,7 +313,7 @@ fn instantiate_without_start<T: 'static>(
         defined_code: (0..info.num_defined_funcs() as usize)
             .map(|i| module.inner.code.function_address(i))
             .collect(),
-        func_type_ids: info.funcs.iter().map(|&t| type_ids[t as usize]).collect(),
+        type_ids: module.inner.type_ids.clone(),
     };
     let instance_index = opaque.instances.len();
     let vm_instance = vm::instance::Instance::new(

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use weft_compiler::ModuleInfo;
-use weft_compiler::module_info::EntityIndex;
+use weft_environ::ModuleInfo;
+use weft_environ::module_info::EntityIndex;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -22,7 +22,8 @@ pub(crate) struct ModuleInner {
     pub info: Arc<ModuleInfo>,
     pub wasm: Arc<[u8]>,
     pub code: Arc<CodeMemory>,
-    /// Engine type id of each of the module's types.
+    /// Engine type id of each of the module's types. Instantiation writes them into the vmctx,
+    /// where compiled code reads them: the code itself holds no engine-specific ids.
     pub type_ids: Vec<u32>,
 }
 
@@ -53,7 +54,7 @@ impl Module {
             .iter()
             .map(|t| engine.type_id(&FuncType::from_wasm(t)))
             .collect();
-        let functions = compiler.compile_functions(&info, wasm, &type_ids)?;
+        let functions = compiler.compile_functions(&info, wasm)?;
         let indices: Vec<Option<u32>> = (0..functions.len() as u32)
             .map(|i| Some(info.num_imported_funcs + i))
             .collect();

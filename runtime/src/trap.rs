@@ -2,6 +2,8 @@
 //! [`Error`]: a trap with its symbolized Wasm backtrace, a host function's error, or a host
 //! panic resumed.
 
+use weft_environ::TrapKind;
+
 use crate::error::{Error, Trap, WasmBacktrace};
 use crate::vm::traphandlers::{Recorded, TrapInfo, TrapReason};
 
@@ -20,21 +22,20 @@ pub(crate) fn trap_to_error(info: TrapInfo) -> Error {
     }
 }
 
-pub(crate) fn trap_from_code(code: weft_compiler::TrapCode) -> Trap {
-    use weft_compiler::TrapCode as C;
-    use weft_compiler::vmoffsets::trap_codes as W;
+pub(crate) fn trap_from_code(code: TrapKind) -> Trap {
     match code {
-        C::STACK_OVERFLOW => Trap::StackOverflow,
-        C::INTEGER_OVERFLOW => Trap::IntegerOverflow,
-        C::HEAP_OUT_OF_BOUNDS => Trap::MemoryOutOfBounds,
-        C::INTEGER_DIVISION_BY_ZERO => Trap::IntegerDivisionByZero,
-        C::BAD_CONVERSION_TO_INTEGER => Trap::BadConversionToInteger,
-        W::UNREACHABLE => Trap::Unreachable,
-        W::TABLE_OUT_OF_BOUNDS => Trap::TableOutOfBounds,
-        W::UNDEFINED_ELEMENT => Trap::UndefinedElement,
-        W::UNINITIALIZED_ELEMENT => Trap::UninitializedElement,
-        W::INDIRECT_CALL_TYPE_MISMATCH => Trap::IndirectCallTypeMismatch,
-        other => unreachable!("compiled code never traps with {other:?}"),
+        TrapKind::StackOverflow => Trap::StackOverflow,
+        TrapKind::IntegerOverflow => Trap::IntegerOverflow,
+        TrapKind::MemoryOutOfBounds => Trap::MemoryOutOfBounds,
+        TrapKind::IntegerDivisionByZero => Trap::IntegerDivisionByZero,
+        TrapKind::BadConversionToInteger => Trap::BadConversionToInteger,
+        TrapKind::Unreachable => Trap::Unreachable,
+        TrapKind::TableOutOfBounds => Trap::TableOutOfBounds,
+        TrapKind::UndefinedElement => Trap::UndefinedElement,
+        TrapKind::UninitializedElement => Trap::UninitializedElement,
+        TrapKind::IndirectCallTypeMismatch => Trap::IndirectCallTypeMismatch,
+        // The VM layer reports a `Recorded` trap site with what was recorded, never as a code.
+        TrapKind::Recorded => unreachable!("a recorded trap is reported as what was recorded"),
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
 
-use weft_compiler::{CompiledFunction, LibCall, Reloc, RelocTarget, TrapCode};
+use weft_environ::{CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, TrapKind};
 
 /// What is known about one function inside a [`CodeMemory`].
 #[derive(Debug)]
@@ -19,7 +19,7 @@ pub struct FunctionInfo {
     pub len: usize,
     /// The Wasm function index, or `None` for a trampoline.
     pub func_index: Option<u32>,
-    pub traps: Vec<(u32, TrapCode)>,
+    pub traps: Vec<(u32, TrapKind)>,
     pub source_locations: Vec<(u32, u32)>,
 }
 
@@ -29,7 +29,7 @@ pub struct CodeMemory {
     mapped_len: usize,
     functions: Vec<FunctionInfo>,
     /// Names for backtraces; shared with the module.
-    pub symbols: Option<Arc<weft_compiler::ModuleInfo>>,
+    pub symbols: Option<Arc<ModuleInfo>>,
 }
 
 // SAFETY: after `publish` the mapping is immutable (read + execute) until `Drop`, so sharing
@@ -41,7 +41,7 @@ unsafe impl Sync for CodeMemory {}
 /// A trap site found by [`lookup_trap`].
 #[derive(Clone, Copy, Debug)]
 pub struct TrapSite {
-    pub code: TrapCode,
+    pub kind: TrapKind,
 }
 
 /// A PC resolved to a Wasm function by [`lookup_frame`].
@@ -68,7 +68,7 @@ impl CodeMemory {
     pub fn publish(
         functions: &[CompiledFunction],
         func_indices: &[Option<u32>],
-        symbols: Option<Arc<weft_compiler::ModuleInfo>>,
+        symbols: Option<Arc<ModuleInfo>>,
     ) -> Result<Arc<CodeMemory>, String> {
         let mut layout = Vec::with_capacity(functions.len());
         let mut len = 0usize;
@@ -132,7 +132,7 @@ impl CodeMemory {
                         })?;
                         base as usize + layout[*j]
                     }
-                    RelocTarget::LibCall(libcall) => libcall_address(libcall)?,
+                    RelocTarget::LibCall(libcall) => libcall_address(libcall),
                 };
                 apply_relocation(
                     bytes,
@@ -211,7 +211,7 @@ pub fn lookup_trap(pc: usize) -> Option<TrapSite> {
         let f = code.function_at(pc)?;
         let offset = (pc - code.base as usize - f.start) as u32;
         let i = f.traps.binary_search_by_key(&offset, |t| t.0).ok()?;
-        Some(TrapSite { code: f.traps[i].1 })
+        Some(TrapSite { kind: f.traps[i].1 })
     })
 }
 
@@ -240,22 +240,22 @@ fn apply_relocation(
     bytes: &mut [u8],
     at: usize,
     at_address: usize,
-    kind: Reloc,
+    kind: RelocKind,
     target: usize,
     addend: i64,
 ) -> Result<(), String> {
     let target = (target as i64).wrapping_add(addend);
     match kind {
-        Reloc::Abs8 => {
+        RelocKind::Abs8 => {
             bytes[at..at + 8].copy_from_slice(&(target as u64).to_le_bytes());
         }
-        Reloc::X86CallPCRel4 | Reloc::X86PCRel4 => {
+        RelocKind::X86PcRel4 => {
             let delta = target.wrapping_sub(at_address as i64);
             let delta =
                 i32::try_from(delta).map_err(|_| "x86 call target out of range".to_string())?;
             bytes[at..at + 4].copy_from_slice(&delta.to_le_bytes());
         }
-        Reloc::Arm64Call => {
+        RelocKind::Arm64Call => {
             let delta = target.wrapping_sub(at_address as i64);
             if delta % 4 != 0 || !(-(1 << 27)..(1 << 27)).contains(&delta) {
                 return Err("arm64 call target out of range".to_string());
@@ -264,13 +264,12 @@ fn apply_relocation(
             insn |= ((delta >> 2) as u32) & 0x03ff_ffff;
             bytes[at..at + 4].copy_from_slice(&insn.to_le_bytes());
         }
-        other => return Err(format!("unsupported relocation kind {other:?}")),
     }
     Ok(())
 }
 
-/// Runtime routines Cranelift may call where the ISA lacks an instruction.
-fn libcall_address(libcall: LibCall) -> Result<usize, String> {
+/// Runtime routines compiled code may call where the ISA lacks an instruction.
+fn libcall_address(libcall: LibCall) -> usize {
     extern "C" fn ceil_f32(x: f32) -> f32 {
         x.ceil()
     }
@@ -301,7 +300,7 @@ fn libcall_address(libcall: LibCall) -> Result<usize, String> {
     extern "C" fn fma_f64(a: f64, b: f64, c: f64) -> f64 {
         a.mul_add(b, c)
     }
-    Ok(match libcall {
+    match libcall {
         LibCall::CeilF32 => ceil_f32 as *const () as usize,
         LibCall::CeilF64 => ceil_f64 as *const () as usize,
         LibCall::FloorF32 => floor_f32 as *const () as usize,
@@ -312,6 +311,5 @@ fn libcall_address(libcall: LibCall) -> Result<usize, String> {
         LibCall::NearestF64 => nearest_f64 as *const () as usize,
         LibCall::FmaF32 => fma_f32 as *const () as usize,
         LibCall::FmaF64 => fma_f64 as *const () as usize,
-        other => return Err(format!("unsupported libcall {other:?}")),
-    })
+    }
 }

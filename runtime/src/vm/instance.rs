@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use weft_compiler::vmoffsets::{BuiltinFunction, VMOffsets};
-use weft_compiler::{ModuleInfo, TrapCode};
+use weft_environ::vmoffsets::VMOffsets;
+use weft_environ::{BuiltinTable, ModuleInfo, TrapKind};
 
 use super::memory::Memory;
 use super::table::{self, Table};
@@ -45,8 +45,8 @@ pub struct InstanceParts {
     pub imported_funcs: Vec<VMFuncRef>,
     /// Code of each defined function.
     pub defined_code: Vec<*const u8>,
-    /// Engine type id of each function.
-    pub func_type_ids: Vec<u32>,
+    /// The engine's id of each of the module's types, by type index.
+    pub type_ids: Vec<u32>,
 }
 
 impl Instance {
@@ -77,7 +77,7 @@ impl Instance {
         });
         let self_ptr: *mut Instance = &mut *instance;
         instance.write(VMOffsets::STORE_CONTEXT, store as usize);
-        instance.write(VMOffsets::BUILTINS, BUILTINS.0.as_ptr() as usize);
+        instance.write(VMOffsets::BUILTINS, &raw const BUILTINS as usize);
         instance.write(VMOffsets::INSTANCE, self_ptr as usize);
         for i in 0..instance.memories.len() {
             // SAFETY: the caller guarantees the memory pointers are valid.
@@ -92,16 +92,28 @@ impl Instance {
         for (i, global) in parts.globals.iter().enumerate() {
             instance.write(instance.offsets.global(i as u32), *global as usize);
         }
+        for (i, &type_id) in parts.type_ids.iter().enumerate() {
+            let offset = instance.offsets.type_id(i as u32) as usize;
+            // SAFETY: `offset..offset + 4` is inside the vmctx and 4-byte aligned (the layout in
+            // `vmoffsets` guarantees both).
+            unsafe {
+                instance
+                    .vmctx_ptr()
+                    .add(offset)
+                    .cast::<u32>()
+                    .write(type_id)
+            };
+        }
         let vmctx = instance.vmctx_ptr();
         let imported = parts.imported_funcs.len();
-        for (i, &type_id) in parts.func_type_ids.iter().enumerate() {
+        for i in 0..instance.module.funcs.len() {
             let func_ref = if i < imported {
                 parts.imported_funcs[i]
             } else {
                 VMFuncRef {
                     wasm_call: parts.defined_code[i - imported],
                     vmctx,
-                    type_id,
+                    type_id: parts.type_ids[instance.module.funcs[i] as usize],
                 }
             };
             let offset = instance.offsets.func_ref(i as u32) as usize;
@@ -167,14 +179,14 @@ impl Instance {
         dst: u64,
         src: u32,
         len: u32,
-    ) -> Result<(), TrapCode> {
+    ) -> Result<(), TrapKind> {
         let segment = if self.dropped_data[data as usize] {
             0..0
         } else {
             self.module.data[data as usize].range.clone()
         };
         let src =
-            table::range(src, len, segment.len()).map_err(|()| TrapCode::HEAP_OUT_OF_BOUNDS)?;
+            table::range(src, len, segment.len()).map_err(|()| TrapKind::MemoryOutOfBounds)?;
         let wasm = self.wasm.clone();
         let bytes = &wasm[segment.start + src.start..segment.start + src.end];
         let memory = self.memory(memory).data_mut();
@@ -191,8 +203,8 @@ impl Instance {
         dst: u32,
         src: u32,
         len: u32,
-    ) -> Result<(), TrapCode> {
-        let oob = |()| weft_compiler::vmoffsets::trap_codes::TABLE_OUT_OF_BOUNDS;
+    ) -> Result<(), TrapKind> {
+        let oob = |()| TrapKind::TableOutOfBounds;
         let values = match &self.elements[elem as usize] {
             Some(values) => values.clone(),
             None => Vec::new(),
@@ -203,10 +215,10 @@ impl Instance {
 }
 
 /// `start..start + len` of a memory of `bound` bytes, or the out-of-bounds trap.
-fn memory_range(start: u64, len: u64, bound: usize) -> Result<std::ops::Range<usize>, TrapCode> {
+fn memory_range(start: u64, len: u64, bound: usize) -> Result<std::ops::Range<usize>, TrapKind> {
     match start.checked_add(len) {
         Some(end) if end <= bound as u64 => Ok(start as usize..end as usize),
-        _ => Err(TrapCode::HEAP_OUT_OF_BOUNDS),
+        _ => Err(TrapKind::MemoryOutOfBounds),
     }
 }
 
@@ -214,24 +226,21 @@ fn memory_range(start: u64, len: u64, bound: usize) -> Result<std::ops::Range<us
 // Builtins: called by compiled code with its vmctx. Each recovers the instance from the vmctx's
 // back-pointer; compiled code is suspended inside the call, so the builtin has exclusive access.
 
-/// Builtin addresses, in `BuiltinFunction` order.
-struct Builtins([*const (); BuiltinFunction::COUNT]);
-
-// SAFETY: immutable function addresses.
-unsafe impl Sync for Builtins {}
-
-static BUILTINS: Builtins = Builtins([
-    memory_grow as *const (),
-    memory_fill as *const (),
-    memory_copy as *const (),
-    memory_init as *const (),
-    data_drop as *const (),
-    table_grow as *const (),
-    table_fill as *const (),
-    table_copy as *const (),
-    table_init as *const (),
-    elem_drop as *const (),
-]);
+/// The table every vmctx points to. Its type is generated from the builtin list in
+/// `weft_environ::builtins`, so each function below must have exactly the signature the compiler
+/// calls it with, or this does not compile.
+static BUILTINS: BuiltinTable = BuiltinTable {
+    memory_grow,
+    memory_fill,
+    memory_copy,
+    memory_init,
+    data_drop,
+    table_grow,
+    table_fill,
+    table_copy,
+    table_init,
+    elem_drop,
+};
 
 /// # Safety
 /// `vmctx` must be the vmctx of a live instance whose compiled code is calling this builtin.
@@ -247,7 +256,7 @@ unsafe fn instance<'a>(vmctx: *mut u8) -> &'a mut Instance {
 }
 
 /// Turns a builtin's result into the status compiled code expects, recording the trap.
-fn status(vmctx: *mut u8, result: Result<(), TrapCode>) -> u8 {
+fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
     match result {
         Ok(()) => 1,
         Err(code) => {
@@ -349,7 +358,7 @@ unsafe extern "C" fn table_fill(
     let result = instance
         .table(table)
         .fill(dst, value, len)
-        .map_err(|()| weft_compiler::vmoffsets::trap_codes::TABLE_OUT_OF_BOUNDS);
+        .map_err(|()| TrapKind::TableOutOfBounds);
     status(vmctx, result)
 }
 
@@ -363,7 +372,7 @@ unsafe extern "C" fn table_copy(
 ) -> u8 {
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
-    let oob = |()| weft_compiler::vmoffsets::trap_codes::TABLE_OUT_OF_BOUNDS;
+    let oob = |()| TrapKind::TableOutOfBounds;
     let result = if dst_table == src_table {
         instance
             .table(dst_table)

@@ -9,7 +9,7 @@
 //! so the thread resumes at the entry routine's landing pad. `enter_wasm` then returns the trap.
 //! No frame is unwound with `longjmp`, and no Rust frame is ever skipped: Wasm only calls Rust
 //! through builtins and host functions, and those return a status that compiled code turns into
-//! a trap instruction of its own (`trap_codes::RECORDED`) after they have returned.
+//! a trap instruction of its own (`TrapKind::Recorded`) after they have returned.
 //!
 //! A fault that is not at a trap site but in the guard page of the continuation stack the
 //! innermost activation runs on (each activation carries that range, inherited from the one
@@ -30,7 +30,7 @@ use std::ptr;
 use std::sync::Once;
 
 use weft_arch::{EntryRecord, FP_TO_RETURN_ADDRESS};
-use weft_compiler::TrapCode;
+use weft_environ::TrapKind;
 
 use super::code_memory;
 use super::vmstructs::VMStoreContext;
@@ -41,7 +41,7 @@ pub const MAX_BACKTRACE: usize = 128;
 /// Something a builtin or host function reported before returning failure to compiled code.
 pub enum Recorded {
     /// A trap raised by a builtin (out-of-bounds bulk memory or table access, ...).
-    Trap(TrapCode),
+    Trap(TrapKind),
     /// An error returned by a host function.
     Error(crate::Error),
     /// A panic in a host function, re-raised once control is back in the embedder's frame.
@@ -54,7 +54,7 @@ pub enum Recorded {
 /// Why Wasm stopped.
 pub enum TrapReason {
     /// Compiled code hit a trap site with this code.
-    Code(TrapCode),
+    Code(TrapKind),
     Recorded(Recorded),
 }
 
@@ -80,7 +80,7 @@ pub struct Activation {
     saved_stack_limit: usize,
     saved_store_activation: *mut Activation,
     /// Set by the signal handler.
-    fault: Option<TrapCode>,
+    fault: Option<TrapKind>,
     backtrace_len: usize,
     /// Set by builtins and host functions.
     recorded: Option<Recorded>,
@@ -242,9 +242,7 @@ pub unsafe fn enter_wasm_with_limit(
     }
     .to_vec();
     let reason = match (activation.fault, activation.recorded.take()) {
-        (Some(code), _) if code != weft_compiler::vmoffsets::trap_codes::RECORDED => {
-            TrapReason::Code(code)
-        }
+        (Some(code), _) if code != TrapKind::Recorded => TrapReason::Code(code),
         (_, Some(recorded)) => TrapReason::Recorded(recorded),
         (Some(code), None) => TrapReason::Code(code),
         (None, None) => unreachable!("the landing pad is reached only through a recorded fault"),
@@ -356,7 +354,7 @@ unsafe extern "C" fn handle_signal(
             // inside it, so its entry record and stack are intact.
             unsafe {
                 let activation = &mut *activation;
-                activation.fault = Some(site.code);
+                activation.fault = Some(site.kind);
                 record_backtrace(activation, regs);
                 weft_arch::redirect_to_landing_pad(ucontext, &activation.entry);
             }

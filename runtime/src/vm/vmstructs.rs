@@ -1,9 +1,9 @@
-//! The `#[repr(C)]` structures compiled code reads, laid out as `weft_compiler::vmoffsets`
+//! The `#[repr(C)]` structures compiled code reads, laid out as `weft_environ::vmoffsets`
 //! says; the assertions at the bottom keep the two in agreement.
 
 use std::cell::UnsafeCell;
 
-use weft_compiler::vmoffsets;
+use weft_environ::vmoffsets;
 
 /// Per-store state compiled code reads (see `vmoffsets::store_context`), followed by what only
 /// the runtime reads.

@@ -8,13 +8,18 @@
 //! ```text
 //! VMContext (one per instance, 16-byte aligned, allocated by the runtime)
 //! +0   *mut VMStoreContext        shared by every instance in the store
-//! +8   *const Builtins            table of libcall addresses (see `BuiltinFunction`)
-//! +16  *mut Instance              the runtime's instance, for libcalls
+//! +8   *const BuiltinTable        the builtins' addresses (see `crate::builtins`)
+//! +16  *mut Instance              the runtime's instance, for builtins
 //! +24  *mut VMMemoryDefinition    x num_memories   (imported or defined alike)
 //!      *mut VMTableDefinition     x num_tables
 //!      *mut VMGlobal              x num_globals
 //!      VMFuncRef                  x num_funcs      (imports copy the exporter's funcref)
+//!      u32                        x num_types      engine type id of each module type
 //! ```
+//!
+//! Engine type ids (the canonical id of a function type in the engine that runs the code) are
+//! read from the vmctx, never compiled in as immediates: compiled code then depends only on the
+//! module and the target, not on the engine that compiled it.
 
 use crate::ModuleInfo;
 
@@ -75,6 +80,7 @@ pub struct VMOffsets {
     pub num_tables: u32,
     pub num_globals: u32,
     pub num_funcs: u32,
+    pub num_types: u32,
 }
 
 impl VMOffsets {
@@ -89,6 +95,7 @@ impl VMOffsets {
             num_tables: module.tables.len() as u32,
             num_globals: module.globals.len() as u32,
             num_funcs: module.funcs.len() as u32,
+            num_types: module.types.len() as u32,
         }
     }
 
@@ -118,66 +125,20 @@ impl VMOffsets {
             + index * func_ref::SIZE
     }
 
-    /// Total size of the `VMContext`.
-    pub fn size(&self) -> u32 {
+    fn type_ids(&self) -> u32 {
         Self::ARRAYS
             + (self.num_memories + self.num_tables + self.num_globals) * PTR
             + self.num_funcs * func_ref::SIZE
     }
-}
 
-/// The runtime functions compiled code calls, through the table at `VMOffsets::BUILTINS`.
-///
-/// All take the caller's vmctx first and use the platform C calling convention. Those that can
-/// trap return a `u8` that is 0 on a trap: the runtime has recorded the trap in the activation,
-/// and compiled code then executes `trap(RECORDED)`. The type comments use Wasm-ish names:
-/// `u32`/`u64` are `i32`/`i64` in IR; `ref` is pointer-sized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum BuiltinFunction {
-    /// `(vmctx, memory: u32, delta_pages: u64) -> u64` old size in pages, or `u64::MAX`.
-    MemoryGrow = 0,
-    /// `(vmctx, memory: u32, dst: u64, byte: u32, len: u64) -> u8`
-    MemoryFill,
-    /// `(vmctx, dst_memory: u32, src_memory: u32, dst: u64, src: u64, len: u64) -> u8`
-    MemoryCopy,
-    /// `(vmctx, memory: u32, data: u32, dst: u64, src: u32, len: u32) -> u8`
-    MemoryInit,
-    /// `(vmctx, data: u32)`
-    DataDrop,
-    /// `(vmctx, table: u32, delta: u32, init: ref) -> u32` old size, or `u32::MAX`.
-    TableGrow,
-    /// `(vmctx, table: u32, dst: u32, value: ref, len: u32) -> u8`
-    TableFill,
-    /// `(vmctx, dst_table: u32, src_table: u32, dst: u32, src: u32, len: u32) -> u8`
-    TableCopy,
-    /// `(vmctx, table: u32, elem: u32, dst: u32, src: u32, len: u32) -> u8`
-    TableInit,
-    /// `(vmctx, elem: u32)`
-    ElemDrop,
-}
-
-impl BuiltinFunction {
-    pub const COUNT: usize = 10;
-
-    /// Offset of this builtin's address within the builtins table.
-    pub fn offset(self) -> i32 {
-        self as i32 * PTR as i32
+    /// Offset of the engine type id (a `u32`) of the module's type `index`.
+    pub fn type_id(&self, index: u32) -> u32 {
+        debug_assert!(index < self.num_types);
+        self.type_ids() + index * 4
     }
-}
 
-/// Trap codes compiled code uses beyond Cranelift's reserved ones (stack overflow, integer
-/// overflow, heap out of bounds, division by zero, bad conversion).
-pub mod trap_codes {
-    use cranelift_codegen::ir::TrapCode;
-
-    pub const UNREACHABLE: TrapCode = TrapCode::unwrap_user(1);
-    pub const TABLE_OUT_OF_BOUNDS: TrapCode = TrapCode::unwrap_user(2);
-    /// `call_indirect` with an index past the table's end.
-    pub const UNDEFINED_ELEMENT: TrapCode = TrapCode::unwrap_user(3);
-    /// `call_indirect` (or `call_ref`) of a null entry.
-    pub const UNINITIALIZED_ELEMENT: TrapCode = TrapCode::unwrap_user(4);
-    pub const INDIRECT_CALL_TYPE_MISMATCH: TrapCode = TrapCode::unwrap_user(5);
-    /// A builtin or a host function recorded the reason in the activation before returning.
-    pub const RECORDED: TrapCode = TrapCode::unwrap_user(6);
+    /// Total size of the `VMContext`.
+    pub fn size(&self) -> u32 {
+        self.type_ids() + self.num_types * 4
+    }
 }

@@ -1,151 +1,15 @@
-//! What weft knows about a module after parsing it: types, the index spaces, imports, exports,
-//! segments and names. Built once per module by [`parse_module`] after wasmparser has validated
-//! the whole binary, and shared read-only by the translator, the function environment and the
-//! runtime.
-
-use std::collections::HashMap;
-use std::ops::Range;
+//! Parsing a validated module's structure into a [`ModuleInfo`] (the pipeline's second stage).
 
 use wasmparser::{
-    ConstExpr, DataKind, ElementItems, ElementKind, ExternalKind, FuncType, GlobalType, MemoryType,
-    Operator, Parser, Payload, RefType, TableType, TypeRef, ValType,
+    ConstExpr, DataKind, ElementItems, ElementKind, ExternalKind, Operator, Parser, Payload,
+    RefType, TypeRef,
+};
+use weft_environ::module_info::{
+    ConstInit, DataMode, DataSegment, ElementMode, ElementSegment, EntityIndex, FunctionBodyInfo,
+    GlobalInfo, Import, ModuleInfo,
 };
 
 use crate::CompileError;
-
-/// An index into one of a module's index spaces, as named by an import or an export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntityIndex {
-    Func(u32),
-    Table(u32),
-    Memory(u32),
-    Global(u32),
-}
-
-/// One import, in the order of the import section.
-#[derive(Clone, Debug)]
-pub struct Import {
-    pub module: String,
-    pub name: String,
-    /// The index this import occupies in its index space.
-    pub index: EntityIndex,
-}
-
-/// A constant expression, reduced to what Wasm 2.0 allows.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ConstInit {
-    I32(i32),
-    I64(i64),
-    F32(u32),
-    F64(u64),
-    V128(u128),
-    RefNull,
-    RefFunc(u32),
-    GlobalGet(u32),
-}
-
-/// A global's type and, for a defined global, its initializer.
-#[derive(Clone, Debug)]
-pub struct GlobalInfo {
-    pub ty: GlobalType,
-    /// `None` for an imported global.
-    pub init: Option<ConstInit>,
-}
-
-/// How an element segment is used.
-#[derive(Clone, Debug)]
-pub enum ElementMode {
-    Passive,
-    Declared,
-    Active { table: u32, offset: ConstInit },
-}
-
-#[derive(Clone, Debug)]
-pub struct ElementSegment {
-    pub mode: ElementMode,
-    pub ty: RefType,
-    /// One constant expression per element (function indices become `RefFunc`).
-    pub items: Vec<ConstInit>,
-}
-
-#[derive(Clone, Debug)]
-pub enum DataMode {
-    Passive,
-    Active { memory: u32, offset: ConstInit },
-}
-
-#[derive(Clone, Debug)]
-pub struct DataSegment {
-    pub mode: DataMode,
-    /// Byte range of the segment's contents within the module binary.
-    pub range: Range<usize>,
-}
-
-/// A defined function's body: where its bytes are in the module binary.
-#[derive(Clone, Debug)]
-pub struct FunctionBodyInfo {
-    pub range: Range<usize>,
-}
-
-/// Everything about a module except its code.
-#[derive(Clone, Debug, Default)]
-pub struct ModuleInfo {
-    /// The type section. Wasm 2.0 has only function types.
-    pub types: Vec<FuncType>,
-    /// Type index of every function, imports first.
-    pub funcs: Vec<u32>,
-    pub num_imported_funcs: u32,
-    pub tables: Vec<TableType>,
-    pub num_imported_tables: u32,
-    pub memories: Vec<MemoryType>,
-    pub num_imported_memories: u32,
-    pub globals: Vec<GlobalInfo>,
-    pub num_imported_globals: u32,
-    pub imports: Vec<Import>,
-    /// Exports in section order.
-    pub exports: Vec<(String, EntityIndex)>,
-    pub start: Option<u32>,
-    pub elements: Vec<ElementSegment>,
-    pub data: Vec<DataSegment>,
-    /// Bodies of the defined functions, in order.
-    pub bodies: Vec<FunctionBodyInfo>,
-    /// Functions that `ref.func` may name (declared by an element segment, an export or a
-    /// global initializer).
-    pub name: Option<String>,
-    pub func_names: HashMap<u32, String>,
-}
-
-impl ModuleInfo {
-    /// The function type of function `func` (imports included).
-    pub fn func_type(&self, func: u32) -> &FuncType {
-        &self.types[self.funcs[func as usize] as usize]
-    }
-
-    pub fn num_defined_funcs(&self) -> u32 {
-        self.funcs.len() as u32 - self.num_imported_funcs
-    }
-
-    pub fn is_imported_func(&self, func: u32) -> bool {
-        func < self.num_imported_funcs
-    }
-
-    pub fn is_imported_memory(&self, memory: u32) -> bool {
-        memory < self.num_imported_memories
-    }
-
-    pub fn is_imported_table(&self, table: u32) -> bool {
-        table < self.num_imported_tables
-    }
-
-    pub fn is_imported_global(&self, global: u32) -> bool {
-        global < self.num_imported_globals
-    }
-
-    /// The name a backtrace shows for `func`: from the name section, else `None`.
-    pub fn func_name(&self, func: u32) -> Option<&str> {
-        self.func_names.get(&func).map(String::as_str)
-    }
-}
 
 /// Parses a module that wasmparser has already validated.
 ///
@@ -375,9 +239,4 @@ fn const_init(expr: &ConstExpr<'_>) -> Result<ConstInit, CompileError> {
             "constant expression with {other:?} (extended-const)"
         ))),
     }
-}
-
-/// The Cranelift-independent shape of a value type: whether it is a reference.
-pub fn is_ref(ty: ValType) -> bool {
-    matches!(ty, ValType::Ref(_))
 }

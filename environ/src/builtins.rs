@@ -1,0 +1,195 @@
+//! The runtime functions compiled code calls, declared once.
+//!
+//! [`foreach_builtin!`] is the only list of builtins. Everything else is generated from it:
+//!
+//! - [`BuiltinFunction`], the enum the compiler names a builtin by, with each builtin's
+//!   parameter and result types ([`BuiltinFunction::params`], [`BuiltinFunction::result`]), from
+//!   which the compiler builds the Cranelift signature of the call;
+//! - the slot of each builtin in the table the vmctx points to ([`BuiltinFunction::offset`]);
+//! - [`BuiltinTable`], the `#[repr(C)]` table itself, one typed `unsafe extern "C" fn` pointer
+//!   per builtin. The runtime fills it with its functions by name, so a runtime function whose
+//!   signature differs from the list does not compile, and the field order is the slot order.
+//!
+//! Every builtin takes the caller's vmctx first and uses the platform C calling convention. A
+//! builtin whose result is [`BuiltinType::Status`] can trap: it returns 0 after recording the
+//! trap in the activation, and compiled code then traps with [`TrapKind::Recorded`].
+//!
+//! [`TrapKind::Recorded`]: crate::TrapKind::Recorded
+
+/// Calls `$mac!` with the list of builtins, one per line:
+/// `Variant = name(param: type, ...) -> result;`, where a type is `u32`, `u64`, `reference`
+/// (pointer-sized: a funcref pointer or an externref handle) or `status` (a `u8`, 0 on a trap),
+/// and a builtin without `-> result` returns nothing. The vmctx parameter is implicit.
+#[macro_export]
+macro_rules! foreach_builtin {
+    ($mac:ident) => {
+        $mac! {
+            /// `memory.grow`: the old size in pages, or `u64::MAX` if the memory cannot grow.
+            MemoryGrow = memory_grow(memory: u32, delta_pages: u64) -> u64;
+            /// `memory.fill` of `len` bytes at `dst` with the low byte of `byte`.
+            MemoryFill = memory_fill(memory: u32, dst: u64, byte: u32, len: u64) -> status;
+            /// `memory.copy`, possibly between two memories.
+            MemoryCopy = memory_copy(dst_memory: u32, src_memory: u32, dst: u64, src: u64, len: u64) -> status;
+            /// `memory.init` from data segment `data` (empty once dropped).
+            MemoryInit = memory_init(memory: u32, data: u32, dst: u64, src: u32, len: u32) -> status;
+            /// `data.drop`.
+            DataDrop = data_drop(data: u32);
+            /// `table.grow`: the old size, or `u32::MAX` if the table cannot grow.
+            TableGrow = table_grow(table: u32, delta: u32, init: reference) -> u32;
+            /// `table.fill`.
+            TableFill = table_fill(table: u32, dst: u32, value: reference, len: u32) -> status;
+            /// `table.copy`, possibly between two tables.
+            TableCopy = table_copy(dst_table: u32, src_table: u32, dst: u32, src: u32, len: u32) -> status;
+            /// `table.init` from element segment `elem` (empty once dropped).
+            TableInit = table_init(table: u32, elem: u32, dst: u32, src: u32, len: u32) -> status;
+            /// `elem.drop`.
+            ElemDrop = elem_drop(elem: u32);
+        }
+    };
+}
+
+/// The type of a builtin's parameter or result, as the list writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltinType {
+    U32,
+    U64,
+    /// Pointer-sized: a funcref pointer or an externref handle (0 is null).
+    Reference,
+    /// A `u8` that is 0 when the builtin recorded a trap.
+    Status,
+}
+
+/// The Rust type of a builtin parameter or result in [`BuiltinTable`].
+macro_rules! builtin_rust_type {
+    (u32) => {
+        u32
+    };
+    (u64) => {
+        u64
+    };
+    (reference) => {
+        usize
+    };
+    (status) => {
+        u8
+    };
+}
+
+/// The [`BuiltinType`] of a type in the list.
+macro_rules! builtin_type {
+    (u32) => {
+        BuiltinType::U32
+    };
+    (u64) => {
+        BuiltinType::U64
+    };
+    (reference) => {
+        BuiltinType::Reference
+    };
+    (status) => {
+        BuiltinType::Status
+    };
+}
+
+macro_rules! declare_builtins {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $name:ident($($param:ident: $ty:tt),*) $(-> $result:tt)?;
+    )*) => {
+        /// A builtin function, named by the compiler; see the module docs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum BuiltinFunction {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl BuiltinFunction {
+            /// Every builtin, in table order.
+            pub const ALL: &'static [BuiltinFunction] = &[$(BuiltinFunction::$variant),*];
+            /// How many builtins there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The builtin's name (its field in [`BuiltinTable`]).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(BuiltinFunction::$variant => stringify!($name),)*
+                }
+            }
+
+            /// The parameter types after the implicit vmctx.
+            pub fn params(self) -> &'static [BuiltinType] {
+                match self {
+                    $(BuiltinFunction::$variant => &[$(builtin_type!($ty)),*],)*
+                }
+            }
+
+            /// The result type, if the builtin returns one.
+            pub fn result(self) -> Option<BuiltinType> {
+                match self {
+                    $(BuiltinFunction::$variant => {
+                        #[allow(unused_mut, unused_assignments)]
+                        let mut result = None;
+                        $(result = Some(builtin_type!($result));)?
+                        result
+                    })*
+                }
+            }
+        }
+
+        /// The table of builtin addresses the vmctx points to (`VMOffsets::BUILTINS`): one typed
+        /// function pointer per builtin, in list order. The runtime builds the one instance.
+        #[repr(C)]
+        pub struct BuiltinTable {
+            $(
+                $(#[$doc])*
+                pub $name: unsafe extern "C" fn(
+                    vmctx: *mut u8,
+                    $($param: builtin_rust_type!($ty)),*
+                ) $(-> builtin_rust_type!($result))?,
+            )*
+        }
+    };
+}
+
+foreach_builtin!(declare_builtins);
+
+impl BuiltinFunction {
+    /// Offset of this builtin's address within the [`BuiltinTable`].
+    pub fn offset(self) -> i32 {
+        self as i32 * crate::vmoffsets::PTR as i32
+    }
+}
+
+// The table is a plain array of pointers, so slot `i` is at `i * PTR`.
+const _: () =
+    assert!(size_of::<BuiltinTable>() == BuiltinFunction::COUNT * crate::vmoffsets::PTR as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_builtins_offset_is_its_field_in_the_table() {
+        macro_rules! check_offsets {
+            ($($(#[$doc:meta])* $variant:ident = $name:ident($($rest:tt)*) $(-> $result:tt)?;)*) => {
+                $(assert_eq!(
+                    std::mem::offset_of!(BuiltinTable, $name),
+                    BuiltinFunction::$variant.offset() as usize,
+                    "{}", BuiltinFunction::$variant.name(),
+                );)*
+            };
+        }
+        foreach_builtin!(check_offsets);
+    }
+
+    #[test]
+    fn status_is_a_result_type_only() {
+        for builtin in BuiltinFunction::ALL {
+            assert!(
+                !builtin.params().contains(&BuiltinType::Status),
+                "{}",
+                builtin.name()
+            );
+        }
+    }
+}

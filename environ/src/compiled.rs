@@ -1,0 +1,62 @@
+//! What the compiler hands the runtime for each function: machine code with its relocations,
+//! trap sites and source locations, in weft's own types (no Cranelift type crosses over).
+
+use crate::TrapKind;
+
+/// Machine code for one function and what the runtime needs to know about it.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledFunction {
+    pub code: Vec<u8>,
+    pub alignment: u32,
+    pub relocations: Vec<Relocation>,
+    /// `(code offset, trap kind)` of every instruction that may trap, sorted.
+    pub traps: Vec<(u32, TrapKind)>,
+    /// `(code offset where a range starts, Wasm byte offset)`, sorted; for backtraces.
+    pub source_locations: Vec<(u32, u32)>,
+}
+
+/// A place in a function's code the runtime patches once it knows where everything lives.
+#[derive(Clone, Debug)]
+pub struct Relocation {
+    /// Offset of the patched bytes from the start of the function.
+    pub offset: u32,
+    pub kind: RelocKind,
+    pub target: RelocTarget,
+    pub addend: i64,
+}
+
+/// How a relocation is patched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelocKind {
+    /// The target's absolute address, 8 bytes little-endian.
+    Abs8,
+    /// x86-64: a 32-bit displacement from the patched bytes (calls and RIP-relative operands).
+    X86PcRel4,
+    /// AArch64: the 26-bit word offset of a `bl`, from the instruction.
+    Arm64Call,
+}
+
+/// Where a relocation points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelocTarget {
+    /// A defined function of the same module, by Wasm function index.
+    Func(u32),
+    /// A runtime routine for an instruction the ISA lacks.
+    LibCall(LibCall),
+}
+
+/// The float routines compiled code may call where the ISA has no instruction (rounding and
+/// fused multiply-add without SSE4.1/FMA on x86-64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibCall {
+    CeilF32,
+    CeilF64,
+    FloorF32,
+    FloorF64,
+    TruncF32,
+    TruncF64,
+    NearestF32,
+    NearestF64,
+    FmaF32,
+    FmaF64,
+}
