@@ -1,6 +1,7 @@
 //! The runtime functions compiled code calls, declared once.
 //!
-//! [`foreach_builtin!`] is the only list of builtins. Everything else is generated from it:
+//! [`foreach_builtin!`](crate::foreach_builtin) is the only list of builtins. Everything else
+//! is generated from it:
 //!
 //! - [`BuiltinFunction`], the enum the compiler names a builtin by, with each builtin's
 //!   parameter and result types ([`BuiltinFunction::params`], [`BuiltinFunction::result`]), from
@@ -9,6 +10,28 @@
 //! - [`BuiltinTable`], the `#[repr(C)]` table itself, one typed `unsafe extern "C" fn` pointer
 //!   per builtin. The runtime fills it with its functions by name, so a runtime function whose
 //!   signature differs from the list does not compile, and the field order is the slot order.
+//!
+//! For example, the runtime's `memory_grow` must be exactly what the list says:
+//!
+//! ```
+//! unsafe extern "C" fn memory_grow(_vmctx: *mut u8, _memory: u32, _delta_pages: u64) -> u64 {
+//!     u64::MAX
+//! }
+//! fn install(table: &mut weft_environ::BuiltinTable) {
+//!     table.memory_grow = memory_grow;
+//! }
+//! ```
+//!
+//! and one that takes the page delta as a `u32` is rejected:
+//!
+//! ```compile_fail,E0308
+//! unsafe extern "C" fn memory_grow(_vmctx: *mut u8, _memory: u32, _delta_pages: u32) -> u64 {
+//!     u64::MAX
+//! }
+//! fn install(table: &mut weft_environ::BuiltinTable) {
+//!     table.memory_grow = memory_grow;
+//! }
+//! ```
 //!
 //! Every builtin takes the caller's vmctx first and uses the platform C calling convention. A
 //! builtin whose result is [`BuiltinType::Status`] can trap: it returns 0 after recording the

@@ -62,6 +62,8 @@ impl Instance {
         parts: InstanceParts,
         store_index: usize,
     ) -> Box<Instance> {
+        // The vmctx has room for exactly one id per module type.
+        assert_eq!(parts.type_ids.len(), module.types.len());
         let offsets = VMOffsets::new(&module);
         let words = (offsets.size() as usize).div_ceil(16);
         let mut instance = Box::new(Instance {
