@@ -388,13 +388,7 @@ macro_rules! into_async_func {
     };
 }
 
-into_async_func!();
-into_async_func!(A 0);
-into_async_func!(A 0, B 1);
-into_async_func!(A 0, B 1, C 2);
-into_async_func!(A 0, B 1, C 2, D 3);
-into_async_func!(A 0, B 1, C 2, D 3, E 4);
-into_async_func!(A 0, B 1, C 2, D 3, E 4, F 5);
+crate::typed::for_each_arity!(into_async_func);
 
 impl<T: 'static> Caller<'_, T> {
     pub(crate) fn suspend_point(&self) -> Option<SuspendPoint> {

@@ -13,6 +13,31 @@ use crate::store::AsContextMut;
 use crate::types::{FuncType, ValType};
 use crate::vm::ValRaw;
 
+/// Invokes `$mac` once per arity the typed API supports, 0 to 16 (as wasmtime), with each type
+/// parameter's name and tuple index: `$mac!()`, `$mac!(A 0)`, `$mac!(A 0, B 1)`, ...
+macro_rules! for_each_arity {
+    ($mac:ident) => {
+        $mac!();
+        $mac!(A 0);
+        $mac!(A 0, B 1);
+        $mac!(A 0, B 1, C 2);
+        $mac!(A 0, B 1, C 2, D 3);
+        $mac!(A 0, B 1, C 2, D 3, E 4);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14);
+        $mac!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13, O 14, P 15);
+    };
+}
+pub(crate) use for_each_arity;
+
 /// A Rust type that is one Wasm value.
 pub trait WasmTy: Copy + Send + Sync + Unpin + 'static {
     fn valtype() -> ValType;
@@ -90,15 +115,7 @@ macro_rules! wasm_params_tuple {
     };
 }
 
-wasm_params_tuple!();
-wasm_params_tuple!(A 0);
-wasm_params_tuple!(A 0, B 1);
-wasm_params_tuple!(A 0, B 1, C 2);
-wasm_params_tuple!(A 0, B 1, C 2, D 3);
-wasm_params_tuple!(A 0, B 1, C 2, D 3, E 4);
-wasm_params_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
-wasm_params_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-wasm_params_tuple!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+for_each_arity!(wasm_params_tuple);
 
 /// What a host closure may return: results, or results in a `Result`.
 pub trait WasmRet: Send + 'static {
@@ -166,14 +183,7 @@ macro_rules! into_func {
     };
 }
 
-into_func!();
-into_func!(A 0);
-into_func!(A 0, B 1);
-into_func!(A 0, B 1, C 2);
-into_func!(A 0, B 1, C 2, D 3);
-into_func!(A 0, B 1, C 2, D 3, E 4);
-into_func!(A 0, B 1, C 2, D 3, E 4, F 5);
-into_func!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+for_each_arity!(into_func);
 
 /// A function with a statically known type; calls skip dynamic type checks.
 pub struct TypedFunc<Params, Results> {
