@@ -1,11 +1,15 @@
 //! Host functions at the edges of the API: sixteen parameters (the most the typed API takes),
-//! synchronous and suspending.
+//! synchronous and suspending, and untyped suspending imports (`func_new_async`,
+//! `Func::new_async`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use weft::{Caller, Engine, Extern, Func, FuncType, Instance, Linker, Module, Store, ValType};
+use weft::{
+    Caller, Engine, Error, Extern, Func, FuncType, Instance, Linker, Module, Store, Trap, Val,
+    ValType,
+};
 
 /// Pending once (waking itself at once), then ready.
 struct PendingOnce(bool);
@@ -252,4 +256,147 @@ fn typed_func_with_sixteen_parameters_passes_them_in_order() {
     let args = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
     assert_eq!(sum16.call(&mut store, args).unwrap(), 1496);
     assert_eq!(block_on(sum16.call_async(&mut store, args)).unwrap(), 1496);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Untyped suspending imports
+
+/// Imports `env.add` (i32, i32) -> i32 and exports `run`, which calls it.
+const ADD: &str = r#"
+(module
+  (import "env" "add" (func $add (param i32 i32) (result i32)))
+  (func (export "run") (param i32 i32) (result i32)
+    local.get 0 local.get 1 call $add))
+"#;
+
+fn add_type() -> FuncType {
+    FuncType::new([ValType::I32, ValType::I32], [ValType::I32])
+}
+
+#[test]
+fn func_new_async_suspends_and_uses_the_store_during_its_polls() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, ADD).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_new_async("env", "add", add_type(), |caller: Caller<'_, u32>, args| {
+            let (a, b) = (args[0].i32().unwrap(), args[1].i32().unwrap());
+            let access = caller.store_access();
+            async move {
+                PendingOnce(false).await;
+                // After a suspension, the store is reachable again only through the access.
+                let calls = access.with(|mut caller| {
+                    *caller.data_mut() += 1;
+                    *caller.data()
+                })?;
+                Ok(vec![Val::I32(a + b + calls as i32 * 100)])
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, 0u32);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(block_on(run.call_async(&mut store, (2, 3))).unwrap(), 105);
+    assert_eq!(block_on(run.call_async(&mut store, (2, 3))).unwrap(), 205);
+    assert_eq!(*store.data(), 2);
+}
+
+#[test]
+fn func_new_async_with_wrong_result_count_or_type_is_a_type_mismatch() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, ADD).unwrap();
+    for (what, results) in [
+        ("too few", vec![]),
+        ("too many", vec![Val::I32(1), Val::I32(2)]),
+        ("wrong type", vec![Val::I64(1)]),
+    ] {
+        let mut linker = Linker::new(&engine);
+        linker
+            .func_new_async("env", "add", add_type(), move |_: Caller<'_, ()>, _| {
+                let results = results.clone();
+                async move {
+                    PendingOnce(false).await;
+                    Ok(results)
+                }
+            })
+            .unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        let run = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+            .unwrap();
+        let error = block_on(run.call_async(&mut store, (2, 3))).unwrap_err();
+        assert!(matches!(error, Error::TypeMismatch(_)), "{what}: {error}");
+        // The store stays usable.
+        assert!(matches!(
+            block_on(run.call_async(&mut store, (2, 3))),
+            Err(Error::TypeMismatch(_))
+        ));
+    }
+}
+
+#[test]
+fn func_new_async_error_reaches_the_caller() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, ADD).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_new_async("env", "add", add_type(), |_: Caller<'_, ()>, _| async {
+            PendingOnce(false).await;
+            Err(Error::msg("no sum today"))
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance.get_func(&mut store, "run").unwrap();
+    let mut results = [Val::I32(0)];
+    let error = block_on(run.call_async(&mut store, &[Val::I32(1), Val::I32(2)], &mut results))
+        .unwrap_err();
+    assert_eq!(error.to_string(), "no sum today");
+}
+
+#[test]
+fn func_new_async_reached_from_a_sync_call_traps_without_calling_it() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, ADD).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_new_async(
+            "env",
+            "add",
+            add_type(),
+            |_: Caller<'_, ()>, _: &[Val]| -> std::future::Ready<weft::Result<Vec<Val>>> {
+                panic!("a suspending import reached from a sync call must not be called")
+            },
+        )
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+        .unwrap();
+    let error = run.call(&mut store, (1, 2)).unwrap_err();
+    assert_eq!(error.trap(), Some(Trap::SuspendOutsidePromisingCall));
+}
+
+#[test]
+fn func_new_async_as_an_instance_import() {
+    let engine = Engine::default();
+    let module = Module::new(&engine, ADD).unwrap();
+    let mut store = Store::new(&engine, ());
+    let add = Func::new_async(&mut store, add_type(), |_: Caller<'_, ()>, args| {
+        let (a, b) = (args[0].i32().unwrap(), args[1].i32().unwrap());
+        async move {
+            PendingOnce(false).await;
+            Ok(vec![Val::I32(a * b)])
+        }
+    });
+    assert_eq!(add.ty(&store), add_type());
+    let instance = Instance::new(&mut store, &module, &[Extern::Func(add)]).unwrap();
+    let run = instance
+        .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(block_on(run.call_async(&mut store, (6, 7))).unwrap(), 42);
 }

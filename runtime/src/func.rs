@@ -1,6 +1,7 @@
 //! `Func`: any function of a store, Wasm or host. How host functions are made (`Func::new`,
 //! `Func::wrap`), and the dynamically typed call.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -40,6 +41,19 @@ impl Func {
         f: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<()> + Send + Sync + 'static,
     ) -> Func {
         let callback = dynamic_callback(ty.clone(), f);
+        Func::from_callback(store.as_context_mut(), &ty, callback)
+    }
+
+    /// A suspending import of type `ty` on dynamically typed values (see
+    /// [`crate::Linker::func_new_async`]): `f` gets the [`Caller`] and the arguments and
+    /// returns a `'static` future of the results.
+    pub fn new_async<T, F, Fut>(mut store: impl AsContextMut<Data = T>, ty: FuncType, f: F) -> Func
+    where
+        T: 'static,
+        F: Fn(Caller<'_, T>, &[Val]) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Val>>> + Send + 'static,
+    {
+        let callback = crate::promising::dynamic_async_callback(ty.clone(), f);
         Func::from_callback(store.as_context_mut(), &ty, callback)
     }
 

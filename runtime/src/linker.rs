@@ -1,6 +1,7 @@
 //! `Linker<T>`: named definitions that satisfy a module's imports.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use crate::caller::Caller;
 use crate::engine::Engine;
@@ -155,6 +156,34 @@ impl<T: 'static> Linker<T> {
         f: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<()> + Send + Sync + 'static,
     ) -> Result<&mut Self> {
         let callback = dynamic_callback(ty.clone(), f);
+        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        Ok(self)
+    }
+
+    /// Defines an untyped suspending import of type `ty`: the dynamically typed counterpart
+    /// of [`Linker::func_wrap_async`]. `f` gets the [`Caller`] and the arguments (one [`Val`]
+    /// per parameter type) synchronously, and returns a `'static` future of the results, one
+    /// `Val` per result type. While the future is pending the promising call is switched out;
+    /// during its polls it may use the store through [`Caller::store_access`].
+    ///
+    /// Results of the wrong number or types make the call fail with [`Error::TypeMismatch`].
+    /// Reached from a synchronous call, the import traps with
+    /// [`crate::Trap::SuspendOutsidePromisingCall`] without calling `f`.
+    ///
+    /// # Errors
+    /// If the name is taken and shadowing is off.
+    pub fn func_new_async<F, Fut>(
+        &mut self,
+        module: &str,
+        name: &str,
+        ty: FuncType,
+        f: F,
+    ) -> Result<&mut Self>
+    where
+        F: Fn(Caller<'_, T>, &[Val]) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Val>>> + Send + 'static,
+    {
+        let callback = crate::promising::dynamic_async_callback(ty.clone(), f);
         self.insert(module, name, Definition::HostFunc(ty, callback))?;
         Ok(self)
     }

@@ -8,7 +8,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::call::call_raw;
+use crate::call::{call_raw, check_values};
 use crate::caller::Caller;
 use crate::error::{Error, Result, Trap};
 use crate::func::{Func, HostCallback};
@@ -16,6 +16,7 @@ use crate::store::{AsContextMut, Store, StoreContext};
 use crate::trap::trap_to_error;
 use crate::typed::{WasmParams, WasmRet};
 use crate::types::FuncType;
+use crate::values::Val;
 use crate::vm::ValRaw;
 use crate::vm::continuation::{Continuation, Resumed, SuspendPoint, with_polling_store};
 use crate::vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
@@ -389,6 +390,46 @@ macro_rules! into_async_func {
 }
 
 crate::typed::for_each_arity!(into_async_func);
+
+/// Wraps an untyped async closure as a [`HostCallback`]: a suspending import of type `ty` (see
+/// [`crate::Linker::func_new_async`]).
+pub(crate) fn dynamic_async_callback<T, F, Fut>(ty: FuncType, f: F) -> HostCallback<T>
+where
+    T: 'static,
+    F: Fn(Caller<'_, T>, &[Val]) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<Val>>> + Send + 'static,
+{
+    Arc::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+        let Some(suspend) = caller.suspend_point() else {
+            return Err(Error::trap_without_backtrace(
+                Trap::SuspendOutsidePromisingCall,
+            ));
+        };
+        let access = caller.store_access();
+        let params: Vec<Val> = ty
+            .params()
+            .iter()
+            .zip(slots.iter())
+            .map(|(&t, &raw)| Val::from_raw(raw, t, &mut caller.store.opaque))
+            .collect();
+        let results = f(caller, &params);
+        // The results are checked and lowered in the poll that produced them, while the store
+        // is lent to it: a reference result needs the store, and the `Caller` is gone.
+        let future = pin!(async {
+            let results = results.await?;
+            access.with(|caller| -> Result<Vec<ValRaw>> {
+                check_values("results", &results, ty.results(), &caller.store.opaque)?;
+                Ok(results
+                    .iter()
+                    .map(|v| v.to_raw(&caller.store.opaque))
+                    .collect::<Vec<ValRaw>>())
+            })?
+        });
+        let raw = suspend.block_on(future).map_err(|_| cancelled())??;
+        slots[..raw.len()].copy_from_slice(&raw);
+        Ok(())
+    })
+}
 
 impl<T: 'static> Caller<'_, T> {
     pub(crate) fn suspend_point(&self) -> Option<SuspendPoint> {
