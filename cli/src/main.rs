@@ -167,11 +167,11 @@ fn wast(files: &[PathBuf]) -> Result<ExitCode, String> {
     let handle = std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn(move || {
-            let mut total = weft::wast::WastReport::default();
+            let mut total = weft_wast::WastReport::default();
             for file in &files {
                 let name = file.display().to_string();
                 let report = match std::fs::read_to_string(file) {
-                    Ok(text) => weft::wast::run_script(&engine, &name, &text),
+                    Ok(text) => weft_wast::run_script(&engine, &name, &text),
                     Err(e) => Err(format!("cannot read {name}: {e}")),
                 };
                 match report {

@@ -14,7 +14,7 @@ use wast::{
     QuoteWat, QuoteWatTest, Wast, WastArg, WastDirective, WastExecute, WastInvoke, WastRet, Wat,
 };
 
-use crate::{
+use weft::{
     Engine, Error, ExternRef, Global, GlobalType, Instance, Linker, Memory, MemoryType, Module,
     Mutability, Store, Table, TableType, Trap, Val, ValType,
 };

@@ -2,6 +2,8 @@
 
 use std::process::Output;
 
+// The engine's tests and these share one runner-aware launcher.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 /// Runs the built `weft` binary (through the cross-run runner when there is one).
@@ -19,7 +21,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn run_invoke_prints_the_results() {
-    let out = weft(&["run", "examples/fib.wat", "--invoke", "fib", "20"]);
+    let out = weft(&["run", "../examples/fib.wat", "--invoke", "fib", "20"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "6765\n");
 }
@@ -85,7 +87,7 @@ fn malformed_module_names_the_offset_and_fails() {
 
 #[test]
 fn wrong_argument_is_a_message_not_a_panic() {
-    let out = weft(&["run", "examples/fib.wat", "--invoke", "fib", "twenty"]);
+    let out = weft(&["run", "../examples/fib.wat", "--invoke", "fib", "twenty"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr), "error: `twenty` is not a valid i32\n");
 }
