@@ -3,7 +3,7 @@
 use std::process::Output;
 
 // The engine's tests and these share one runner-aware launcher.
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/all/common.rs"]
 mod common;
 
 /// Runs the built `weft` binary (through the cross-run runner when there is one).

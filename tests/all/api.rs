@@ -1,6 +1,6 @@
 //! The embedding API: calls, host functions, traps and their backtraces, imports and exports.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -505,7 +505,8 @@ fn fault_in_host_code_is_not_taken_for_a_trap() {
     if std::env::var_os(CHILD).is_some() {
         fault_in_a_host_function();
     }
-    let output = common::rerun_test_in_child("fault_in_host_code_is_not_taken_for_a_trap", CHILD);
+    let output =
+        common::rerun_test_in_child("api::fault_in_host_code_is_not_taken_for_a_trap", CHILD);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the child survived:\n{stderr}");
     assert!(!stderr.contains("swallowed"), "{stderr}");

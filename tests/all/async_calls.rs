@@ -1,7 +1,7 @@
 //! Promising calls and suspending imports: the JSPI seed programs, suspension across host
 //! frames, many suspended calls at once, cancellation, traps and panics after a resume.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -572,7 +572,7 @@ fn dropping_suspended_call_unwinds_it_and_store_stays_usable() {
 
 /// Depth of `deep` that needs more than 480 KiB of stack (its frames are 16 bytes: locals stay
 /// in registers), checked by a synchronous call that overflows there (it would otherwise trap
-/// at the suspending import at the bottom), and less than the 1 MiB of a promising call.
+/// at the suspending import at the bottom), and less than the 2 MiB of a promising call.
 const DEEP: i32 = 40_000;
 
 #[test]
@@ -635,7 +635,7 @@ fn overflow_the_stack(depth: u64) -> u64 {
 /// function called from Wasm in a promising call overflows the call's stack.
 fn overflow_a_promising_calls_stack_from_host_code() -> ! {
     let mut config = Config::new();
-    config.async_stack_size(64 << 10);
+    config.max_wasm_stack(64 << 10).async_stack_size(256 << 10);
     let engine = Engine::new(&config).unwrap();
     let module = Module::new(
         &engine,
@@ -667,7 +667,7 @@ fn host_overflowing_a_promising_calls_stack_aborts_with_the_cause() {
         overflow_a_promising_calls_stack_from_host_code();
     }
     let output = common::rerun_test_in_child(
-        "host_overflowing_a_promising_calls_stack_aborts_with_the_cause",
+        "async_calls::host_overflowing_a_promising_calls_stack_aborts_with_the_cause",
         CHILD,
     );
     let stderr = String::from_utf8_lossy(&output.stderr);

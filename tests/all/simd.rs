@@ -1,6 +1,6 @@
 //! `v128` across the embedding API: typed and dynamic calls, host functions, globals, and SIMD
 //! memory accesses in both memory modes. The instructions themselves are pinned by the spec
-//! suite's `proposals/simd` scripts in `tests/wast.rs`.
+//! suite's `proposals/simd` scripts (`wast/tests/spec.rs`).
 
 use weft::{
     Caller, Config, Engine, Error, Global, GlobalType, Instance, Linker, MemoryMode, Module,
