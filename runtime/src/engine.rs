@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::types::FuncType;
 use crate::vm::code_memory::CodeMemory;
 
-/// Settings for an [`Engine`].
+/// Settings for an [`Engine`]: a builder whose setters return `&mut Self`, with a getter
+/// (`get_*`) for each setting. [`Engine::new`] checks the combination.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) memory_mode: MemoryMode,
@@ -26,7 +27,7 @@ impl Default for Config {
         Config {
             memory_mode: MemoryMode::GuardPages,
             max_wasm_stack: 512 * 1024,
-            async_stack_size: 1 << 20,
+            async_stack_size: 2 << 20,
             verify: false,
             compile_threads: 0,
             multi_memory: false,
@@ -35,6 +36,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The default settings.
     pub fn new() -> Self {
         Self::default()
     }
@@ -46,26 +48,54 @@ impl Config {
         self
     }
 
-    /// The stack Wasm may use before a call traps with [`crate::Trap::StackOverflow`]
-    /// (default 512 KiB). The thread must have this much stack plus room for host functions.
+    /// The memory mode (see [`Config::memory_mode`]).
+    pub fn get_memory_mode(&self) -> MemoryMode {
+        self.memory_mode
+    }
+
+    /// The stack Wasm may use in a synchronous call before it traps with
+    /// [`crate::Trap::StackOverflow`] (default 512 KiB). The thread must have this much stack
+    /// plus room for host functions. Promising calls run on stacks of their own, sized by
+    /// [`Config::async_stack_size`].
     pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
         self.max_wasm_stack = bytes;
         self
     }
 
-    /// The stack Wasm may use in a promising call (`call_async`) before it traps with
-    /// [`crate::Trap::StackOverflow`] (default 1 MiB). Each promising call runs on a stack of
-    /// its own with this much room for Wasm plus 64 KiB for host functions; only the pages a
-    /// call touches cost memory.
+    /// The Wasm stack limit of synchronous calls (see [`Config::max_wasm_stack`]).
+    pub fn get_max_wasm_stack(&self) -> usize {
+        self.max_wasm_stack
+    }
+
+    /// The size of the whole stack each promising call (`call_async`) runs on, as wasmtime's
+    /// setting of the same name: Wasm frames, the host functions they call, and the call's
+    /// bookkeeping (a few hundred bytes at the top), not counting the guard page below it.
+    /// Default 2 MiB, as in wasmtime. Only the pages a call touches cost memory.
+    ///
+    /// Wasm in a promising call may use all of it but the lowest 64 KiB, which stay for the
+    /// host functions that Wasm calls, so it traps with [`crate::Trap::StackOverflow`] only
+    /// then. [`Engine::new`] refuses a size that leaves Wasm less room than
+    /// [`Config::max_wasm_stack`]: a promising call can always recurse as deep as a synchronous
+    /// one (wasmtime has the same rule).
     pub fn async_stack_size(&mut self, bytes: usize) -> &mut Self {
         self.async_stack_size = bytes;
         self
+    }
+
+    /// The stack size of promising calls (see [`Config::async_stack_size`]).
+    pub fn get_async_stack_size(&self) -> usize {
+        self.async_stack_size
     }
 
     /// Runs Cranelift's IR verifier on all generated code (slow; for testing weft itself).
     pub fn cranelift_verifier(&mut self, enable: bool) -> &mut Self {
         self.verify = enable;
         self
+    }
+
+    /// Whether Cranelift's verifier runs (see [`Config::cranelift_verifier`]).
+    pub fn get_cranelift_verifier(&self) -> bool {
+        self.verify
     }
 
     /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory; off by
@@ -75,10 +105,34 @@ impl Config {
         self
     }
 
+    /// Whether modules may have several memories (see [`Config::wasm_multi_memory`]).
+    pub fn get_wasm_multi_memory(&self) -> bool {
+        self.multi_memory
+    }
+
     /// Threads used to compile one module's functions; 0 (the default) uses every core.
     pub fn compile_threads(&mut self, threads: usize) -> &mut Self {
         self.compile_threads = threads;
         self
+    }
+
+    /// The compile threads per module; 0 is every core (see [`Config::compile_threads`]).
+    pub fn get_compile_threads(&self) -> usize {
+        self.compile_threads
+    }
+
+    /// Checks that the settings go together.
+    fn validate(&self) -> Result<()> {
+        // What a stack with exactly `max_wasm_stack` of room for Wasm measures.
+        let needed = crate::vm::continuation::stack_size(self.max_wasm_stack);
+        if self.async_stack_size < needed {
+            return Err(Error::InvalidConfig(format!(
+                "async_stack_size ({} bytes) leaves Wasm less stack than max_wasm_stack ({} \
+                 bytes): it must be at least {needed} bytes",
+                self.async_stack_size, self.max_wasm_stack
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -118,8 +172,10 @@ impl Engine {
     /// An engine for this machine.
     ///
     /// # Errors
-    /// If Cranelift does not support the host.
+    /// [`Error::InvalidConfig`] if the settings do not go together (see
+    /// [`Config::async_stack_size`]); an error if Cranelift does not support the host.
     pub fn new(config: &Config) -> Result<Engine> {
+        config.validate()?;
         let compiler = Compiler::new(CompilerOptions {
             memory_mode: config.memory_mode,
             verify: config.verify,
@@ -132,13 +188,14 @@ impl Engine {
                 compiler,
                 types: Mutex::default(),
                 stacks: weft_arch::StackPool::new(weft_arch::StackConfig {
-                    size: crate::vm::continuation::stack_size(config.async_stack_size),
+                    size: config.async_stack_size,
                     ..weft_arch::StackConfig::default()
                 }),
             }),
         })
     }
 
+    /// The settings this engine was made with.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -151,6 +208,7 @@ impl Engine {
         &self.inner.compiler
     }
 
+    /// Whether `a` and `b` are the same engine (clones of one [`Engine::new`]).
     pub fn same(a: &Engine, b: &Engine) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
     }

@@ -134,6 +134,9 @@ pub enum Error {
     /// Values of the wrong number or type were passed, or a typed view does not match.
     #[error("type mismatch: {0}")]
     TypeMismatch(String),
+    /// A [`crate::Config`] whose settings do not go together.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// A limit was exceeded or the system refused memory.
     #[error("resource limit: {0}")]
     ResourceLimit(String),
@@ -184,7 +187,12 @@ impl From<weft_compiler::CompileError> for Error {
     fn from(e: weft_compiler::CompileError) -> Self {
         match e {
             weft_compiler::CompileError::Invalid { message, offset } => {
-                Error::InvalidModule { message, offset }
+                match feature_refusal(&message) {
+                    Some(refusal) => {
+                        Error::Unsupported(format!("{refusal} (at offset {offset:#x})"))
+                    }
+                    None => Error::InvalidModule { message, offset },
+                }
             }
             weft_compiler::CompileError::Unsupported(what) => Error::Unsupported(what),
             weft_compiler::CompileError::Codegen(what) => {
@@ -192,6 +200,47 @@ impl From<weft_compiler::CompileError> for Error {
             }
         }
     }
+}
+
+/// The validator words a proposal it was not asked to accept as a switch that is off ("...
+/// when stack switching is disabled", "... support is not enabled"). weft has no such switch
+/// for these (its one, [`crate::Config::wasm_multi_memory`], gets its own wording), so a
+/// module that uses one is refused as [`Error::Unsupported`], in words that name what weft
+/// lacks rather than a setting to change. `None` if `message` is not such a refusal.
+fn feature_refusal(message: &str) -> Option<String> {
+    let lacks = |feature: &str| format!("weft does not support {feature}");
+    if let Some((what, rest)) = message.split_once(" when ")
+        && let Some(feature) = rest
+            .strip_suffix(" is disabled")
+            .or_else(|| rest.strip_suffix(" are disabled"))
+    {
+        return Some(format!("{what}: {}", lacks(feature)));
+    }
+    if let Some((what, rest)) = message.split_once(" because the ")
+        && let Some(proposal) = rest.strip_suffix(" proposal is disabled")
+    {
+        return Some(format!(
+            "{what}: {}",
+            lacks(&format!("the {proposal} proposal"))
+        ));
+    }
+    if let Some((what, rest)) = message.split_once(" with ")
+        && let Some(proposal) = rest.strip_suffix(" proposal disabled")
+    {
+        return Some(format!(
+            "{what}: {}",
+            lacks(&format!("the {proposal} proposal"))
+        ));
+    }
+    if let Some(proposal) = message.strip_suffix(" proposal not enabled") {
+        return Some(lacks(&format!("the {proposal} proposal")));
+    }
+    for suffix in [" support is not enabled", " are not enabled"] {
+        if let Some(feature) = message.strip_suffix(suffix) {
+            return Some(lacks(feature));
+        }
+    }
+    None
 }
 
 /// `Result` with weft's [`Error`].

@@ -40,8 +40,8 @@
 //! The JSPI model with Rust futures. [`Linker::func_wrap_async`] defines a *suspending import*
 //! (an async host function); [`Func::call_async`]/[`TypedFunc::call_async`] make a *promising
 //! call*, whose future runs the Wasm on a stack of its own, taken from the engine's pool
-//! (`weft_arch::StackPool`; size from [`Config::async_stack_size`], default 1 MiB of Wasm stack
-//! plus 64 KiB of headroom for host code below the Wasm limit). When the import's future is
+//! (`weft_arch::StackPool`; its whole size is [`Config::async_stack_size`], default 2 MiB, of
+//! which the lowest 64 KiB are headroom for host code below the Wasm limit). When the import's future is
 //! pending, the continuation switches out and the call's `poll` returns `Pending`; the next
 //! poll switches back in and polls the import's future again, with the new `Context`. When it
 //! is ready the import returns to Wasm like a synchronous one. The machine code is the same in
@@ -66,7 +66,7 @@
 //! one can exist. [`SharedStore<T>`] is the other [`AsyncStore`]: an `Arc` plus a lock that a
 //! call takes for one poll — while its continuation runs — and releases whenever it switches
 //! out, handing it to the oldest waiting call (FIFO, one wake per release; each call keeps its
-//! place in line in a [`LockWaiter`], given up when the call is dropped). Calls then interleave
+//! place in line in a lock waiter, given up when the call is dropped). Calls then interleave
 //! at their suspension points, each on its own stack, and the futures are `'static`, for
 //! `tokio::spawn`. Uncontended, the lock is one compare-and-swap and one store per poll.
 //!
@@ -143,5 +143,5 @@ pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
 pub use types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
 pub use values::{ExternRef, Val};
-pub use vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
+pub use vm::shared_store::{SharedStore, SharedStoreGuard};
 pub use weft_compiler::MemoryMode;

@@ -22,28 +22,36 @@ use crate::vm::continuation::{Continuation, Resumed, SuspendPoint, with_polling_
 use crate::vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 
 mod sealed {
-    pub trait Sealed {}
+    use super::*;
+
+    /// What a promising call needs of its store. Public in a private module: outside this
+    /// crate it can be neither named nor implemented, so [`AsyncStore`] is sealed and these
+    /// methods (and the types in them) are not part of the API.
+    pub trait Sealed {
+        /// The store's data type (equal to [`AsyncStore::Data`]).
+        type StoreData: 'static;
+        /// The store for one poll. `waiter` is the caller's place in line for a
+        /// [`SharedStore`] (unused otherwise).
+        fn poll_store(
+            &mut self,
+            waiter: &mut LockWaiter<Self::StoreData>,
+            cx: &mut Context<'_>,
+        ) -> Poll<StoreLock<'_, Self::StoreData>>;
+        /// The store, without a context to wait in (for `Drop`).
+        fn lock_store(&mut self) -> StoreLock<'_, Self::StoreData>;
+    }
 }
 
 /// What a promising call can run on: `&mut Store<T>` (the call has the store to itself while
 /// it is in flight) or a [`SharedStore<T>`] (any number of calls in flight, interleaved at their
-/// suspension points; the store is locked only while one of them runs).
-pub trait AsyncStore: sealed::Sealed + Unpin {
+/// suspension points; the store is locked only while one of them runs). Sealed: weft
+/// implements it for exactly these.
+pub trait AsyncStore: sealed::Sealed<StoreData = <Self as AsyncStore>::Data> + Unpin {
     /// The store's data type.
     type Data: 'static;
-    /// `waiter` is the caller's place in line for a [`SharedStore`] (unused otherwise).
-    #[doc(hidden)]
-    fn poll_store(
-        &mut self,
-        waiter: &mut LockWaiter<Self::Data>,
-        cx: &mut Context<'_>,
-    ) -> Poll<StoreLock<'_, Self::Data>>;
-    #[doc(hidden)]
-    fn lock_store(&mut self) -> StoreLock<'_, Self::Data>;
 }
 
 /// The store, lent to one poll of a promising call.
-#[doc(hidden)]
 pub enum StoreLock<'a, T: 'static> {
     Exclusive(&'a mut StoreContext<T>),
     Shared(SharedStoreGuard<'a, T>),
@@ -58,9 +66,11 @@ impl<T: 'static> StoreLock<'_, T> {
     }
 }
 
-impl<T: 'static> sealed::Sealed for &mut Store<T> {}
 impl<T: 'static> AsyncStore for &mut Store<T> {
     type Data = T;
+}
+impl<T: 'static> sealed::Sealed for &mut Store<T> {
+    type StoreData = T;
     fn poll_store(&mut self, _: &mut LockWaiter<T>, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
@@ -69,9 +79,11 @@ impl<T: 'static> AsyncStore for &mut Store<T> {
     }
 }
 
-impl<T: 'static> sealed::Sealed for SharedStore<T> {}
 impl<T: 'static> AsyncStore for SharedStore<T> {
     type Data = T;
+}
+impl<T: 'static> sealed::Sealed for SharedStore<T> {
+    type StoreData = T;
     fn poll_store(
         &mut self,
         waiter: &mut LockWaiter<T>,
@@ -84,9 +96,11 @@ impl<T: 'static> AsyncStore for SharedStore<T> {
     }
 }
 
-impl<T: 'static> sealed::Sealed for &SharedStore<T> {}
 impl<T: 'static> AsyncStore for &SharedStore<T> {
     type Data = T;
+}
+impl<T: 'static> sealed::Sealed for &SharedStore<T> {
+    type StoreData = T;
     fn poll_store(
         &mut self,
         waiter: &mut LockWaiter<T>,

@@ -7,5 +7,6 @@ mod api;
 mod async_calls;
 mod async_rss;
 mod common;
+mod config;
 mod host_funcs;
 mod simd;
