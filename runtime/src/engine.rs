@@ -181,7 +181,8 @@ impl Engine {
             verify: config.verify,
             threads: config.compile_threads,
             multi_memory: config.multi_memory,
-        })?;
+        })
+        .map_err(Error::from_compile)?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 config: config.clone(),
@@ -241,8 +242,12 @@ impl Engine {
         let ty = registry.types[id as usize].to_wasm();
         let compiler = self.compiler();
         let functions = [
-            compiler.compile_array_to_wasm(&ty)?,
-            compiler.compile_wasm_to_array(&ty)?,
+            compiler
+                .compile_array_to_wasm(&ty)
+                .map_err(Error::from_compile)?,
+            compiler
+                .compile_wasm_to_array(&ty)
+                .map_err(Error::from_compile)?,
         ];
         let code = CodeMemory::publish(&functions, &[None, None], None).map_err(Error::Message)?;
         let t = Trampolines {

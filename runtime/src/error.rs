@@ -105,47 +105,145 @@ impl fmt::Display for WasmBacktrace {
     }
 }
 
-/// Everything that can go wrong in weft.
+/// Everything that can go wrong in weft, and what a host function returns when it fails.
+///
+/// # Composing with other errors
+///
+/// As `wasmtime::Error`, this type takes in any error with `?`: every
+/// `std::error::Error + Send + Sync + 'static` converts into it (as [`Error::Host`], kept
+/// whole: [`Error::downcast_ref`] gets it back), so `fn main() -> weft::Result<()>` can `?` an
+/// `io::Error`, a `wat` parse error, or the embedder's own error type, and so can a host
+/// function that returns `weft::Result`. A [`Trap`] converts into [`Error::Trap`]. In the
+/// other direction `?` turns it into `Box<dyn std::error::Error (+ Send + Sync)>` and, with the
+/// `anyhow` feature (on by default), into `anyhow::Error`; [`Error::from_anyhow`] goes back.
+///
+/// The price of the blanket conversion, the same as for `anyhow::Error` and
+/// `wasmtime::Error`: this type cannot itself implement `std::error::Error` (the conversion
+/// would then conflict with `From<T> for T`), so it cannot be another error's `#[source]`;
+/// box it (`Box<dyn Error>::from`) for that. Unlike those two it stays an enum, so weft's own
+/// failures can be matched on without downcasting.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// The bytes are not a valid WebAssembly module (or not valid WAT).
-    #[error("invalid module: {message} (at offset {offset:#x})")]
-    InvalidModule { message: String, offset: usize },
+    InvalidModule {
+        /// What is wrong, in the validator's words.
+        message: String,
+        /// Byte offset of the problem in the module binary (0 for text that does not parse).
+        offset: usize,
+    },
     /// The module uses a feature weft does not implement.
-    #[error("unsupported: {0}")]
     Unsupported(String),
     /// Wasm trapped.
-    #[error("wasm trap: {trap}")]
     Trap {
+        /// Why.
         trap: Trap,
+        /// The Wasm frames active at the trap, innermost first.
         backtrace: WasmBacktrace,
     },
     /// An import has no definition.
-    #[error("unknown import: `{module}::{name}` has not been defined")]
-    UnknownImport { module: String, name: String },
-    /// An import's definition has the wrong type.
-    #[error("incompatible import type for `{module}::{name}`: {reason}")]
-    IncompatibleImport {
+    UnknownImport {
+        /// The import's module name.
         module: String,
+        /// The import's field name.
         name: String,
+    },
+    /// An import's definition has the wrong type.
+    IncompatibleImport {
+        /// The import's module name.
+        module: String,
+        /// The import's field name.
+        name: String,
+        /// What the import expected and what it got.
         reason: String,
     },
     /// Values of the wrong number or type were passed, or a typed view does not match.
-    #[error("type mismatch: {0}")]
     TypeMismatch(String),
     /// A [`crate::Config`] whose settings do not go together.
-    #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// A limit was exceeded or the system refused memory.
-    #[error("resource limit: {0}")]
     ResourceLimit(String),
-    /// An error raised by a host function.
-    #[error("{0}")]
+    /// An error from outside weft: raised by a host function or converted with `?`.
     Host(Box<dyn std::error::Error + Send + Sync>),
     /// Anything else, described in words.
-    #[error("{0}")]
     Message(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidModule { message, offset } => {
+                write!(f, "invalid module: {message} (at offset {offset:#x})")
+            }
+            Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::Trap { trap, .. } => write!(f, "wasm trap: {trap}"),
+            Error::UnknownImport { module, name } => {
+                write!(f, "unknown import: `{module}::{name}` has not been defined")
+            }
+            Error::IncompatibleImport {
+                module,
+                name,
+                reason,
+            } => write!(
+                f,
+                "incompatible import type for `{module}::{name}`: {reason}"
+            ),
+            Error::TypeMismatch(what) => write!(f, "type mismatch: {what}"),
+            Error::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
+            Error::ResourceLimit(what) => write!(f, "resource limit: {what}"),
+            Error::Host(error) => error.fmt(f),
+            Error::Message(message) => f.write_str(message),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
+    fn from(error: E) -> Self {
+        Error::Host(Box::new(error))
+    }
+}
+
+impl From<Trap> for Error {
+    fn from(trap: Trap) -> Self {
+        Error::trap_without_backtrace(trap)
+    }
+}
+
+/// A weft [`Error`] as a `std::error::Error`, for the boxed forms.
+#[derive(Debug)]
+struct BoxedError(Error);
+
+impl fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {}
+
+impl From<Error> for Box<dyn std::error::Error + Send + Sync + 'static> {
+    /// A host error comes out as it went in; weft's own errors are boxed as they are.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Host(error) => error,
+            error => Box::new(BoxedError(error)),
+        }
+    }
+}
+
+impl From<Error> for Box<dyn std::error::Error + 'static> {
+    fn from(error: Error) -> Self {
+        Box::<dyn std::error::Error + Send + Sync>::from(error)
+    }
+}
+
+/// The message and source chain carry over; downcasting to a host error's type does not
+/// (anyhow downcasts only to types it boxed itself): match on the weft error first for that.
+#[cfg(feature = "anyhow")]
+impl From<Error> for anyhow::Error {
+    fn from(error: Error) -> Self {
+        anyhow::Error::from_boxed(error.into())
+    }
 }
 
 impl Error {
@@ -154,9 +252,30 @@ impl Error {
         Error::Message(message.to_string())
     }
 
-    /// A host error wrapping `error`.
+    /// A host error wrapping `error` (what `?` does too).
     pub fn host(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Host(Box::new(error))
+    }
+
+    /// An `anyhow::Error` as a weft error, an [`Error::Host`] with the same message (`?`
+    /// cannot do this one: `anyhow::Error` is not a `std::error::Error`).
+    #[cfg(feature = "anyhow")]
+    pub fn from_anyhow(error: anyhow::Error) -> Self {
+        Error::Host(error.into())
+    }
+
+    /// The error from outside weft this error carries, if it is one of type `E` (see
+    /// [`Error::Host`]).
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Host(error) => error.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Whether this error carries an error from outside weft of type `E`.
+    pub fn is<E: std::error::Error + 'static>(&self) -> bool {
+        self.downcast_ref::<E>().is_some()
     }
 
     /// The trap, if this error is one.
@@ -183,8 +302,10 @@ impl Error {
     }
 }
 
-impl From<weft_compiler::CompileError> for Error {
-    fn from(e: weft_compiler::CompileError) -> Self {
+impl Error {
+    /// The error for a failed compilation. Not a `From` impl: the blanket conversion above
+    /// would make any `?` on a `CompileError` an [`Error::Host`], so each site calls this.
+    pub(crate) fn from_compile(e: weft_compiler::CompileError) -> Self {
         match e {
             weft_compiler::CompileError::Invalid { message, offset } => {
                 match feature_refusal(&message) {

@@ -108,6 +108,21 @@
 //! state (one thread-local, three store-context fields); once-per-thread work (signal handlers,
 //! the alternate signal stack) is behind a thread-local flag, and a suspending import's poll
 //! marks the store as lent in the store context rather than in a thread-local.
+//!
+//! # Errors
+//!
+//! One error type, [`Error`], an enum of weft's own failures (invalid module, trap with its
+//! Wasm backtrace, unknown import, type mismatch, ...) plus [`Error::Host`] for errors from
+//! outside weft. It composes the way `wasmtime::Error` does, because that is what a wasmtime
+//! user writes without thinking: every `std::error::Error + Send + Sync + 'static` converts
+//! into it with `?` (an `io::Error`, a `wat` parse error, the embedder's own type), in
+//! `fn main() -> weft::Result<()>` and in host functions alike, and comes back out whole
+//! ([`Error::downcast_ref`]); it converts into `Box<dyn std::error::Error>` and, with the
+//! default `anyhow` feature, into `anyhow::Error`. We did not make `weft::Error` an alias of
+//! `anyhow::Error`: staying an enum keeps weft's own failures matchable without downcasting
+//! (the spec runner and the CLI match on them). The cost is wasmtime's and anyhow's too: the
+//! type does not implement `std::error::Error` itself, or the blanket conversion would
+//! conflict with `From<T> for T`.
 
 #![deny(unsafe_code)]
 

@@ -48,13 +48,15 @@ impl Module {
     /// As [`Module::new`].
     pub fn from_binary(engine: &Engine, wasm: &[u8]) -> Result<Module> {
         let compiler = engine.compiler();
-        let info = compiler.validate(wasm)?;
+        let info = compiler.validate(wasm).map_err(Error::from_compile)?;
         let type_ids: Vec<u32> = info
             .types
             .iter()
             .map(|t| engine.type_id(&FuncType::from_wasm(t)))
             .collect();
-        let functions = compiler.compile_functions(&info, wasm)?;
+        let functions = compiler
+            .compile_functions(&info, wasm)
+            .map_err(Error::from_compile)?;
         let indices: Vec<Option<u32>> = (0..functions.len() as u32)
             .map(|i| Some(info.num_imported_funcs + i))
             .collect();
@@ -77,7 +79,10 @@ impl Module {
     /// # Errors
     /// As [`Module::new`].
     pub fn validate(engine: &Engine, wasm: &[u8]) -> Result<()> {
-        engine.compiler().validate(wasm)?;
+        engine
+            .compiler()
+            .validate(wasm)
+            .map_err(Error::from_compile)?;
         Ok(())
     }
 

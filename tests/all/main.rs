@@ -8,5 +8,6 @@ mod async_calls;
 mod async_rss;
 mod common;
 mod config;
+mod errors;
 mod host_funcs;
 mod simd;
