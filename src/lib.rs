@@ -68,5 +68,6 @@
 //! Beside it: `weft-wast` (the spec-script runner) and `weft-cli` (the `weft` command).
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub use weft_runtime::*;

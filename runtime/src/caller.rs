@@ -14,14 +14,17 @@ impl<'a, T: 'static> Caller<'a, T> {
         Caller { store, instance }
     }
 
+    /// The host's data in the store.
     pub fn data(&self) -> &T {
         self.store.data()
     }
 
+    /// The host's data in the store, mutably.
     pub fn data_mut(&mut self) -> &mut T {
         self.store.data_mut()
     }
 
+    /// The engine of the store.
     pub fn engine(&self) -> &crate::Engine {
         self.store.engine()
     }

@@ -18,9 +18,12 @@ pub enum Trap {
     UninitializedElement,
     /// `call_indirect` of a function of another type.
     IndirectCallTypeMismatch,
+    /// Integer division or remainder by zero.
     IntegerDivisionByZero,
+    /// The result does not fit: signed division of the minimum by -1, or a trapping
+    /// float-to-int conversion of a value out of the integer's range.
     IntegerOverflow,
-    /// A trapping float-to-int conversion of NaN or an out-of-range value.
+    /// A trapping float-to-int conversion of NaN.
     BadConversionToInteger,
     /// Wasm used up its stack (see `Config::max_wasm_stack`).
     StackOverflow,
@@ -72,6 +75,7 @@ pub struct FrameInfo {
 /// The Wasm frames active when a trap happened, innermost first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WasmBacktrace {
+    /// The frames, innermost first.
     pub frames: Vec<FrameInfo>,
 }
 

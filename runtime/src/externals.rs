@@ -10,13 +10,18 @@ use crate::vm::{self, VMGlobal};
 /// Anything an instance can import or export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Extern {
+    /// A function.
     Func(Func),
+    /// A linear memory.
     Memory(Memory),
+    /// A table.
     Table(Table),
+    /// A global.
     Global(Global),
 }
 
 impl Extern {
+    /// The function, if this is one.
     pub fn into_func(self) -> Option<Func> {
         if let Extern::Func(f) = self {
             Some(f)
@@ -24,6 +29,7 @@ impl Extern {
             None
         }
     }
+    /// The memory, if this is one.
     pub fn into_memory(self) -> Option<Memory> {
         if let Extern::Memory(m) = self {
             Some(m)
@@ -31,6 +37,7 @@ impl Extern {
             None
         }
     }
+    /// The table, if this is one.
     pub fn into_table(self) -> Option<Table> {
         if let Extern::Table(t) = self {
             Some(t)
@@ -38,6 +45,7 @@ impl Extern {
             None
         }
     }
+    /// The global, if this is one.
     pub fn into_global(self) -> Option<Global> {
         if let Extern::Global(g) = self {
             Some(g)
@@ -46,6 +54,10 @@ impl Extern {
         }
     }
 
+    /// The item's type.
+    ///
+    /// # Panics
+    /// If `store` is not the item's store.
     pub fn ty(&self, store: impl AsContext) -> ExternType {
         match self {
             Extern::Func(f) => ExternType::Func(f.ty(store)),
@@ -106,6 +118,10 @@ impl Memory {
         &store.memories[self.index]
     }
 
+    /// The memory's type: its current size as the minimum, and its maximum.
+    ///
+    /// # Panics
+    /// If `store` is not the memory's store.
     pub fn ty(&self, store: impl AsContext) -> MemoryType {
         let memory = self.vm(&store.as_context().opaque);
         MemoryType {
@@ -136,10 +152,18 @@ impl Memory {
             .ok_or_else(|| Error::ResourceLimit(format!("memory cannot grow by {delta} pages")))
     }
 
+    /// The memory's bytes.
+    ///
+    /// # Panics
+    /// If `store` is not the memory's store.
     pub fn data<'a, T: 'static>(&self, store: &'a impl AsContext<Data = T>) -> &'a [u8] {
         self.vm(&store.as_context().opaque).data()
     }
 
+    /// The memory's bytes, mutably.
+    ///
+    /// # Panics
+    /// If `store` is not the memory's store.
     pub fn data_mut<'a, T: 'static>(
         &self,
         store: &'a mut impl AsContextMut<Data = T>,
@@ -215,6 +239,10 @@ impl Table {
         })
     }
 
+    /// The table's type: its current size as the minimum, and its maximum.
+    ///
+    /// # Panics
+    /// If `store` is not the table's store.
     pub fn ty(&self, store: impl AsContext) -> TableType {
         let store = &store.as_context().opaque;
         store.check(self.store);
@@ -225,6 +253,10 @@ impl Table {
         }
     }
 
+    /// The table's current size, in elements.
+    ///
+    /// # Panics
+    /// If `store` is not the table's store.
     pub fn size(&self, store: impl AsContext) -> u32 {
         let store = &store.as_context().opaque;
         store.check(self.store);
@@ -311,12 +343,20 @@ impl Global {
         })
     }
 
+    /// The global's type.
+    ///
+    /// # Panics
+    /// If `store` is not the global's store.
     pub fn ty(&self, store: impl AsContext) -> GlobalType {
         let store = &store.as_context().opaque;
         store.check(self.store);
         store.globals[self.index].ty
     }
 
+    /// The global's current value.
+    ///
+    /// # Panics
+    /// If `store` is not the global's store.
     pub fn get(&self, mut store: impl AsContextMut) -> Val {
         let store = &mut store.as_context_mut().opaque;
         store.check(self.store);

@@ -121,6 +121,7 @@ impl Instance {
             .collect()
     }
 
+    /// The exported function `name`, if there is one.
     pub fn get_func(&self, store: impl AsContextMut, name: &str) -> Option<Func> {
         self.get_export(store, name)?.into_func()
     }
@@ -141,14 +142,17 @@ impl Instance {
         func.typed(&store)
     }
 
+    /// The exported memory `name`, if there is one.
     pub fn get_memory(&self, store: impl AsContextMut, name: &str) -> Option<Memory> {
         self.get_export(store, name)?.into_memory()
     }
 
+    /// The exported table `name`, if there is one.
     pub fn get_table(&self, store: impl AsContextMut, name: &str) -> Option<Table> {
         self.get_export(store, name)?.into_table()
     }
 
+    /// The exported global `name`, if there is one.
     pub fn get_global(&self, store: impl AsContextMut, name: &str) -> Option<Global> {
         self.get_export(store, name)?.into_global()
     }

@@ -125,6 +125,7 @@
 //! conflict with `From<T> for T`.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 mod call;
 mod caller;

@@ -39,6 +39,7 @@ pub struct Linker<T: 'static> {
 }
 
 impl<T: 'static> Linker<T> {
+    /// An empty linker for modules of `engine`.
     pub fn new(engine: &Engine) -> Self {
         Linker {
             engine: engine.clone(),
@@ -47,6 +48,7 @@ impl<T: 'static> Linker<T> {
         }
     }
 
+    /// The engine the linker's modules belong to.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -86,6 +86,7 @@ impl Module {
         Ok(())
     }
 
+    /// The engine that compiled the module.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
     }

@@ -92,6 +92,7 @@ pub(crate) struct StoreOpaque {
 }
 
 impl<T: 'static> Store<T> {
+    /// A new store on `engine`, holding the host's `data`.
     pub fn new(engine: &Engine, data: T) -> Self {
         let id = StoreId::fresh();
         Store {
@@ -115,32 +116,39 @@ impl<T: 'static> Store<T> {
         }
     }
 
+    /// The store's engine.
     pub fn engine(&self) -> &Engine {
         &self.inner.opaque.engine
     }
 
+    /// The host's data.
     pub fn data(&self) -> &T {
         &self.inner.data
     }
 
+    /// The host's data, mutably.
     pub fn data_mut(&mut self) -> &mut T {
         &mut self.inner.data
     }
 
+    /// Drops the store and returns the host's data.
     pub fn into_data(self) -> T {
         self.inner.data
     }
 }
 
 impl<T: 'static> StoreContext<T> {
+    /// The store's engine.
     pub fn engine(&self) -> &Engine {
         &self.opaque.engine
     }
 
+    /// The host's data.
     pub fn data(&self) -> &T {
         &self.data
     }
 
+    /// The host's data, mutably.
     pub fn data_mut(&mut self) -> &mut T {
         &mut self.data
     }
@@ -197,12 +205,15 @@ impl StoreOpaque {
 
 /// Access to a store's contents, for everything that takes a store.
 pub trait AsContext {
+    /// The store's data type.
     type Data: 'static;
+    /// The store.
     fn as_context(&self) -> &StoreContext<Self::Data>;
 }
 
 /// Mutable access to a store's contents.
 pub trait AsContextMut: AsContext {
+    /// The store, mutably.
     fn as_context_mut(&mut self) -> &mut StoreContext<Self::Data>;
 }
 

@@ -40,6 +40,7 @@ pub(crate) use for_each_arity;
 
 /// A Rust type that is one Wasm value.
 pub trait WasmTy: Copy + Send + Sync + Unpin + 'static {
+    /// The Wasm type of this Rust type.
     fn valtype() -> ValType;
     #[doc(hidden)]
     fn to_raw(self) -> ValRaw;
@@ -72,6 +73,7 @@ wasm_ty! {
 pub trait WasmParams: Send + Unpin + 'static {
     /// How many values: what a call needs in value slots, known without allocating.
     const COUNT: usize;
+    /// The Wasm types, in order.
     fn valtypes() -> Vec<ValType>;
     #[doc(hidden)]
     fn store(self, slots: &mut [ValRaw]);
@@ -119,6 +121,7 @@ for_each_arity!(wasm_params_tuple);
 
 /// What a host closure may return: results, or results in a `Result`.
 pub trait WasmRet: Send + 'static {
+    /// The results the closure produces.
     type Results: WasmResults;
     #[doc(hidden)]
     fn into_result(self) -> Result<Self::Results>;
@@ -202,6 +205,7 @@ impl<Params, Results> Copy for TypedFunc<Params, Results> {}
 const INLINE_SLOTS: usize = 8;
 
 impl<Params: WasmParams, Results: WasmResults> TypedFunc<Params, Results> {
+    /// The untyped function this is a view of.
     pub fn func(&self) -> Func {
         self.func
     }

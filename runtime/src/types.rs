@@ -7,12 +7,19 @@ use std::fmt;
 /// The type of a Wasm value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ValType {
+    /// 32-bit integer.
     I32,
+    /// 64-bit integer.
     I64,
+    /// 32-bit float.
     F32,
+    /// 64-bit float.
     F64,
+    /// 128-bit vector.
     V128,
+    /// Function reference (nullable).
     FuncRef,
+    /// External reference (nullable).
     ExternRef,
 }
 
@@ -28,10 +35,6 @@ impl ValType {
             W::Ref(r) if r.is_func_ref() => ValType::FuncRef,
             W::Ref(_) => ValType::ExternRef,
         }
-    }
-
-    pub fn is_ref(self) -> bool {
-        matches!(self, ValType::FuncRef | ValType::ExternRef)
     }
 }
 
@@ -57,6 +60,7 @@ pub struct FuncType {
 }
 
 impl FuncType {
+    /// A function type with these parameter and result types.
     pub fn new(
         params: impl IntoIterator<Item = ValType>,
         results: impl IntoIterator<Item = ValType>,
@@ -67,10 +71,12 @@ impl FuncType {
         }
     }
 
+    /// The parameter types.
     pub fn params(&self) -> &[ValType] {
         &self.params
     }
 
+    /// The result types.
     pub fn results(&self) -> &[ValType] {
         &self.results
     }
@@ -119,11 +125,14 @@ impl fmt::Display for FuncType {
 /// A memory's limits, in 64 KiB pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MemoryType {
+    /// Initial size in pages.
     pub minimum: u64,
+    /// Largest size in pages, if limited.
     pub maximum: Option<u64>,
 }
 
 impl MemoryType {
+    /// A memory type of `minimum` pages and at most `maximum`.
     pub fn new(minimum: u32, maximum: Option<u32>) -> Self {
         MemoryType {
             minimum: minimum.into(),
@@ -135,12 +144,16 @@ impl MemoryType {
 /// A table's element type and limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TableType {
+    /// The type of the elements.
     pub element: ValType,
+    /// Initial size in elements.
     pub minimum: u32,
+    /// Largest size in elements, if limited.
     pub maximum: Option<u32>,
 }
 
 impl TableType {
+    /// A table type of `element`s: `minimum` of them at first and at most `maximum`.
     pub fn new(element: ValType, minimum: u32, maximum: Option<u32>) -> Self {
         TableType {
             element,
@@ -150,20 +163,26 @@ impl TableType {
     }
 }
 
+/// Whether a global can be set after instantiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mutability {
+    /// Immutable.
     Const,
+    /// Mutable.
     Var,
 }
 
 /// A global's value type and mutability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GlobalType {
+    /// The type of the value.
     pub content: ValType,
+    /// Whether it can be set.
     pub mutability: Mutability,
 }
 
 impl GlobalType {
+    /// A global type holding a `content` that is `mutability`.
     pub fn new(content: ValType, mutability: Mutability) -> Self {
         GlobalType {
             content,
@@ -175,9 +194,13 @@ impl GlobalType {
 /// The type of an import or export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExternType {
+    /// A function.
     Func(FuncType),
+    /// A table.
     Table(TableType),
+    /// A memory.
     Memory(MemoryType),
+    /// A global.
     Global(GlobalType),
 }
 

@@ -10,18 +10,24 @@ use crate::vm::ValRaw;
 /// A Wasm value. Floats are kept as bits so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Val {
+    /// A 32-bit integer.
     I32(i32),
+    /// A 64-bit integer.
     I64(i64),
     /// The bits of an `f32`.
     F32(u32),
     /// The bits of an `f64`.
     F64(u64),
+    /// A 128-bit vector: lane 0 in the least significant bits.
     V128(u128),
+    /// A function reference, or null.
     FuncRef(Option<Func>),
+    /// An external reference, or null.
     ExternRef(Option<ExternRef>),
 }
 
 impl Val {
+    /// The value's type.
     pub fn ty(&self) -> ValType {
         match self {
             Val::I32(_) => ValType::I32,
@@ -47,6 +53,7 @@ impl Val {
         }
     }
 
+    /// The value, if it is an `i32`.
     pub fn i32(&self) -> Option<i32> {
         if let Val::I32(v) = self {
             Some(*v)
@@ -54,6 +61,7 @@ impl Val {
             None
         }
     }
+    /// The value, if it is an `i64`.
     pub fn i64(&self) -> Option<i64> {
         if let Val::I64(v) = self {
             Some(*v)
@@ -61,6 +69,7 @@ impl Val {
             None
         }
     }
+    /// The value, if it is an `f32`.
     pub fn f32(&self) -> Option<f32> {
         if let Val::F32(v) = self {
             Some(f32::from_bits(*v))
@@ -68,6 +77,7 @@ impl Val {
             None
         }
     }
+    /// The value, if it is an `f64`.
     pub fn f64(&self) -> Option<f64> {
         if let Val::F64(v) = self {
             Some(f64::from_bits(*v))

@@ -4,6 +4,9 @@
 //! directive counts as passed or failed; directives this runner deliberately does not execute
 //! (component-model and thread directives, which are not part of Wasm 2.0) count as skipped.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::collections::HashMap;
 
 use wast::core::{AbstractHeapType, HeapType, NanPattern, WastArgCore, WastRetCore};
@@ -22,14 +25,18 @@ use weft::{
 /// The outcome of one script.
 #[derive(Clone, Debug, Default)]
 pub struct WastReport {
+    /// Directives that behaved as the script says.
     pub passed: usize,
+    /// Directives that did not.
     pub failed: usize,
+    /// Directives this runner does not execute.
     pub skipped: usize,
     /// One line per failed directive: `name:line: what went wrong`.
     pub failures: Vec<String>,
 }
 
 impl WastReport {
+    /// Adds `other`'s counts and failures to this report's.
     pub fn add(&mut self, other: &WastReport) {
         self.passed += other.passed;
         self.failed += other.failed;
