@@ -51,14 +51,6 @@ use crate::{ContextRegisters, EntryRecord, StackEntry, landing_pad_address};
 /// Required alignment of a stack top, and of the stack pointer at all times (AAPCS64).
 pub const STACK_ALIGNMENT: usize = 16;
 
-/// Bytes the switcher itself saves per switch (x29, resume pc, x19, padding). Registers live
-/// across the switch are spilled by the compiler in the switching function on top of this.
-pub const SWITCH_SAVED_BYTES: usize = 32;
-
-/// Bytes at the top of a stack that [`init_stack`] keeps for the switcher for the stack's whole
-/// life (entry, parent link, arg, padding); the entry function's frame starts below them.
-pub const STACK_TOP_RESERVED: usize = 32;
-
 /// Calls `callee(a0, a1, a2)` (AAPCS64 C ABI, returns nothing) after recording in `*record`
 /// where to resume if a signal handler redirects to the landing pad.
 ///

@@ -277,9 +277,9 @@ fn fault_restores_every_callee_saved_register() {
 fn normal_return_restores_every_callee_saved_register() {
     let mut record = EntryRecord::new();
     let mut after = [0usize; SAVED];
+    let mut scratch = [0usize; 3];
     // SAFETY: `record` and `after` outlive the call; `store_arguments` gets a writable
     // (dummy) three-word buffer as its first argument.
-    let mut scratch = [0usize; 3];
     let status = unsafe {
         registers_after_call(
             &raw mut record,
