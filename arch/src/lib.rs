@@ -141,15 +141,10 @@
 //!
 //! One file per ISA (`x86_64.rs`, `aarch64.rs`, selected with `cfg`), each exporting the same
 //! items (`call_with_landing_pad`, `context_registers`, `redirect_to_landing_pad`,
-//! `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`, `STACK_ALIGNMENT`,
-//! `SWITCH_SAVED_BYTES`, `STACK_TOP_RESERVED`), each with its stack layout drawn once;
+//! `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`, `STACK_ALIGNMENT`), each with its stack layout drawn once;
 //! `stack.rs` holds the stacks; this file holds the shared types and re-exports the host ISA.
 
-#![warn(
-    missing_docs,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
+#![warn(missing_docs)]
 
 #[cfg(target_arch = "x86_64")]
 #[path = "x86_64.rs"]
@@ -165,11 +160,10 @@ compile_error!("weft-arch supports x86_64 and aarch64 only; add a file per ISA t
 pub mod stack;
 
 pub use isa::{
-    STACK_ALIGNMENT, STACK_TOP_RESERVED, SWITCH_SAVED_BYTES, call_with_landing_pad,
-    context_registers, flush_icache, init_stack, redirect_to_landing_pad, switch_and_link,
-    switch_yield,
+    STACK_ALIGNMENT, call_with_landing_pad, context_registers, flush_icache, init_stack,
+    redirect_to_landing_pad, switch_and_link, switch_yield,
 };
-pub use stack::{Stack, StackConfig, StackPool};
+pub use stack::{SpareStack, Stack, StackConfig, StackPool};
 
 /// The function a stack prepared by [`init_stack`] runs: `entry(arg, value, stack_top)`, where
 /// `arg` was given to `init_stack`, `value` to the first [`switch_and_link`], and `stack_top` is

@@ -22,9 +22,23 @@
 //! first. The guard catches host code that overflows anyway; the runtime's signal handler can
 //! tell such a fault apart with [`Stack::guard`].
 //!
-//! [`StackPool`] recycles stacks (last released, first reused, since its top pages are warm) and
-//! returns each stack's pages below the resident watermark to the kernel when it comes back,
-//! so one deep call does not keep its memory forever.
+//! [`StackPool`] owns every stack's life: a [`Stack`] is only a handle (it does not unmap
+//! itself when dropped), and the pool decides where a released stack goes and when its memory
+//! is given back. Its policy, cheapest first:
+//!
+//! 1. **The caller's spare** ([`SpareStack`]): one stack a caller keeps for its next allocation
+//!    (the runtime keeps one per store). Back-to-back allocations from one spare touch no lock,
+//!    no thread-local and no `madvise`: a released stack goes straight back into it, warm.
+//! 2. **This thread's warm stacks**: up to [`StackConfig::warm_per_thread`] stacks kept without
+//!    giving back their pages, for callers whose spare is taken (several calls in flight).
+//! 3. **The shared free list**, behind a lock: released stacks land here with their pages
+//!    below the resident watermark given back (last released, first reused, since its top
+//!    pages are warm), so one deep call does not keep its memory forever.
+//! 4. A new mapping.
+//!
+//! Stacks beyond the shared list's [`StackConfig::max_pooled`] are unmapped; so are the warm
+//! stacks of a thread when it exits, and whatever a dropped pool or [`SpareStack`] still holds.
+//! This module is the only place that unmaps a stack.
 //!
 //! # Limits and the allocation strategy
 //!
@@ -33,11 +47,13 @@
 //! the rest of the process maps. That is enough for the 10,000 suspended calls weft needs now.
 //! Reaching a million needs a different strategy — stacks carved from a few large mappings,
 //! guarded by the Wasm stack limit alone, or guard pages shared between neighbours — which is
-//! why the runtime only sees `StackPool::{allocate, release}` and the [`Stack`] ranges.
+//! why the runtime only sees `StackPool::{allocate_from, release_into}`, [`SpareStack`] and the
+//! [`Stack`] ranges: a million-stack allocator replaces this module behind the same seam.
 //!
 //! Errors are the operating system's (`std::io::Error` from `mmap`/`mprotect`): there is no
 //! other way to fail here.
 
+use std::cell::RefCell;
 use std::io;
 use std::ops::Range;
 use std::ptr;
@@ -70,8 +86,12 @@ pub struct StackConfig {
     /// Bytes at the top of a stack that stay committed when it goes back to the pool, rounded up
     /// to whole pages; everything below is given back. Default 8 KiB.
     pub resident_watermark: usize,
-    /// Stacks the pool keeps for reuse; stacks released beyond this are unmapped. Default 1024.
+    /// Stacks the pool's shared free list keeps for reuse; stacks released beyond this are
+    /// unmapped. Default 1024.
     pub max_pooled: usize,
+    /// Stacks each thread keeps warm (pages not given back, no lock to take them) for callers
+    /// whose [`SpareStack`] is taken. Default 4; 0 sends every release to the shared list.
+    pub warm_per_thread: usize,
 }
 
 impl Default for StackConfig {
@@ -80,12 +100,18 @@ impl Default for StackConfig {
             size: 1 << 20,
             resident_watermark: 8 << 10,
             max_pooled: 1024,
+            warm_per_thread: 4,
         }
     }
 }
 
-/// One guarded stack mapping. Unmapped on drop.
+/// A handle to one guarded stack mapping.
+///
+/// Only a [`StackPool`] frees it: give it back with [`StackPool::release`] or
+/// [`StackPool::release_into`]. Dropping the handle leaks the mapping (no pool is at hand to
+/// decide what to do with it), which is the safe choice for a stack something may still run on.
 #[derive(Debug)]
+#[must_use = "a stack is freed only by giving it back to a pool"]
 pub struct Stack {
     /// Start of the mapping: the guard page.
     base: usize,
@@ -102,7 +128,8 @@ unsafe impl Send for Stack {}
 unsafe impl Sync for Stack {}
 
 impl Stack {
-    /// Maps a stack with `size` usable bytes (rounded up to pages) above one guard page.
+    /// Maps a stack with `size` usable bytes (rounded up to pages) above one guard page,
+    /// outside any pool (any pool's `release` takes it back).
     ///
     /// # Errors
     ///
@@ -133,7 +160,9 @@ impl Stack {
         };
         // SAFETY: the guard is the first page of the mapping we just made and own.
         if unsafe { libc::mprotect(base, guard_len, libc::PROT_NONE) } != 0 {
-            return Err(io::Error::last_os_error()); // `stack` unmaps on drop
+            let error = io::Error::last_os_error();
+            stack.unmap();
+            return Err(error);
         }
         Ok(stack)
     }
@@ -176,12 +205,45 @@ impl Stack {
             }
         }
     }
+
+    /// Frees the mapping. Only the pool's policy calls this, for a stack nothing runs on.
+    fn unmap(self) {
+        // SAFETY: the handle owns the mapping (handles are never duplicated) and nothing runs
+        // on it any more: it was released, or never used.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
 }
 
-impl Drop for Stack {
+/// Stacks that are unmapped when the holder is dropped: the pool's free list, a thread's warm
+/// stacks.
+#[derive(Debug, Default)]
+struct Owned(Vec<Stack>);
+
+impl Drop for Owned {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping and nothing runs on it any more (the owner's contract).
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        for stack in self.0.drain(..) {
+            stack.unmap();
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's warm stacks (tier 2 in the module docs), of any pool: a stack is taken
+    /// only by a pool whose stacks are no larger.
+    static WARM: RefCell<Owned> = const { RefCell::new(Owned(Vec::new())) };
+}
+
+/// One stack a caller keeps for its next allocation from a pool (tier 1 in the module docs).
+///
+/// Use one spare with one pool only. Whatever it still holds when dropped is unmapped.
+#[derive(Debug, Default)]
+pub struct SpareStack(Option<Stack>);
+
+impl Drop for SpareStack {
+    fn drop(&mut self) {
+        if let Some(stack) = self.0.take() {
+            stack.unmap();
+        }
     }
 }
 
@@ -191,7 +253,7 @@ impl Drop for Stack {
 #[derive(Debug)]
 pub struct StackPool {
     config: StackConfig,
-    free: Mutex<Vec<Stack>>,
+    free: Mutex<Owned>,
 }
 
 impl StackPool {
@@ -199,7 +261,7 @@ impl StackPool {
     pub fn new(config: StackConfig) -> StackPool {
         StackPool {
             config,
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(Owned::default()),
         }
     }
 
@@ -208,40 +270,94 @@ impl StackPool {
         &self.config
     }
 
-    /// A stack: the most recently released one if any, else a new mapping.
+    /// A stack: `spare`'s if it holds one, else as [`allocate`](Self::allocate). The fast path
+    /// of back-to-back use: no lock, no thread-local.
+    ///
+    /// # Errors
+    ///
+    /// The OS error if a new mapping is needed and `mmap` or `mprotect` fails.
+    #[inline]
+    pub fn allocate_from(&self, spare: &mut SpareStack) -> io::Result<Stack> {
+        match spare.0.take() {
+            Some(stack) => Ok(stack),
+            None => self.allocate(),
+        }
+    }
+
+    /// Takes `stack` back into `spare` if it is empty, else as [`release`](Self::release).
+    /// Nothing may run on `stack` any more.
+    #[inline]
+    pub fn release_into(&self, spare: &mut SpareStack, stack: Stack) {
+        if spare.0.is_none() {
+            spare.0 = Some(stack);
+        } else {
+            self.release(stack);
+        }
+    }
+
+    /// A stack: a warm one of this thread, else the most recently released one, else a new
+    /// mapping.
     ///
     /// # Errors
     ///
     /// The OS error if a new mapping is needed and `mmap` or `mprotect` fails.
     pub fn allocate(&self) -> io::Result<Stack> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if self.config.warm_per_thread > 0 {
+            let size = self.config.size;
+            let warm = WARM.with(|warm| {
+                let warm = &mut warm.borrow_mut().0;
+                let i = warm.iter().rposition(|s| s.usable().len() >= size)?;
+                Some(warm.swap_remove(i))
+            });
+            if let Some(stack) = warm {
+                return Ok(stack);
+            }
+        }
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).0.pop();
         match reused {
             Some(stack) => Ok(stack),
             None => Stack::new(self.config.size),
         }
     }
 
-    /// Takes `stack` back: gives its pages below the resident watermark to the kernel and keeps
-    /// it for reuse, or unmaps it if the pool already holds `max_pooled` stacks. Nothing may run
-    /// on `stack` any more.
+    /// Takes `stack` back: into this thread's warm stacks if there is room, else gives its
+    /// pages below the resident watermark to the kernel and keeps it in the shared list, or
+    /// unmaps it if that list already holds `max_pooled` stacks. Nothing may run on `stack`
+    /// any more.
     ///
-    /// Costs one `madvise` (about 0.2–1 µs, mostly syscall entry) when the stack is larger than
-    /// the watermark.
+    /// The shared list costs one `madvise` (about 0.2–1 µs, mostly syscall entry) when the
+    /// stack is larger than the watermark.
     pub fn release(&self, stack: Stack) {
+        let mut stack = Some(stack);
+        if self.config.warm_per_thread > 0 {
+            let limit = self.config.warm_per_thread;
+            // `try_with`: during thread exit the warm stacks may be gone already.
+            let _ = WARM.try_with(|warm| {
+                let warm = &mut warm.borrow_mut().0;
+                if warm.len() < limit {
+                    warm.extend(stack.take());
+                }
+            });
+        }
+        let Some(stack) = stack else { return };
         if self.pooled() >= self.config.max_pooled {
-            return; // `stack` unmaps on drop
+            stack.unmap();
+            return;
         }
         // Outside the lock: the syscall is the slow part.
         stack.decommit_below(round_up_to_pages(self.config.resident_watermark));
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.config.max_pooled {
-            free.push(stack);
+        if free.0.len() < self.config.max_pooled {
+            free.0.push(stack);
+        } else {
+            drop(free);
+            stack.unmap();
         }
     }
 
-    /// How many stacks wait in the pool.
+    /// How many stacks wait in the pool's shared free list.
     pub fn pooled(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).0.len()
     }
 }
 
@@ -286,6 +402,7 @@ mod tests {
         assert_eq!(stack.guard().end, stack.usable().start);
         assert_eq!(stack.guard().len(), page_size());
         assert_eq!(stack.usable().len(), round_up_to_pages(100_000));
+        stack.unmap();
     }
 
     #[test]
@@ -300,11 +417,57 @@ mod tests {
         let resident = resident_pages(stack.usable());
         assert_eq!(resident.iter().filter(|&&r| r).count(), 1);
         assert!(resident[resident.len() - 1]);
+        stack.unmap();
+    }
+
+    #[test]
+    fn spare_stack_comes_back_first_without_touching_the_pool() {
+        let pool = StackPool::new(StackConfig {
+            warm_per_thread: 0,
+            ..StackConfig::default()
+        });
+        let mut spare = SpareStack::default();
+        let stack = pool.allocate_from(&mut spare).unwrap();
+        let top = stack.top();
+        pool.release_into(&mut spare, stack);
+        assert_eq!(pool.pooled(), 0, "the spare took it");
+        let again = pool.allocate_from(&mut spare).unwrap();
+        assert_eq!(again.top(), top);
+        // A second stack while the spare's is in use goes to the shared list on release.
+        let other = pool.allocate_from(&mut spare).unwrap();
+        pool.release_into(&mut spare, again);
+        pool.release_into(&mut spare, other);
+        assert_eq!(pool.pooled(), 1);
+    }
+
+    #[test]
+    fn released_stacks_stay_warm_on_their_thread_up_to_the_limit() {
+        let pool = StackPool::new(StackConfig {
+            warm_per_thread: 2,
+            ..StackConfig::default()
+        });
+        // Run on a fresh thread: the warm stacks are per thread, and other tests share ours.
+        std::thread::spawn(move || {
+            let stacks: Vec<_> = (0..3).map(|_| pool.allocate().unwrap()).collect();
+            let tops: Vec<_> = stacks.iter().map(Stack::top).collect();
+            for stack in stacks {
+                pool.release(stack);
+            }
+            assert_eq!(pool.pooled(), 1, "two stay warm on the thread, one is pooled");
+            let warm = pool.allocate().unwrap();
+            assert_eq!(warm.top(), tops[1], "the last warm one first");
+            pool.release(warm);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
     fn pool_reuses_the_last_released_stack() {
-        let pool = StackPool::default();
+        let pool = StackPool::new(StackConfig {
+            warm_per_thread: 0,
+            ..StackConfig::default()
+        });
         let first = pool.allocate().unwrap();
         let top = first.top();
         pool.release(first);
@@ -320,6 +483,7 @@ mod tests {
             size: 1 << 20,
             resident_watermark: 8 << 10,
             max_pooled: 4,
+            warm_per_thread: 0,
         };
         let pool = StackPool::new(config);
         let stack = pool.allocate().unwrap();
@@ -349,6 +513,7 @@ mod tests {
     fn pool_unmaps_stacks_beyond_max_pooled() {
         let pool = StackPool::new(StackConfig {
             max_pooled: 2,
+            warm_per_thread: 0,
             ..StackConfig::default()
         });
         let stacks: Vec<_> = (0..5).map(|_| pool.allocate().unwrap()).collect();

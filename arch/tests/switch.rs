@@ -209,6 +209,8 @@ fn pool_reuse_releases_the_memory_of_a_deep_call() {
         size: 1 << 20,
         resident_watermark: 16 << 10,
         max_pooled: 8,
+        // Straight to the shared list, whose release gives the pages back.
+        warm_per_thread: 0,
     });
     let mut routine = Routine::new(pool.allocate().unwrap(), fill_entry, 600);
     routine.resume(0);

@@ -54,18 +54,5 @@ pub(crate) fn call_raw<T: 'static>(
             .clone();
         return callback(Caller::new(store, None), slots);
     }
-    let func_ref = data.func_ref;
-    let trampoline = store.opaque.array_to_wasm(index)? as *const u8;
-    let max_wasm_stack = store.opaque.engine.config().max_wasm_stack;
-    let store_ptr = (store as *mut StoreContext<T>).cast::<u8>();
-    let context: *const crate::vm::VMStoreContext = &*store.opaque.vm;
-    crate::vm::call::call_func_ref(
-        context,
-        store_ptr,
-        max_wasm_stack,
-        trampoline,
-        func_ref,
-        slots,
-    )
-    .map_err(trap_to_error)
+    crate::vm::call::call(store, index, slots)?.map_err(trap_to_error)
 }

@@ -124,7 +124,7 @@ impl Config {
     /// Checks that the settings go together.
     fn validate(&self) -> Result<()> {
         // What a stack with exactly `max_wasm_stack` of room for Wasm measures.
-        let needed = crate::vm::continuation::stack_size(self.max_wasm_stack);
+        let needed = crate::vm::async_call::stack_size(self.max_wasm_stack);
         if self.async_stack_size < needed {
             return Err(Error::InvalidConfig(format!(
                 "async_stack_size ({} bytes) leaves Wasm less stack than max_wasm_stack ({} \

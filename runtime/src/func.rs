@@ -72,24 +72,21 @@ impl Func {
         ty: &FuncType,
         callback: HostCallback<T>,
     ) -> Func {
+        let type_id = store.opaque.engine.type_id(ty);
+        let ctx = HostFuncContext::new(store, type_id, callback)
+            .expect("compiling a host function trampoline");
         let opaque = &mut store.opaque;
-        let type_id = opaque.engine.type_id(ty);
-        let trampoline = opaque
-            .engine
-            .trampolines(type_id)
-            .expect("compiling a host function trampoline")
-            .wasm_to_array as *const u8;
-        let ctx = HostFuncContext::new(&*opaque.vm, trampoline, type_id, callback);
-        let func_ref = ctx.func_ref() as usize;
+        let func_ref = ctx.func_ref();
         opaque.host_funcs.push(ctx);
         opaque.funcs.push(FuncData {
             func_ref,
             type_id,
             host: Some(opaque.host_funcs.len() - 1),
             array_to_wasm: 0,
+            slots: 0,
         });
         let index = opaque.funcs.len() - 1;
-        opaque.func_by_ref.insert(func_ref, index);
+        opaque.func_by_ref.insert(func_ref.to_raw(), index);
         Func::from_index(opaque.id, index)
     }
 

@@ -11,7 +11,7 @@ use crate::module::{Module, global_type, table_type};
 use crate::store::{AsContextMut, GlobalData, InstanceData, StoreContext, StoreId, TableData};
 use crate::typed::{TypedFunc, WasmParams, WasmResults};
 use crate::types::{ExternType, limits_match};
-use crate::vm::{self, VMGlobal};
+use crate::vm;
 
 /// An instantiated module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,7 +246,7 @@ fn instantiate_without_start<T: 'static>(
     // Imported items first, as the index spaces order them.
     let mut memories = Vec::new();
     let mut tables = Vec::new();
-    let mut globals: Vec<*const VMGlobal> = Vec::new();
+    let mut globals = Vec::new();
     let mut imported_funcs = Vec::new();
     let mut memory_handles = Vec::new();
     let mut table_handles = Vec::new();
@@ -255,21 +255,21 @@ fn instantiate_without_start<T: 'static>(
         match *import {
             Extern::Func(f) => {
                 opaque.check(f.store);
-                imported_funcs.push(vm::read_func_ref(opaque.funcs[f.index].func_ref));
+                imported_funcs.push(opaque.funcs[f.index].func_ref);
             }
             Extern::Memory(m) => {
                 opaque.check(m.store);
-                memories.push(&raw mut *opaque.memories[m.index]);
+                memories.push(opaque.memories[m.index].handle());
                 memory_handles.push(m);
             }
             Extern::Table(t) => {
                 opaque.check(t.store);
-                tables.push(&raw mut *opaque.tables[t.index].vm);
+                tables.push(opaque.tables[t.index].vm.handle());
                 table_handles.push(t);
             }
             Extern::Global(g) => {
                 opaque.check(g.store);
-                globals.push(&raw const *opaque.globals[g.index].cell);
+                globals.push(opaque.globals[g.index].cell.handle());
                 global_handles.push(g);
             }
         }
@@ -279,7 +279,7 @@ fn instantiate_without_start<T: 'static>(
         let memory =
             vm::memory::Memory::new(mode, ty.initial, ty.maximum).map_err(Error::ResourceLimit)?;
         opaque.memories.push(Box::new(memory));
-        memories.push(&raw mut **opaque.memories.last_mut().expect("just pushed"));
+        memories.push(opaque.memories.last_mut().expect("just pushed").handle());
         memory_handles.push(Memory {
             store: opaque.id,
             index: opaque.memories.len() - 1,
@@ -292,7 +292,7 @@ fn instantiate_without_start<T: 'static>(
             vm: Box::new(table),
             ty: table_type(ty),
         });
-        tables.push(&raw mut *opaque.tables.last_mut().expect("just pushed").vm);
+        tables.push(opaque.tables.last_mut().expect("just pushed").vm.handle());
         table_handles.push(Table {
             store: opaque.id,
             index: opaque.tables.len() - 1,
@@ -303,7 +303,7 @@ fn instantiate_without_start<T: 'static>(
             cell: Box::default(),
             ty: global_type(&global.ty),
         });
-        globals.push(&raw const *opaque.globals.last().expect("just pushed").cell);
+        globals.push(opaque.globals.last().expect("just pushed").cell.handle());
         global_handles.push(Global {
             store: opaque.id,
             index: opaque.globals.len() - 1,
@@ -314,16 +314,14 @@ fn instantiate_without_start<T: 'static>(
         tables,
         globals,
         imported_funcs,
-        defined_code: (0..info.num_defined_funcs() as usize)
-            .map(|i| module.inner.code.function_address(i))
-            .collect(),
+        code: &module.inner.code,
         type_ids: module.inner.type_ids.clone(),
     };
     let instance_index = opaque.instances.len();
     let vm_instance = vm::instance::Instance::new(
         info.clone(),
         module.inner.wasm.clone(),
-        &*opaque.vm,
+        &opaque.vm,
         parts,
         instance_index,
     );
@@ -354,7 +352,7 @@ fn instantiate_without_start<T: 'static>(
             ConstInit::F64(v) => u128::from(v),
             ConstInit::V128(v) => v,
             ConstInit::RefNull => 0,
-            ConstInit::RefFunc(f) => vm_instance.func_ref(f) as usize as u128,
+            ConstInit::RefFunc(f) => u128::from(vm_instance.func_ref(f).to_raw()),
             ConstInit::GlobalGet(g) => opaque.globals[global_handles[g as usize].index].cell.get(),
         }
     };

@@ -42,19 +42,27 @@
 //! call*, whose future runs the Wasm on a stack of its own, taken from the engine's pool
 //! (`weft_arch::StackPool`; its whole size is [`Config::async_stack_size`], default 2 MiB, of
 //! which the lowest 64 KiB are headroom for host code below the Wasm limit). When the import's future is
-//! pending, the continuation switches out and the call's `poll` returns `Pending`; the next
+//! pending, the call's fiber switches out and the call's `poll` returns `Pending`; the next
 //! poll switches back in and polls the import's future again, with the new `Context`. When it
 //! is ready the import returns to Wasm like a synchronous one. The machine code is the same in
 //! synchronous and promising calls: only the stack it runs on and its stack limit differ.
 //!
-//! Per-activation state (the thread-local "running activation" the signal handler reads, and
-//! the store context's stack limit and activation chain) travels with the continuation: every
-//! switch in installs the continuation's copy and every switch out restores the resumer's. So
-//! a call may suspend on one thread and resume on another, and its futures are `Send` when `T`
-//! is. The switches happen in the resumer's frame; the suspending side only calls the switch,
-//! from frames that never cache a thread-local address across it (`vm::continuation`).
+//! Three layers, each in its own file of the VM layer: a *fiber* (`vm::fiber`) is a stack that
+//! code switches into and out of, with its per-activation state and a payload it owns; the VM
+//! half of a *promising call* (`vm::async_call`) is a fiber whose body enters Wasm and whose
+//! payload holds the call's values, the outer poll's `Context` and the cancel flag; the
+//! *suspend protocol* (`vm::suspend`) is how a suspending import switches out of that call and
+//! polls its future. Typed continuations (the stack-switching proposal) will be fibers of
+//! their own, resumed from inside a promising call's fiber.
 //!
-//! A suspending import reached from a synchronous `call` (no continuation to switch out of)
+//! Per-activation state (the thread-local "running activation" the signal handler reads, and
+//! the store context's stack limit and activation chain) travels with the fiber: every switch
+//! in installs the fiber's copy and every switch out restores the resumer's. So a call may
+//! suspend on one thread and resume on another, and its futures are `Send` when `T` is. The
+//! switches happen in the resumer's frame; the suspending side only calls the switch, from
+//! frames that never cache a thread-local address across it (`vm::fiber`).
+//!
+//! A suspending import reached from a synchronous `call` (no promising call to switch out of)
 //! traps with [`Trap::SuspendOutsidePromisingCall`]; weft never blocks on a future. Inside a
 //! promising call, synchronous host functions may call back into Wasm with `call`, and a
 //! suspending import further down suspends the whole chain, host frames included.
@@ -64,11 +72,12 @@
 //! JSPI lets several promising calls into one instance be suspended at once, sharing its memory
 //! and globals. A `&mut Store<T>` call future borrows the store for its whole life, so only
 //! one can exist. [`SharedStore<T>`] is the other [`AsyncStore`]: an `Arc` plus a lock that a
-//! call takes for one poll — while its continuation runs — and releases whenever it switches
+//! call takes for one poll — while its fiber runs — and releases whenever it switches
 //! out, handing it to the oldest waiting call (FIFO, one wake per release; each call keeps its
 //! place in line in a lock waiter, given up when the call is dropped). Calls then interleave
 //! at their suspension points, each on its own stack, and the futures are `'static`, for
-//! `tokio::spawn`. Uncontended, the lock is one compare-and-swap and one store per poll.
+//! `tokio::spawn`. Uncontended, the lock is one short mutex section to take the store and one
+//! to give it back per poll.
 //!
 //! This is why a suspending import's future must not borrow the store: while it is pending,
 //! other calls may run on it. It gets the [`Caller`] synchronously, to read what it needs, and
@@ -95,13 +104,14 @@
 //!
 //! ## Costs
 //!
-//! No allocation per call or per suspension: the continuation's state lives at the top of its
-//! stack, the import's future is pinned on that stack, each store keeps the stack of its last
-//! finished call for the next one, and each thread keeps a few warm stacks, so back-to-back
+//! No allocation per call or per suspension: the call's state lives at the top of its fiber's
+//! stack, the import's future is pinned on that stack, and the engine's `StackPool` keeps
+//! stacks warm where they are reused cheapest (each store's spare stack, the stack of its last
+//! finished call, then a few warm stacks per thread; all of it the pool's policy), so back-to-back
 //! calls skip the pool's lock and its `madvise`. The price of those caches is one stack's
 //! touched pages per store and up to four stacks' per thread kept resident.
 //!
-//! The switch into a continuation is inlined into the call future's `poll` (and so into the
+//! The switch into a call's fiber is inlined into the call future's `poll` (and so into the
 //! executor's loop), with no frame of weft's to return from between a switch out and the next
 //! switch in: a `ret` whose `call` happened on the other stack mispredicts, and those, not the
 //! saved registers, were most of a suspension's cost. A switch also swaps the per-activation
@@ -138,6 +148,7 @@ mod linker;
 mod module;
 mod promising;
 mod promising_values;
+mod shared_store;
 mod store;
 mod trap;
 mod typed;
@@ -159,5 +170,5 @@ pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
 pub use types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
 pub use values::{ExternRef, Val};
-pub use vm::shared_store::{SharedStore, SharedStoreGuard};
+pub use shared_store::{SharedStore, SharedStoreGuard};
 pub use weft_compiler::MemoryMode;

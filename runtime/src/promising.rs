@@ -1,6 +1,6 @@
-//! Promising calls (`call_async`) and suspending imports (`func_wrap_async`): the safe half of
-//! weft's continuations. The machinery is in `vm::continuation`; the design is in the crate
-//! docs.
+//! Promising calls (`call_async`) and suspending imports (`func_wrap_async`): the API half.
+//! The VM half is `vm::async_call` (a Wasm call on a fiber) and `vm::suspend` (how an import
+//! switches out); the design is in the crate docs.
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
@@ -18,8 +18,9 @@ use crate::typed::{WasmParams, WasmRet};
 use crate::types::FuncType;
 use crate::values::Val;
 use crate::vm::ValRaw;
-use crate::vm::continuation::{Continuation, Resumed, SuspendPoint, with_polling_store};
-use crate::vm::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
+use crate::vm::async_call::{AsyncCall, Resumed};
+use crate::vm::suspend::{SuspendPoint, with_polling_store};
+use crate::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 
 mod sealed {
     use super::*;
@@ -154,14 +155,14 @@ pub(crate) trait CallValues<T: 'static>: Unpin {
     fn read_results(&mut self, store: &mut StoreContext<T>, slots: &[ValRaw]) -> Self::Output;
 }
 
-/// One promising call, and its future: its store, its values, and its continuation once
-/// started. Dropping it while the call is suspended cancels the call (see `vm::continuation`),
-/// which needs the store: for a `SharedStore` the drop waits until no other call runs on it.
+/// One promising call, and its future: its store, its values, and its VM half once started.
+/// Dropping it while the call is suspended cancels the call (see `vm::async_call`), which
+/// needs the store: for a `SharedStore` the drop waits until no other call runs on it.
 pub(crate) struct PromisingCall<S: AsyncStore, V> {
     store: S,
     func: Func,
     values: V,
-    continuation: Option<Continuation>,
+    call: Option<AsyncCall>,
     done: bool,
     /// Its place in line for a `SharedStore` while a poll waits for the lock.
     waiter: LockWaiter<S::Data>,
@@ -173,22 +174,22 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             store,
             func,
             values,
-            continuation: None,
+            call: None,
             done: false,
             waiter: LockWaiter::new(),
         }
     }
 }
 
-/// What starting a promising call gave: a continuation to resume, or the result of a host
-/// function called directly.
+/// What starting a promising call gave: a call to resume, or the result of a host function
+/// called directly.
 enum Started<R> {
-    Continuation(Continuation),
+    Call(AsyncCall),
     Done(Result<R>),
 }
 
 /// The first poll's work, out of line (see `poll`): checks the function, writes the arguments
-/// into a new continuation's slots, or calls a host function directly.
+/// into a new call's slots, or calls a host function directly.
 #[inline(never)]
 fn start<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
@@ -206,47 +207,34 @@ fn start<T: 'static, V: CallValues<T>>(
             result.map(|()| values.read_results(store, &buffer)),
         ));
     }
-    let trampoline = store.opaque.array_to_wasm(func.index)? as *const u8;
-    let func_ref = store.opaque.funcs[func.index].func_ref;
-    let opaque = &mut store.opaque;
-    let mut continuation = Continuation::new(
-        opaque.engine.stack_pool(),
-        &mut opaque.spare_stack,
-        &*opaque.vm,
-        trampoline,
-        func_ref,
-        slots,
-    )
-    .map_err(|e| Error::ResourceLimit(format!("no stack for a promising call: {e}")))?;
-    if let Err(error) = values.write_params(store, continuation.slots()) {
-        let opaque = &mut store.opaque;
-        continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+    let mut call = AsyncCall::new(store, func.index, slots)?;
+    if let Err(error) = values.write_params(store, call.slots()) {
+        call.finish(store);
         return Err(error);
     }
-    Ok(Started::Continuation(continuation))
+    Ok(Started::Call(call))
 }
 
 /// The last poll's work, out of line: reads the results and gives the stack back.
 #[inline(never)]
 fn finish<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
-    mut continuation: Continuation,
+    mut call: AsyncCall,
     values: &mut V,
 ) -> Result<V::Output> {
-    let output = continuation
+    let output = call
         .take_outcome()
-        .map(|()| values.read_results(store, continuation.slots()));
-    let opaque = &mut store.opaque;
-    continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+        .map(|()| values.read_results(store, call.slots()));
+    call.finish(store);
     output.map_err(trap_to_error)
 }
 
 impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
     type Output = Result<V::Output>;
 
-    /// Always inlined, with `Continuation::resume` inlined into it, so that the switch into
-    /// the continuation sits in the executor's own call of `poll` (see `Continuation::resume`);
-    /// the first and the last poll's work is out of line.
+    /// Always inlined, with `AsyncCall::resume` inlined into it, so that the switch into the
+    /// call's fiber sits in the executor's own call of `poll` (see `Fiber::resume`); the first
+    /// and the last poll's work is out of line.
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -258,12 +246,10 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
             return Poll::Pending;
         };
         let store = lock.context();
-        let store_ptr = std::ptr::from_mut(store).cast::<u8>();
-        store.opaque.vm.set_store(store_ptr);
-        let continuation = match &mut this.continuation {
-            Some(continuation) => continuation,
+        let call = match &mut this.call {
+            Some(call) => call,
             None => match start(store, this.func, &mut this.values) {
-                Ok(Started::Continuation(continuation)) => this.continuation.insert(continuation),
+                Ok(Started::Call(call)) => this.call.insert(call),
                 Ok(Started::Done(result)) => {
                     this.done = true;
                     return Poll::Ready(result);
@@ -274,12 +260,12 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
                 }
             },
         };
-        match continuation.resume(cx, false) {
+        match call.resume(store, cx, false) {
             Resumed::Suspended => Poll::Pending,
             Resumed::Finished => {
-                let continuation = this.continuation.take().expect("running");
+                let call = this.call.take().expect("running");
                 this.done = true;
-                let output = finish(store, continuation, &mut this.values);
+                let output = finish(store, call, &mut this.values);
                 drop(lock);
                 Poll::Ready(output)
             }
@@ -292,15 +278,10 @@ impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
         // Out of line first: a grant of the lock to this call is passed on, not held while
         // `lock_store` below spins.
         self.waiter.leave();
-        if let Some(mut continuation) = self.continuation.take() {
+        if let Some(call) = self.call.take() {
             let mut lock = self.store.lock_store();
-            let store = lock.context();
-            let store_ptr = std::ptr::from_mut(store).cast::<u8>();
-            store.opaque.vm.set_store(store_ptr);
-            // Unwound before the store's spare-stack slot is borrowed: host frames run in it.
-            continuation.cancel();
-            let opaque = &mut store.opaque;
-            continuation.finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+            // Cancels the call (its host frames run with the store) before the stack goes back.
+            call.finish(lock.context());
         }
     }
 }
@@ -391,7 +372,7 @@ macro_rules! into_async_func {
                     };
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
-                    // Pinned on the continuation's stack: no allocation per call.
+                    // Pinned on the call's fiber stack: no allocation per call.
                     let future = pin!(self(caller, $(args.$i),*));
                     let output = suspend.block_on(future).map_err(|_| cancelled())?;
                     output.into_result()?.store(slots);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::engine::Engine;
 use crate::module::Module;
 use crate::types::{FuncType, GlobalType, TableType};
-use crate::vm::{self, VMFuncRef, VMGlobal, VMStoreContext};
+use crate::vm::{self, FuncRefPtr, VMGlobal, VMStoreContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct StoreId(u64);
@@ -42,14 +42,17 @@ pub struct StoreContext<T: 'static> {
 }
 
 pub(crate) struct FuncData {
-    /// Address of the function's `VMFuncRef` (in a vmctx or a host function context).
-    pub func_ref: usize,
+    /// The function's `VMFuncRef` (in a vmctx or a host function context).
+    pub func_ref: FuncRefPtr,
     pub type_id: u32,
     /// Index into `host_funcs` for host functions.
     pub host: Option<usize>,
     /// The type's array-to-Wasm trampoline once a call needed it, else 0: cached here so that
     /// calls skip the engine's type registry and its lock.
     pub array_to_wasm: usize,
+    /// Value slots a call needs (the larger of the parameter and result counts); set with
+    /// `array_to_wasm`, so that the VM layer can check a call's buffer.
+    pub slots: usize,
 }
 
 pub(crate) struct InstanceData {
@@ -82,13 +85,13 @@ pub(crate) struct StoreOpaque {
     pub tables: Vec<TableData>,
     pub globals: Vec<GlobalData>,
     pub funcs: Vec<FuncData>,
-    /// Funcref address → index in `funcs`.
-    pub func_by_ref: HashMap<usize, usize>,
+    /// Funcref (as Wasm sees it) → index in `funcs`.
+    pub func_by_ref: HashMap<u64, usize>,
     /// `HostFuncContext<T>` boxes.
     pub host_funcs: Vec<Box<dyn Any + Send>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
     /// The stack of the last finished promising call, for the next one.
-    pub spare_stack: vm::continuation::SpareStack,
+    pub spare_stack: weft_arch::SpareStack,
 }
 
 impl<T: 'static> Store<T> {
@@ -100,7 +103,7 @@ impl<T: 'static> Store<T> {
                 opaque: StoreOpaque {
                     id,
                     engine: engine.clone(),
-                    vm: VMStoreContext::new(id.as_u64()),
+                    vm: VMStoreContext::new::<T>(id.as_u64()),
                     instances: Vec::new(),
                     memories: Vec::new(),
                     tables: Vec::new(),
@@ -165,20 +168,38 @@ impl StoreOpaque {
 
     /// The `Func` index of the function whose funcref is `func_ref`, registering it if this is
     /// the first time the host sees it.
-    pub fn func_for_ref(&mut self, func_ref: *const VMFuncRef) -> usize {
-        if let Some(&i) = self.func_by_ref.get(&(func_ref as usize)) {
+    pub fn func_for_ref(&mut self, func_ref: FuncRefPtr) -> usize {
+        if let Some(&i) = self.func_by_ref.get(&func_ref.to_raw()) {
             return i;
         }
-        let type_id = vm::read_func_ref_type(func_ref);
         self.funcs.push(FuncData {
-            func_ref: func_ref as usize,
-            type_id,
+            func_ref,
+            type_id: func_ref.type_id(),
             host: None,
             array_to_wasm: 0,
+            slots: 0,
         });
         let i = self.funcs.len() - 1;
-        self.func_by_ref.insert(func_ref as usize, i);
+        self.func_by_ref.insert(func_ref.to_raw(), i);
         i
+    }
+
+    /// The `Func` index of the function whose funcref Wasm passed around as `raw` (non-null),
+    /// registering it if this is the first time the host sees it.
+    ///
+    /// # Panics
+    /// If `raw` is no funcref of this store: Wasm of a store only ever holds its own.
+    pub fn func_for_raw(&mut self, raw: u64) -> usize {
+        if let Some(&i) = self.func_by_ref.get(&raw) {
+            return i;
+        }
+        // Host functions are all registered when made; so this is in an instance's vmctx.
+        let func_ref = self
+            .instances
+            .iter()
+            .find_map(|instance| instance.vm.func_ref_at(raw))
+            .expect("a funcref value of this store");
+        self.func_for_ref(func_ref)
     }
 
     /// The array-to-Wasm trampoline of function `index`'s type (see `FuncData::array_to_wasm`).
@@ -191,6 +212,8 @@ impl StoreOpaque {
             0 => {
                 let type_id = self.funcs[index].type_id;
                 let trampoline = self.engine.trampolines(type_id)?.array_to_wasm;
+                let ty = self.engine.func_type(type_id);
+                self.funcs[index].slots = ty.params().len().max(ty.results().len());
                 self.funcs[index].array_to_wasm = trampoline;
                 Ok(trampoline)
             }

@@ -5,7 +5,7 @@
 use weft_environ::TrapKind;
 
 use crate::error::{Error, Trap, WasmBacktrace};
-use crate::vm::traphandlers::{Recorded, TrapInfo, TrapReason};
+use crate::vm::entry::{Recorded, TrapInfo, TrapReason};
 
 /// Turns what the VM layer reports into an [`Error`], resuming a host panic.
 pub(crate) fn trap_to_error(info: TrapInfo) -> Error {

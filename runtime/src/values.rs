@@ -96,7 +96,7 @@ impl Val {
             Val::FuncRef(None) | Val::ExternRef(None) => ValRaw::default(),
             Val::FuncRef(Some(f)) => {
                 store.check(f.store);
-                ValRaw::from_u64(store.funcs[f.index].func_ref as u64)
+                ValRaw::from_u64(store.funcs[f.index].func_ref.to_raw())
             }
             Val::ExternRef(Some(r)) => {
                 store.check(r.store);
@@ -114,10 +114,7 @@ impl Val {
             ValType::V128 => Val::V128(raw.get_u128()),
             ValType::FuncRef => Val::FuncRef(match raw.get_u64() {
                 0 => None,
-                p => Some(Func::from_index(
-                    store.id,
-                    store.func_for_ref(p as usize as *const _),
-                )),
+                p => Some(Func::from_index(store.id, store.func_for_raw(p))),
             }),
             ValType::ExternRef => Val::ExternRef(match raw.get_u64() {
                 0 => None,

@@ -1,37 +1,65 @@
-//! The one way the API calls Wasm.
+//! The synchronous call path, host to Wasm: a call of a store's Wasm function on the caller's
+//! own stack. (Promising calls run on a fiber instead: see `async_call`.)
 
-use super::traphandlers::{TrapInfo, enter_wasm};
-use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw};
+use super::entry::{TrapInfo, enter_wasm};
+use super::vmstructs::{FuncRefPtr, ValRaw, lend_store};
+use crate::store::StoreContext;
 
-/// Calls the function behind `func_ref` through `trampoline`, its type's array-to-Wasm
-/// trampoline, with `values` holding the arguments and receiving the results.
+/// The funcref of function `index` of `store`, checked to be callable by the VM layer with
+/// `slots` value slots: a Wasm function (host functions are called directly, not through a
+/// trampoline) whose parameters and results fit. Compiles its type's array-to-Wasm trampoline
+/// if no call needed it yet.
 ///
-/// The API upholds what this relies on: `func_ref` is a funcref of the store whose context is
-/// `store_context` (checked through the handle's store id), `trampoline` was compiled for that
-/// funcref's type, `values` has a slot for every parameter and result, and `store` is the
-/// exclusively borrowed store, not used by the caller until this returns.
-pub fn call_func_ref(
-    store_context: *const VMStoreContext,
-    store: *mut u8,
-    max_wasm_stack: usize,
-    trampoline: *const u8,
-    func_ref: usize,
+/// # Errors
+/// If the trampoline cannot be compiled.
+///
+/// # Panics
+/// If `index` is a host function or `slots` is too few: the API never asks for either.
+pub(super) fn wasm_callee<T: 'static>(
+    store: &mut StoreContext<T>,
+    index: usize,
+    slots: usize,
+) -> crate::Result<(FuncRefPtr, usize)> {
+    let trampoline = store.opaque.array_to_wasm(index)?;
+    let data = &store.opaque.funcs[index];
+    assert!(data.host.is_none(), "host functions are not entered as Wasm");
+    assert!(
+        slots >= data.slots,
+        "{slots} value slots for a function that needs {}",
+        data.slots
+    );
+    Ok((data.func_ref, trampoline))
+}
+
+/// Calls Wasm function `index` of `store` with `values` holding the arguments and receiving the
+/// results, on this thread's stack. `Ok(Err(trap))` if Wasm trapped.
+///
+/// # Errors
+/// If the function's trampoline cannot be compiled.
+///
+/// # Panics
+/// As [`wasm_callee`].
+#[inline]
+pub fn call<T: 'static>(
+    store: &mut StoreContext<T>,
+    index: usize,
     values: &mut [ValRaw],
-) -> Result<(), TrapInfo> {
-    // SAFETY: the store context is boxed in the store the caller borrows exclusively.
-    unsafe { (*store_context).set_store(store) };
-    // SAFETY: see the function's contract; the funcref lives as long as the store.
-    let func_ref = unsafe { *(func_ref as *const VMFuncRef) };
-    // SAFETY: as above: the trampoline matches the function's type and the buffer is large
-    // enough; the store context and store are live and exclusively ours.
-    unsafe {
+) -> crate::Result<Result<(), TrapInfo>> {
+    let (func_ref, trampoline) = wasm_callee(store, index, values.len())?;
+    let max_wasm_stack = store.opaque.engine.config().max_wasm_stack;
+    let func_ref = func_ref.read();
+    let context = lend_store(store);
+    // SAFETY: `lend_store` lent the store we borrow exclusively (we do not use the borrow
+    // until this returns); `wasm_callee` checked that the funcref is a Wasm function of this
+    // store, the trampoline its type's, and the buffer large enough.
+    Ok(unsafe {
         enter_wasm(
-            store_context,
+            context.as_ptr(),
             max_wasm_stack,
-            trampoline,
+            trampoline as *const u8,
             func_ref.vmctx as usize,
             func_ref.wasm_call as usize,
             values.as_mut_ptr() as usize,
         )
-    }
+    })
 }

@@ -3,9 +3,9 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::entry::{Recorded, record};
 use super::instance::instance_of_vmctx;
-use super::traphandlers::{Recorded, record};
-use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw};
+use super::vmstructs::{FuncRefPtr, VMFuncRef, VMStoreContext, ValRaw};
 use crate::func::{Caller, HostCallback};
 use crate::store::StoreContext;
 
@@ -27,31 +27,36 @@ unsafe impl<T> Send for HostFuncContext<T> {}
 unsafe impl<T> Sync for HostFuncContext<T> {}
 
 impl<T: 'static> HostFuncContext<T> {
-    /// A host function of the store whose context is `store`, callable from Wasm through
-    /// `trampoline` (the engine's Wasm-to-host trampoline for its type).
+    /// A host function of `store` (which keeps the returned box until it is dropped) of
+    /// engine type `type_id`, callable from Wasm through the engine's Wasm-to-host trampoline
+    /// for that type.
+    ///
+    /// # Errors
+    /// If the trampoline cannot be compiled.
     pub fn new(
-        store: *const VMStoreContext,
-        trampoline: *const u8,
+        store: &StoreContext<T>,
         type_id: u32,
         callback: HostCallback<T>,
-    ) -> Box<Self> {
+    ) -> crate::Result<Box<Self>> {
+        let trampoline = store.opaque.engine.trampolines(type_id)?.wasm_to_array;
         let mut ctx = Box::new(HostFuncContext {
             array_call: array_call::<T>,
-            store,
+            store: std::ptr::from_ref(&*store.opaque.vm),
             func_ref: VMFuncRef {
-                wasm_call: trampoline,
+                wasm_call: trampoline as *const u8,
                 vmctx: std::ptr::null_mut(),
                 type_id,
             },
             callback,
         });
         ctx.func_ref.vmctx = (&raw mut *ctx).cast();
-        ctx
+        Ok(ctx)
     }
 
     /// The funcref Wasm calls this function through; stable while the box lives.
-    pub fn func_ref(&self) -> *const VMFuncRef {
-        &raw const self.func_ref
+    pub fn func_ref(&self) -> FuncRefPtr {
+        // SAFETY: written by `new` and never again; the store keeps the box until it is dropped.
+        unsafe { FuncRefPtr::new(std::ptr::NonNull::from(&self.func_ref)) }
     }
 
     pub fn callback(&self) -> &HostCallback<T> {
@@ -70,11 +75,11 @@ unsafe extern "C" fn array_call<T: 'static>(
     // SAFETY: the trampoline passes the context it was created with, which the store keeps
     // alive; the caller's vmctx is a live instance of the same store.
     let (ctx, caller_instance) = unsafe { (&*ctx, instance_of_vmctx(caller_vmctx).store_index) };
-    // SAFETY: Wasm is running inside `Func::call`, which derived the store pointer from its
-    // `&mut` borrow and does not use that borrow until Wasm returns; this is the only live
+    // SAFETY: Wasm of the store is running below us, entered through `lend_store` (every
+    // entry is), whose caller does not use its borrow until Wasm returns; this is the only live
     // access meanwhile. The slots are the trampoline's stack buffer of `len` entries.
     let (store, values) = unsafe {
-        let store = &mut *(*(*ctx.store).store.get()).cast::<StoreContext<T>>();
+        let store: &mut StoreContext<T> = (*ctx.store).lent_store::<T>();
         (store, std::slice::from_raw_parts_mut(values, len))
     };
     // Not cloned: the context is boxed and owned by the store, which outlives the call (the

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use weft_environ::vmoffsets::VMOffsets;
 use weft_environ::{BuiltinTable, ModuleInfo, TrapKind};
 
+use super::code_memory::CodeMemory;
+use super::entry::{Recorded, record};
 use super::memory::Memory;
 use super::table::{self, Table};
-use super::traphandlers::{Recorded, record};
-use super::vmstructs::{VMFuncRef, VMGlobal, VMStoreContext};
+use super::vmstructs::{FuncRefPtr, VMFuncRef, VMGlobal, VMStoreContext};
 
 /// The runtime side of an instance: its vmctx and what builtins need to act on it.
 ///
@@ -36,41 +37,87 @@ unsafe impl Send for Instance {}
 // SAFETY: as above.
 unsafe impl Sync for Instance {}
 
+/// A memory, table or global an instance refers to: made by the VM layer from the box its
+/// store keeps it in until the store is dropped ([`Memory::handle`], [`Table::handle`],
+/// [`VMGlobal::handle`]), which is what instances of that store rely on.
+#[derive(Debug)]
+pub struct StoreBoxPtr<T>(std::ptr::NonNull<T>);
+
+impl<T> StoreBoxPtr<T> {
+    fn as_ptr(&self) -> *mut T {
+        self.0.as_ptr()
+    }
+}
+
+impl Memory {
+    /// This memory's handle, for instances of the store whose box holds it.
+    pub fn handle(self: &mut Box<Self>) -> StoreBoxPtr<Memory> {
+        StoreBoxPtr(std::ptr::NonNull::from(&mut **self))
+    }
+}
+
+impl Table {
+    /// This table's handle, for instances of the store whose box holds it.
+    pub fn handle(self: &mut Box<Self>) -> StoreBoxPtr<Table> {
+        StoreBoxPtr(std::ptr::NonNull::from(&mut **self))
+    }
+}
+
+impl VMGlobal {
+    /// This global's handle, for instances of the store whose box holds it.
+    #[allow(clippy::borrowed_box, reason = "only a boxed global has a stable address")]
+    pub fn handle(self: &Box<Self>) -> StoreBoxPtr<VMGlobal> {
+        // Compiled code writes the cell through this; `VMGlobal` is an `UnsafeCell`.
+        StoreBoxPtr(std::ptr::NonNull::from(&**self))
+    }
+}
+
 /// What an instance refers to, in index-space order (imports first).
-pub struct InstanceParts {
-    pub memories: Vec<*mut Memory>,
-    pub tables: Vec<*mut Table>,
-    pub globals: Vec<*const VMGlobal>,
+pub struct InstanceParts<'a> {
+    pub memories: Vec<StoreBoxPtr<Memory>>,
+    pub tables: Vec<StoreBoxPtr<Table>>,
+    pub globals: Vec<StoreBoxPtr<VMGlobal>>,
     /// Funcrefs of the imported functions.
-    pub imported_funcs: Vec<VMFuncRef>,
-    /// Code of each defined function.
-    pub defined_code: Vec<*const u8>,
+    pub imported_funcs: Vec<FuncRefPtr>,
+    /// The module's compiled functions.
+    pub code: &'a CodeMemory,
     /// The engine's id of each of the module's types, by type index.
     pub type_ids: Vec<u32>,
 }
 
 impl Instance {
-    /// Builds the vmctx for an instance of `module`.
+    /// Builds the vmctx for an instance of `module` in the store whose context is `store`.
     ///
-    /// The API guarantees what compiled code will rely on: the pointers in `parts` and `store`
-    /// point to objects owned by the store that will own this instance (so they live as long
-    /// as it does), and `defined_code` is the module's compiled functions.
+    /// What compiled code relies on comes as handles the VM layer made: `parts` names objects
+    /// boxed in that store (so they live as long as this instance), and `parts.code` is the
+    /// module's compiled code.
+    ///
+    /// # Panics
+    /// If `parts` does not match the module's index spaces.
     pub fn new(
         module: Arc<ModuleInfo>,
         wasm: Arc<[u8]>,
-        store: *const VMStoreContext,
-        parts: InstanceParts,
+        store: &VMStoreContext,
+        parts: InstanceParts<'_>,
         store_index: usize,
     ) -> Box<Instance> {
         // The vmctx has room for exactly one id per module type.
         assert_eq!(parts.type_ids.len(), module.types.len());
+        let imported = parts.imported_funcs.len();
+        assert_eq!(parts.memories.len(), module.memories.len());
+        assert_eq!(parts.tables.len(), module.tables.len());
+        assert_eq!(parts.globals.len(), module.globals.len());
+        assert_eq!(
+            imported + module.num_defined_funcs() as usize,
+            module.funcs.len()
+        );
         let offsets = VMOffsets::new(&module);
         let words = (offsets.size() as usize).div_ceil(16);
         let mut instance = Box::new(Instance {
             vmctx: vec![0u128; words.max(1)].into_boxed_slice(),
             offsets,
-            memories: parts.memories,
-            tables: parts.tables,
+            memories: parts.memories.iter().map(|m| m.as_ptr()).collect(),
+            tables: parts.tables.iter().map(|t| t.as_ptr()).collect(),
             elements: Vec::new(),
             dropped_data: vec![false; module.data.len()],
             wasm,
@@ -78,21 +125,21 @@ impl Instance {
             store_index,
         });
         let self_ptr: *mut Instance = &mut *instance;
-        instance.write(VMOffsets::STORE_CONTEXT, store as usize);
+        instance.write(VMOffsets::STORE_CONTEXT, std::ptr::from_ref(store) as usize);
         instance.write(VMOffsets::BUILTINS, &raw const BUILTINS as usize);
         instance.write(VMOffsets::INSTANCE, self_ptr as usize);
         for i in 0..instance.memories.len() {
-            // SAFETY: the caller guarantees the memory pointers are valid.
+            // SAFETY: a `StoreBoxPtr` names a live memory of the store (see its docs).
             let definition = unsafe { (*instance.memories[i]).definition() };
             instance.write(instance.offsets.memory(i as u32), definition as usize);
         }
         for i in 0..instance.tables.len() {
-            // SAFETY: the caller guarantees the table pointers are valid.
+            // SAFETY: as above, a live table of the store.
             let definition = unsafe { (*instance.tables[i]).definition() };
             instance.write(instance.offsets.table(i as u32), definition as usize);
         }
         for (i, global) in parts.globals.iter().enumerate() {
-            instance.write(instance.offsets.global(i as u32), *global as usize);
+            instance.write(instance.offsets.global(i as u32), global.as_ptr() as usize);
         }
         for (i, &type_id) in parts.type_ids.iter().enumerate() {
             let offset = instance.offsets.type_id(i as u32) as usize;
@@ -107,13 +154,12 @@ impl Instance {
             };
         }
         let vmctx = instance.vmctx_ptr();
-        let imported = parts.imported_funcs.len();
         for i in 0..instance.module.funcs.len() {
             let func_ref = if i < imported {
-                parts.imported_funcs[i]
+                parts.imported_funcs[i].read()
             } else {
                 VMFuncRef {
-                    wasm_call: parts.defined_code[i - imported],
+                    wasm_call: parts.code.function_address(i - imported),
                     vmctx,
                     type_id: parts.type_ids[instance.module.funcs[i] as usize],
                 }
@@ -132,7 +178,9 @@ impl Instance {
         instance
     }
 
+    /// Writes a word of the vmctx at `offset`, one that `VMOffsets` handed out.
     fn write(&mut self, offset: u32, value: usize) {
+        assert!(offset as usize + 8 <= self.vmctx.len() * 16);
         // SAFETY: every offset `VMOffsets` hands out is inside the vmctx and pointer-aligned.
         unsafe {
             self.vmctx_ptr()
@@ -146,12 +194,34 @@ impl Instance {
         self.vmctx.as_ptr().cast_mut().cast()
     }
 
-    /// The funcref of function `index` (a pointer into the vmctx; stable for the instance's
-    /// lifetime).
-    pub fn func_ref(&self, index: u32) -> *const VMFuncRef {
-        self.vmctx_ptr()
+    /// The funcref of function `index` (in the vmctx; stable for the instance's lifetime).
+    ///
+    /// # Panics
+    /// If the module has no function `index`.
+    pub fn func_ref(&self, index: u32) -> FuncRefPtr {
+        assert!((index as usize) < self.module.funcs.len(), "no function {index}");
+        let at = self
+            .vmctx_ptr()
             .wrapping_add(self.offsets.func_ref(index) as usize)
-            .cast()
+            .cast::<VMFuncRef>();
+        // SAFETY: inside the vmctx (the index is in range), written by `new` and never again;
+        // the vmctx lives as long as the instance, which its store frees only when dropped.
+        unsafe { FuncRefPtr::new(std::ptr::NonNull::new_unchecked(at)) }
+    }
+
+    /// The funcref of this instance whose address Wasm passed around as `raw` (a `ref.func`
+    /// value in a table, a global or a result), if it is one of this instance's.
+    pub fn func_ref_at(&self, raw: u64) -> Option<FuncRefPtr> {
+        if self.module.funcs.is_empty() {
+            return None;
+        }
+        let base = self.vmctx_ptr() as usize as u64;
+        let first = u64::from(self.offsets.func_ref(0));
+        let size = u64::from(weft_environ::vmoffsets::func_ref::SIZE);
+        let offset = raw.checked_sub(base)?.checked_sub(first)?;
+        let index = u32::try_from(offset / size).ok()?;
+        (offset % size == 0 && (index as usize) < self.module.funcs.len())
+            .then(|| self.func_ref(index))
     }
 
     pub fn set_elements(&mut self, elements: Vec<Option<Vec<usize>>>) {
@@ -258,7 +328,10 @@ unsafe fn instance<'a>(vmctx: *mut u8) -> &'a mut Instance {
 }
 
 /// Turns a builtin's result into the status compiled code expects, recording the trap.
-fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
+///
+/// # Safety
+/// `vmctx` must be the vmctx of a live instance whose compiled code is calling the builtin.
+unsafe fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
     match result {
         Ok(()) => 1,
         Err(code) => {
@@ -287,7 +360,8 @@ unsafe extern "C" fn memory_fill(vmctx: *mut u8, memory: u32, dst: u64, byte: u3
     let instance = unsafe { instance(vmctx) };
     let data = instance.memory(memory).data_mut();
     let result = memory_range(dst, len, data.len()).map(|r| data[r].fill(byte as u8));
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn memory_copy(
@@ -320,7 +394,8 @@ unsafe extern "C" fn memory_copy(
         }
         Ok(())
     })();
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn memory_init(
@@ -334,7 +409,8 @@ unsafe extern "C" fn memory_init(
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
     let result = instance.memory_init(memory, data, dst, src, len);
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn data_drop(vmctx: *mut u8, data: u32) {
@@ -361,7 +437,8 @@ unsafe extern "C" fn table_fill(
         .table(table)
         .fill(dst, value, len)
         .map_err(|()| TrapKind::TableOutOfBounds);
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn table_copy(
@@ -387,7 +464,8 @@ unsafe extern "C" fn table_copy(
             .map_err(oob)
             .and_then(|values| instance.table(dst_table).init(dst, &values).map_err(oob))
     };
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn table_init(
@@ -401,7 +479,8 @@ unsafe extern "C" fn table_init(
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
     let result = instance.table_init(table, elem, dst, src, len);
-    status(vmctx, result)
+    // SAFETY: called by compiled code with its own vmctx.
+    unsafe { status(vmctx, result) }
 }
 
 unsafe extern "C" fn elem_drop(vmctx: *mut u8, elem: u32) {

@@ -179,9 +179,11 @@ impl Drop for Memory {
             return;
         }
         match self.mode {
-            MemoryMode::GuardPages => {
+            // SAFETY: our own reservation, no longer referenced by any instance (the store
+            // drops its memories only when it is dropped).
+            MemoryMode::GuardPages => unsafe {
                 release_reservation(self.definition.base, self.definition.current_length)
-            }
+            },
             // SAFETY: our own mapping, no longer referenced by any instance.
             MemoryMode::ExplicitBounds => unsafe {
                 libc::munmap(self.definition.base.cast(), self.mapped);
@@ -242,9 +244,13 @@ fn take_reservation() -> Result<*mut u8, String> {
 }
 
 /// Returns a reservation to the pool with its contents discarded, or unmaps it.
-fn release_reservation(base: *mut u8, used: usize) {
-    // SAFETY: the reservation is ours and no instance refers to it any more. Discarding the
-    // pages and removing access restores the state of a fresh reservation.
+///
+/// # Safety
+/// `base` is a reservation from `take_reservation` that nothing refers to any more, with its
+/// first `used` bytes made accessible.
+unsafe fn release_reservation(base: *mut u8, used: usize) {
+    // SAFETY: the reservation is ours and no instance refers to it any more (the caller's
+    // contract). Discarding the pages and removing access restores a fresh reservation.
     unsafe {
         if used > 0 {
             libc::madvise(base.cast(), used, libc::MADV_DONTNEED);

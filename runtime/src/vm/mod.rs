@@ -1,61 +1,33 @@
 //! The VM layer: everything that touches raw memory, machine code or signals. All of the
-//! runtime's `unsafe` lives in this module; the API above it is safe.
+//! runtime's `unsafe` lives in this module, and none of it leaks: what the API calls here is
+//! safe, takes handles the VM layer made (a `&mut StoreContext<T>`, a [`FuncRefPtr`]) rather
+//! than pointers, and every function whose soundness rests on its caller is an `unsafe fn`
+//! with a `# Safety` section, called only from inside this module.
+//!
+//! - `vmstructs`: what compiled code reads (`VMStoreContext`, definitions, `VMFuncRef`), the
+//!   [`FuncRefPtr`] handle, and [`lend_store`](vmstructs::lend_store), the one step that lends
+//!   a store to the Wasm about to run.
+//! - `entry`: entering Wasm, activations, and what a trap reports; `signals`, the fault
+//!   handler that ends a trapping activation; `altstack`, the alternate signal stack it runs on.
+//! - `call`: the synchronous call path, host to Wasm.
+//! - `fiber`: a stack that code switches into and out of, with its per-activation state.
+//! - `async_call`: the VM half of a promising call (a Wasm call on a fiber, polled by a
+//!   future); `suspend`: how a suspending import switches out of it and polls its future.
+//! - `instance` (vmctx and builtins), `host` (host functions as Wasm calls them), `memory`,
+//!   `table`, `code_memory` (published machine code and its trap/frame tables).
 
+mod altstack;
+pub mod async_call;
 pub mod call;
 pub mod code_memory;
-pub mod continuation;
+pub mod entry;
+pub mod fiber;
 pub mod host;
 pub mod instance;
 pub mod memory;
-pub mod shared_store;
+mod signals;
+pub mod suspend;
 pub mod table;
-pub mod traphandlers;
 pub mod vmstructs;
 
-pub use vmstructs::{VMFuncRef, VMGlobal, VMStoreContext, ValRaw};
-
-impl VMGlobal {
-    pub fn get(&self) -> u128 {
-        // SAFETY: the cell is only written through `set` or by compiled code, never
-        // concurrently with this read (the store is borrowed).
-        u128::from_le_bytes(unsafe { *self.0.get() })
-    }
-
-    pub fn set(&self, value: u128) {
-        // SAFETY: as in `get`.
-        unsafe { *self.0.get() = value.to_le_bytes() }
-    }
-}
-
-impl VMStoreContext {
-    /// The context of the store whose id is `store_id`.
-    pub fn new(store_id: u64) -> Box<Self> {
-        Box::new(VMStoreContext {
-            stack_limit: std::cell::UnsafeCell::new(usize::MAX),
-            activation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
-            store: std::cell::UnsafeCell::new(std::ptr::null_mut()),
-            continuation: std::cell::UnsafeCell::new(std::ptr::null_mut()),
-            polling: std::cell::UnsafeCell::new(false),
-            store_id,
-        })
-    }
-
-    /// Records which store owns this context; done before every entry into Wasm.
-    pub fn set_store(&self, store: *mut u8) {
-        // SAFETY: called with the store exclusively borrowed, while no Wasm of it runs.
-        unsafe { *self.store.get() = store }
-    }
-}
-
-/// The engine type id of a funcref.
-pub fn read_func_ref_type(func_ref: *const VMFuncRef) -> u32 {
-    // SAFETY: every funcref the runtime hands out points into a live vmctx or host function
-    // context owned by the store that handed it out, which outlives the call.
-    unsafe { (*func_ref).type_id }
-}
-
-/// A copy of the funcref at address `func_ref`.
-pub fn read_func_ref(func_ref: usize) -> VMFuncRef {
-    // SAFETY: as in `read_func_ref_type`.
-    unsafe { *(func_ref as *const VMFuncRef) }
-}
+pub use vmstructs::{FuncRefPtr, VMGlobal, VMStoreContext, ValRaw};

@@ -1,35 +1,99 @@
 //! The `#[repr(C)]` structures compiled code reads, laid out as `weft_environ::vmoffsets`
-//! says; the assertions at the bottom keep the two in agreement.
+//! says (the assertions at the bottom keep the two in agreement), and the handle through which
+//! the API names a funcref without holding a pointer.
 
+use std::any::TypeId;
 use std::cell::UnsafeCell;
+use std::ptr::{self, NonNull};
 
 use weft_environ::vmoffsets;
 
+use super::async_call::CallState;
+use super::entry::Activation;
+use crate::store::StoreContext;
+
 /// Per-store state compiled code reads (see `vmoffsets::store_context`), followed by what only
-/// the runtime reads.
+/// the runtime reads. Boxed in its store, so its address is stable; the cells are written only
+/// by the VM layer, by whoever the store is lent to.
 #[repr(C)]
 pub struct VMStoreContext {
     /// Lowest stack address Wasm may use; checked in every Wasm prologue.
-    pub stack_limit: UnsafeCell<usize>,
+    pub(super) stack_limit: UnsafeCell<usize>,
     /// The innermost active Wasm activation of this store, or null.
-    pub activation: UnsafeCell<*mut super::traphandlers::Activation>,
-    /// The `StoreInner<T>` that owns this context (type-erased).
-    pub store: UnsafeCell<*mut u8>,
-    /// The continuation running Wasm of this store right now, or null outside promising calls
-    /// (and while a suspending import polls its future): where a suspending import suspends to.
-    pub continuation: UnsafeCell<*mut super::continuation::ContinuationState>,
+    pub(super) activation: UnsafeCell<*mut Activation>,
+    /// The `StoreContext<T>` that owns this context, as lent by the latest entry into Wasm
+    /// ([`lend_store`]); host functions and suspending imports reach the store through it.
+    store: UnsafeCell<*mut ()>,
+    /// `TypeId` of that `StoreContext<T>`: checked wherever the pointer is cast back.
+    store_type: TypeId,
+    /// The promising call running Wasm of this store right now, or null outside promising
+    /// calls (and while a suspending import polls its future): where a suspending import
+    /// suspends to (see `suspend`).
+    pub(super) call: UnsafeCell<*mut CallState>,
     /// Set while a suspending import of this store polls its future: the store is then lent to
-    /// that poll (see `continuation::with_polling_store`).
-    pub polling: UnsafeCell<bool>,
+    /// that poll (see `suspend::with_polling_store`).
+    pub(super) polling: UnsafeCell<bool>,
     /// The owning store's id.
     pub store_id: u64,
 }
 
-// SAFETY: the raw pointers are only dereferenced by the thread that currently owns the store
-// (through `&mut Store`), and the store moves between threads as a whole.
+// SAFETY: the raw pointers are only dereferenced by the thread the store is lent to (through
+// `&mut StoreContext`), and the store moves between threads as a whole.
 unsafe impl Send for VMStoreContext {}
-// SAFETY: as above; shared references never touch the cells.
+// SAFETY: as above; shared references outside the VM layer cannot reach the cells.
 unsafe impl Sync for VMStoreContext {}
+
+impl VMStoreContext {
+    /// The context of the `StoreContext<T>` whose id is `store_id`.
+    pub fn new<T: 'static>(store_id: u64) -> Box<Self> {
+        Box::new(VMStoreContext {
+            stack_limit: UnsafeCell::new(usize::MAX),
+            activation: UnsafeCell::new(ptr::null_mut()),
+            store: UnsafeCell::new(ptr::null_mut()),
+            store_type: TypeId::of::<StoreContext<T>>(),
+            call: UnsafeCell::new(ptr::null_mut()),
+            polling: UnsafeCell::new(false),
+            store_id,
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn new_for_tests() -> Box<Self> {
+        Self::new::<()>(u64::MAX)
+    }
+
+    /// The store as lent by the latest entry into Wasm.
+    ///
+    /// # Safety
+    /// Wasm entered through [`lend_store`] (or a resume of a fiber of this store) must be
+    /// running below the caller, and nothing else may use the store until the returned
+    /// reference is dropped: the frames that lent it are suspended in that Wasm.
+    ///
+    /// # Panics
+    /// If the store's data type is not `T`.
+    pub(super) unsafe fn lent_store<'a, T: 'static>(&self) -> &'a mut StoreContext<T> {
+        assert!(
+            self.store_type == TypeId::of::<StoreContext<T>>(),
+            "a store context cast to another store type"
+        );
+        // SAFETY: the pointer was derived from a `&mut StoreContext<T>` (the type was checked
+        // above) by the entry below us, which does not use its borrow until Wasm returns.
+        unsafe { &mut *(*self.store.get()).cast::<StoreContext<T>>() }
+    }
+}
+
+/// Lends `store` to the Wasm about to be entered on this thread: host functions and suspending
+/// imports reach it through its context until the next entry. Every entry into Wasm does this
+/// once, from the `&mut` it was given; returns the context to enter with.
+#[inline(always)]
+pub(super) fn lend_store<T: 'static>(store: &mut StoreContext<T>) -> NonNull<VMStoreContext> {
+    let context = NonNull::from(&*store.opaque.vm);
+    let lent = ptr::from_mut(store).cast::<()>();
+    // SAFETY: the context is boxed in the store we borrow exclusively, and no Wasm of it runs
+    // (Wasm runs only inside an entry, which holds this same borrow).
+    unsafe { context.as_ref().store.get().write(lent) };
+    context
+}
 
 /// A linear memory's base and length (see `vmoffsets::memory`).
 #[repr(C)]
@@ -56,10 +120,68 @@ pub struct VMFuncRef {
     pub type_id: u32,
 }
 
-/// A global's storage cell.
+/// A global's storage cell. Boxed in its store; compiled code reads and writes it through its
+/// address, which instances get from its handle (`VMGlobal::handle`).
 #[repr(C, align(16))]
 #[derive(Debug, Default)]
-pub struct VMGlobal(pub UnsafeCell<[u8; 16]>);
+pub struct VMGlobal(UnsafeCell<[u8; 16]>);
+
+impl VMGlobal {
+    /// The value, little-endian in the low bytes.
+    pub fn get(&self) -> u128 {
+        // SAFETY: compiled code writes the cell only while Wasm of its store runs, and then
+        // nothing outside that Wasm holds the store (so no `&VMGlobal` is in use) except a host
+        // function it called, while the Wasm waits for it.
+        u128::from_le_bytes(unsafe { *self.0.get() })
+    }
+
+    pub fn set(&self, value: u128) {
+        // SAFETY: as in `get`.
+        unsafe { *self.0.get() = value.to_le_bytes() }
+    }
+}
+
+/// A funcref of a store: the address of a [`VMFuncRef`] in one of its instances' vmctx or host
+/// function contexts, which the store frees only when it is dropped.
+///
+/// The API's name for a function's code and vmctx, holding no pointer it could dereference.
+/// Made only by the VM layer (`Instance::func_ref`, `Instance::func_ref_at`,
+/// `HostFuncContext::func_ref`); the API keeps handles only in the store that owns them and
+/// uses them only with it (handles carry the store id, checked on use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FuncRefPtr(NonNull<VMFuncRef>);
+
+// SAFETY: an address of store-owned, immutable data; the store moves between threads as a
+// whole.
+unsafe impl Send for FuncRefPtr {}
+// SAFETY: as above.
+unsafe impl Sync for FuncRefPtr {}
+
+impl FuncRefPtr {
+    /// # Safety
+    /// `func_ref` must point to a `VMFuncRef` owned by a store, initialized and never written
+    /// again, that lives as long as that store.
+    pub(super) unsafe fn new(func_ref: NonNull<VMFuncRef>) -> Self {
+        FuncRefPtr(func_ref)
+    }
+
+    /// The funcref as Wasm sees it (its address; 0 is null).
+    pub fn to_raw(self) -> u64 {
+        self.0.as_ptr() as usize as u64
+    }
+
+    /// A copy of the funcref.
+    pub fn read(self) -> VMFuncRef {
+        // SAFETY: the handle's invariant: the funcref is initialized, immutable, and lives as
+        // long as its store, which the API uses the handle with.
+        unsafe { *self.0.as_ptr() }
+    }
+
+    /// The engine type id of the function.
+    pub fn type_id(self) -> u32 {
+        self.read().type_id
+    }
+}
 
 /// A value as trampolines pass it: one 16-byte slot, little-endian from byte 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

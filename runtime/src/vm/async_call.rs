@@ -1,0 +1,271 @@
+//! The VM half of a promising call: a Wasm call running on a [`Fiber`], resumed from the call
+//! future's `poll` with that poll's `Context`.
+//!
+//! [`AsyncCall`] owns a `Fiber<CallState>`. The payload, [`CallState`], at the top of the
+//! fiber's stack (so starting a call allocates nothing on the heap), holds what the call needs
+//! (funcref, trampoline, value slots), what it reports (its trap, if any), and what the
+//! suspend protocol (`suspend`) reads while the call runs: the outer poll's `Context` and the
+//! cancel flag. The fiber's body enters Wasm with the fiber's own stack limit
+//! (`StackLimit::Fiber`), so Wasm traps with stack exhaustion through its prologue check
+//! while host functions it calls still have the fiber's headroom.
+//!
+//! The store context names the running call (`VMStoreContext::call`): that is how a suspending
+//! import finds where to suspend to. It is null in synchronous calls, which is how a suspending
+//! import knows it must trap instead.
+//!
+//! # Cancellation
+//!
+//! A suspended call cannot simply be forgotten: its frames may own Rust values (the pinned
+//! future, for one, which a timer may still reference). [`AsyncCall::cancel`] resumes it with
+//! the `cancelled` flag: the suspending import gives up instead of polling, reports an error,
+//! compiled code traps, and the landing pads unwind the Wasm frames while host frames return
+//! normally, until the fiber's body returns. Only then does the stack go back to the pool.
+
+use std::mem::MaybeUninit;
+use std::ptr::{self, NonNull};
+use std::task::{Context, Waker};
+
+use super::entry::{self, StackLimit, TrapInfo, enter_wasm_with_limit};
+use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, payload_bytes};
+use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw, lend_store};
+use crate::store::StoreContext;
+
+/// Value slots a call keeps in its state; calls with more parameters or results use a heap
+/// buffer.
+const INLINE_SLOTS: usize = 8;
+
+/// The full size of a stack for promising calls with `max_wasm_stack` bytes of Wasm stack.
+pub fn stack_size(max_wasm_stack: usize) -> usize {
+    max_wasm_stack + HOST_HEADROOM + payload_bytes::<CallState>() + 4096
+}
+
+/// A promising call's state, the payload of its fiber (see the module docs). Dropped by the
+/// fiber with compiler-generated glue: a field added here that owns something is dropped too.
+pub struct CallState {
+    /// The fiber's stack: where to switch out to, the Wasm limit, the guard.
+    pub(super) stack: FiberStack,
+    /// The outer poll's context; valid while the call runs (set by every `resume`).
+    pub(super) cx: *mut Context<'static>,
+    /// Set when the call's future is dropped: suspending imports must not suspend again.
+    pub(super) cancelled: bool,
+    /// The call: store context, trampoline, funcref, value slots.
+    pub(super) store: NonNull<VMStoreContext>,
+    trampoline: usize,
+    func_ref: VMFuncRef,
+    slot_count: usize,
+    heap_slots: Option<Box<[ValRaw]>>,
+    /// `Ok(())` until the body writes a trap there; read once by [`AsyncCall::take_outcome`].
+    /// Not an `Option` that `resume` hands back by value: a finished call's common case then
+    /// moves no `TrapInfo`-sized value through the poll.
+    result: Result<(), TrapInfo>,
+    /// The first `slot_count` are initialized (zeroed by `new`), unless `heap_slots` is used.
+    /// Last, so that LLVM does not fold the uninitialized rest into its neighbours' writes.
+    inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
+}
+
+// SAFETY: nothing in the state is tied to a thread: `cx` is set and cleared within one resume
+// (whose frame stays on its thread), the store context moves with its store, the funcref and
+// trampoline are the store's and the engine's, and the slots and trap are plain data.
+unsafe impl Send for CallState {}
+
+impl FiberBody for CallState {
+    unsafe fn run(this: NonNull<Self>) {
+        let state = this.as_ptr();
+        // SAFETY: the payload is valid while we run (the fiber's contract). `AsyncCall::new`
+        // took the funcref and trampoline from the store whose context this is, with slots for
+        // the function's parameters and results, and `resume` lent that store and prepared the
+        // thread. The limit and guard are this fiber's.
+        unsafe {
+            let slots = match &mut (*state).heap_slots {
+                Some(slots) => slots.as_mut_ptr(),
+                None => (*state).inline_slots.as_mut_ptr().cast::<ValRaw>(),
+            };
+            let result = enter_wasm_with_limit(
+                (*state).store.as_ptr(),
+                StackLimit::Fiber {
+                    limit: (*state).stack.wasm_limit,
+                    guard: (*state).stack.guard.clone(),
+                },
+                (*state).trampoline as *const u8,
+                (*state).func_ref.vmctx as usize,
+                (*state).func_ref.wasm_call as usize,
+                slots as usize,
+            );
+            if let Err(trap) = result {
+                (*state).result = Err(trap);
+            }
+        }
+    }
+}
+
+/// How an [`AsyncCall::resume`] ended.
+pub enum Resumed {
+    /// A suspending import is waiting: resume again when woken.
+    Suspended,
+    /// The call returned (results are in [`AsyncCall::slots`]) or trapped: see
+    /// [`AsyncCall::take_outcome`].
+    Finished,
+}
+
+/// A promising call's fiber and where it stands. See the module docs.
+pub struct AsyncCall {
+    fiber: Fiber<CallState>,
+}
+
+impl AsyncCall {
+    /// A call of function `index` of `store`, a Wasm function, that runs when first resumed.
+    /// Write the arguments into [`Self::slots`] first.
+    ///
+    /// # Errors
+    /// If no stack can be mapped for it, or its type's trampoline cannot be compiled.
+    ///
+    /// # Panics
+    /// If `slots` is fewer than the function's parameters or results, or `index` is a host
+    /// function (see `call::wasm_callee`).
+    #[inline] // into `promising::start`, itself out of line: one frame instead of two
+    pub fn new<T: 'static>(
+        store: &mut StoreContext<T>,
+        index: usize,
+        slots: usize,
+    ) -> crate::Result<AsyncCall> {
+        let (func_ref, trampoline) = super::call::wasm_callee(store, index, slots)?;
+        let opaque = &mut store.opaque;
+        let context = NonNull::from(&*opaque.vm);
+        let init = |state: *mut CallState, stack: FiberStack| {
+            // SAFETY: `state` is the fiber's payload: aligned, ours, nothing runs on the stack.
+            // Field by field rather than `state.write(CallState { .. })`, which builds the
+            // ~300-byte struct in this frame and then copies it: a third of this function's
+            // instructions, for every promising call.
+            unsafe {
+                (&raw mut (*state).stack).write(stack);
+                (&raw mut (*state).cx).write(ptr::null_mut());
+                (&raw mut (*state).cancelled).write(false);
+                (&raw mut (*state).store).write(context);
+                (&raw mut (*state).trampoline).write(trampoline);
+                (&raw mut (*state).func_ref).write(func_ref.read());
+                (&raw mut (*state).slot_count).write(slots.min(INLINE_SLOTS));
+                (&raw mut (*state).heap_slots).write(
+                    (slots > INLINE_SLOTS)
+                        .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
+                );
+                (&raw mut (*state).result).write(Ok(()));
+                let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
+                for i in 0..slots.min(INLINE_SLOTS) {
+                    inline.add(i).write(ValRaw::default());
+                }
+            }
+        };
+        // SAFETY: `init` writes every field of the payload.
+        let fiber = unsafe { Fiber::new(opaque.engine.stack_pool(), &mut opaque.spare_stack, init) }
+            .map_err(|e| {
+                crate::Error::ResourceLimit(format!("no stack for a promising call: {e}"))
+            })?;
+        Ok(AsyncCall { fiber })
+    }
+
+    /// The value slots: arguments before the first resume, results after it finished.
+    ///
+    /// # Panics
+    /// While the call is suspended (its Wasm frames use them).
+    pub fn slots(&mut self) -> &mut [ValRaw] {
+        let state = self.fiber.payload_mut();
+        match &mut state.heap_slots {
+            Some(slots) => slots,
+            // SAFETY: `new` initialized the first `slot_count` inline slots.
+            None => unsafe {
+                std::slice::from_raw_parts_mut(
+                    state.inline_slots.as_mut_ptr().cast::<ValRaw>(),
+                    state.slot_count,
+                )
+            },
+        }
+    }
+
+    /// Whether the call has frames on its stack: started and not finished.
+    pub fn is_suspended(&self) -> bool {
+        self.fiber.is_suspended()
+    }
+
+    /// Runs the call until it suspends or finishes, with `store` lent to it and `cx` as the
+    /// context its suspending imports poll their futures with; `cancel` makes them give up
+    /// instead.
+    ///
+    /// Always inlined, so that the switch ends up in the caller's `Future::poll` (see
+    /// `Fiber::resume`).
+    ///
+    /// # Panics
+    /// If the call has finished, or `store` is not the store it was created for.
+    #[inline(always)]
+    pub fn resume<T: 'static>(
+        &mut self,
+        store: &mut StoreContext<T>,
+        cx: &mut Context<'_>,
+        cancel: bool,
+    ) -> Resumed {
+        // Once per thread; afterwards a flag test. Needed here, not only at the first entry:
+        // the call may come back on a thread that never ran Wasm.
+        entry::prepare_thread();
+        let state = self.fiber.payload_ptr().as_ptr();
+        let context = lend_store(store);
+        // SAFETY: the payload is the fiber's; while the body is switched out only we touch it.
+        // The store context is checked to be the call's own, and `lend_store` lent us its store
+        // for the whole resume (we hold `&mut StoreContext`). Everything written here is read
+        // by the body only while we wait in `Fiber::resume`, and `cx` outlives that wait.
+        unsafe {
+            assert!(
+                (*state).store == context,
+                "a promising call resumed with another store"
+            );
+            let context = context.as_ref();
+            (*state).cx = ptr::from_mut(cx).cast();
+            (*state).cancelled |= cancel;
+            let outer_call = context.call.get().replace(state);
+            let switched = self.fiber.resume(context, 0);
+            context.call.get().write(outer_call);
+            (*state).cx = ptr::null_mut();
+            match switched {
+                Switched::Suspended => Resumed::Suspended,
+                Switched::Finished => Resumed::Finished,
+            }
+        }
+    }
+
+    /// How the call ended, once [`Self::resume`] returned [`Resumed::Finished`]: `Ok(())` if
+    /// Wasm returned, else its trap (taken: a second call returns `Ok(())`).
+    ///
+    /// # Panics
+    /// If the call has not finished.
+    pub fn take_outcome(&mut self) -> Result<(), TrapInfo> {
+        assert!(self.fiber.is_finished(), "the call has not finished");
+        let result = &mut self.fiber.payload_mut().result;
+        if result.is_ok() {
+            // The common case, without moving (and dropping) a `TrapInfo`-sized value.
+            return Ok(());
+        }
+        std::mem::replace(result, Ok(()))
+    }
+
+    /// Unwinds a suspended call (see the module docs); nothing if it is not. [`Self::finish`]
+    /// does this too; calling it first lets the caller borrow the store's spare stack only
+    /// once no host code runs.
+    pub fn cancel<T: 'static>(&mut self, store: &mut StoreContext<T>) {
+        if !self.is_suspended() {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        while self.is_suspended() {
+            // Whatever the trap or error, the call is abandoned; host panics included.
+            let _ = self.resume(store, &mut cx, true);
+        }
+    }
+
+    /// Gives the stack back to the store's spare slot or its engine's pool, cancelling a
+    /// suspended call first (see the module docs).
+    #[inline] // into `promising::finish`, as `new`
+    pub fn finish<T: 'static>(mut self, store: &mut StoreContext<T>) {
+        self.cancel(store);
+        let opaque = &mut store.opaque;
+        self.fiber
+            .finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+    }
+}

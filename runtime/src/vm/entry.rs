@@ -1,0 +1,317 @@
+//! Entering Wasm, and getting out again when it traps: activations, and what a trap reports.
+//!
+//! The signal handler that ends a trapping activation is in `signals`, the alternate signal
+//! stack it runs on in `altstack`; [`prepare_thread`] sets both up.
+//!
+//! Every call from the host into Wasm goes through [`enter_wasm`], which pushes an
+//! [`Activation`] and calls the code through `weft_arch::call_with_landing_pad`. Compiled code
+//! reports every trap by faulting (a guard-page access, or a `ud2`/`udf` Cranelift emitted for a
+//! trap condition). The signal handler finds the thread's innermost activation, checks that the
+//! faulting PC is a trap site of published Wasm code, records the trap code and a frame-pointer
+//! backtrace in the activation (no allocation: a fixed buffer), and rewrites the signal context
+//! so the thread resumes at the entry routine's landing pad. `enter_wasm` then returns the trap.
+//! No frame is unwound with `longjmp`, and no Rust frame is ever skipped: Wasm only calls Rust
+//! through builtins and host functions, and those return a status that compiled code turns into
+//! a trap instruction of its own (`TrapKind::Recorded`) after they have returned.
+//!
+//! A fault that is not at a trap site but in the guard page of the fiber stack the
+//! innermost activation runs on (each activation carries that range, inherited from the one
+//! below it, empty on a thread's own stack) is host code overflowing a promising call's stack:
+//! the handler writes a message naming the cause and aborts, since carrying on would corrupt
+//! memory and the previous handler would blame the thread's own stack.
+//!
+//! Per-activation state — stack limit, landing pad, the chain of activations — lives in the
+//! activation record and the store context, not in thread-locals tied to the OS stack. The one
+//! thread-local, [`CURRENT`], only tells a signal handler which activation is running on this
+//! thread; whoever switches stacks swaps it with the rest.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::ptr;
+
+use weft_arch::EntryRecord;
+use weft_environ::TrapKind;
+
+use super::vmstructs::VMStoreContext;
+use super::{altstack, signals};
+
+/// How many frames a trap's backtrace keeps.
+pub const MAX_BACKTRACE: usize = 128;
+
+/// Something a builtin or host function reported before returning failure to compiled code.
+pub enum Recorded {
+    /// A trap raised by a builtin (out-of-bounds bulk memory or table access, ...).
+    Trap(TrapKind),
+    /// An error returned by a host function.
+    Error(crate::Error),
+    /// A panic in a host function, re-raised once control is back in the embedder's frame.
+    Panic(Box<dyn Any + Send>),
+    /// A trap the runtime raises on Wasm's behalf (a suspending import outside a promising
+    /// call); reported with the Wasm backtrace like a trap of compiled code.
+    Api(crate::Trap),
+}
+
+/// Why Wasm stopped.
+pub enum TrapReason {
+    /// Compiled code hit a trap site with this code.
+    Code(TrapKind),
+    Recorded(Recorded),
+}
+
+/// A trap as [`enter_wasm`] reports it.
+pub struct TrapInfo {
+    pub reason: TrapReason,
+    /// Program counters, innermost first: the trapping instruction, then return addresses.
+    pub pcs: Vec<usize>,
+}
+
+/// One entry into Wasm. Lives on the entering Rust frame's stack for the call's duration.
+#[repr(C)]
+pub struct Activation {
+    /// Written by the entry routine; read by the signal handler. Must stay first.
+    pub(super) entry: EntryRecord,
+    prev: *mut Activation,
+    store: *const VMStoreContext,
+    /// The stack limit Wasm in this activation runs with.
+    stack_limit: usize,
+    /// The guard page(s) of the fiber stack this activation runs on (empty on a
+    /// thread's own stack): a fault there that is not a Wasm trap is host code overflowing.
+    pub(super) guard: Range<usize>,
+    saved_stack_limit: usize,
+    saved_store_activation: *mut Activation,
+    /// Set by the signal handler.
+    pub(super) fault: Option<TrapKind>,
+    pub(super) backtrace_len: usize,
+    /// Set by builtins and host functions.
+    recorded: Option<Recorded>,
+    /// The first `backtrace_len` entries are written by the signal handler; left uninitialized
+    /// otherwise, so an entry into Wasm does not clear a kilobyte it almost never reads. Last,
+    /// so that LLVM does not merge it into the zeroing of its neighbours.
+    pub(super) backtrace: [MaybeUninit<usize>; MAX_BACKTRACE],
+}
+
+thread_local! {
+    /// The innermost activation running on this thread, for the signal handler.
+    static CURRENT: Cell<*mut Activation> = const { Cell::new(ptr::null_mut()) };
+    /// Whether this thread is ready to run Wasm (see [`prepare_thread`]).
+    static THREAD_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes sure weft's signal handlers are installed and this thread has an alternate signal
+/// stack. The work happens once per process and once per thread; every later call costs one
+/// test of a thread-local flag, so entries and resumes can afford to call it.
+#[inline(always)]
+pub fn prepare_thread() {
+    if !THREAD_READY.with(Cell::get) {
+        prepare_thread_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn prepare_thread_slow() {
+    signals::init_traps();
+    altstack::ensure_altstack();
+    THREAD_READY.with(|ready| ready.set(true));
+}
+
+/// Calls `trampoline(a0, a1, a2)` as Wasm code of the store whose context is `store`.
+///
+/// # Safety
+/// `store` must point to a live store context whose store is exclusively borrowed by the
+/// caller for the whole call; `trampoline` must be a published array-to-Wasm trampoline and
+/// `a0..a2` valid arguments for it (a vmctx of that store, code of the right type, a value
+/// buffer large enough for the parameters and results).
+pub unsafe fn enter_wasm(
+    store: *const VMStoreContext,
+    max_wasm_stack: usize,
+    trampoline: *const u8,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Result<(), TrapInfo> {
+    // SAFETY: the caller's guarantees are ours.
+    unsafe {
+        enter_wasm_with_limit(
+            store,
+            StackLimit::Inherit(max_wasm_stack),
+            trampoline,
+            a0,
+            a1,
+            a2,
+        )
+    }
+}
+
+/// Where the stack limit of a new activation comes from.
+#[derive(Clone)]
+pub enum StackLimit {
+    /// The enclosing activation's limit if there is one on this thread, else `sp - bytes`.
+    Inherit(usize),
+    /// The first activation on a fiber stack: `limit` is the stack's bottom plus
+    /// headroom for host code, `guard` the stack's guard page(s) (the enclosing activation, if
+    /// any, is on another stack). The caller has run [`prepare_thread`] on this thread.
+    Fiber { limit: usize, guard: Range<usize> },
+}
+
+/// [`enter_wasm`] with a chosen stack limit.
+///
+/// # Safety
+/// As for [`enter_wasm`]; with [`StackLimit::Fiber`], the limit and guard must be those
+/// of the fiber stack this runs on, with room below the limit for host functions.
+pub unsafe fn enter_wasm_with_limit(
+    store: *const VMStoreContext,
+    limit: StackLimit,
+    trampoline: *const u8,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Result<(), TrapInfo> {
+    // SAFETY: the caller guarantees `store` is live and exclusively ours during the call.
+    let store_ref = unsafe { &*store };
+    let mut activation = Activation {
+        entry: EntryRecord::new(),
+        prev: ptr::null_mut(),
+        store,
+        stack_limit: 0,
+        guard: 0..0,
+        // SAFETY: exclusive access to the store (see above); no Wasm runs yet.
+        saved_stack_limit: unsafe { *store_ref.stack_limit.get() },
+        // SAFETY: as above.
+        saved_store_activation: unsafe { *store_ref.activation.get() },
+        fault: None,
+        backtrace_len: 0,
+        recorded: None,
+        backtrace: [MaybeUninit::uninit(); MAX_BACKTRACE],
+    };
+    let activation_ptr: *mut Activation = &mut activation;
+    // Published before its limit and guard are filled in: nothing can fault in between.
+    // Through `replace_current`, never `CURRENT.with` directly: this frame may be suspended
+    // on a fiber and resumed on another thread, and a thread-local address computed
+    // before the call below must not be reused after it.
+    // SAFETY: the activation lives in this frame until it is unlinked below.
+    let prev = unsafe { replace_current(activation_ptr) };
+    let (stack_limit, guard) = match limit {
+        StackLimit::Fiber { limit, guard } => (limit, guard),
+        StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
+            prepare_thread();
+            (approximate_sp().saturating_sub(max_wasm_stack), 0..0)
+        }
+        // SAFETY: `prev` is a live activation further up this thread's stack.
+        StackLimit::Inherit(_) => unsafe { ((*prev).stack_limit, (*prev).guard.clone()) },
+    };
+    // SAFETY: the activation is ours; the signal handler reads it only while Wasm runs.
+    unsafe {
+        (*activation_ptr).prev = prev;
+        (*activation_ptr).stack_limit = stack_limit;
+        (*activation_ptr).guard = guard;
+    }
+    // SAFETY: as above; Wasm reads these fields only while this activation runs.
+    unsafe {
+        *store_ref.stack_limit.get() = stack_limit;
+        *store_ref.activation.get() = activation_ptr;
+    }
+    // SAFETY: the caller vouches for the trampoline and its arguments; `entry` lives in this
+    // frame for the whole call, and the landing pad returns here with our registers restored.
+    let trapped = unsafe {
+        weft_arch::call_with_landing_pad(
+            &raw mut (*activation_ptr).entry,
+            trampoline as usize,
+            a0,
+            a1,
+            a2,
+        )
+    };
+    // SAFETY: `prev` was the innermost activation when we were entered, and is live again.
+    unsafe { replace_current(prev) };
+    // SAFETY: the entry routine has returned, so nothing else refers to the activation; the
+    // signal handler wrote to it through this same pointer.
+    let activation = unsafe { &mut *activation_ptr };
+    // SAFETY: exclusive access to the store, as above.
+    unsafe {
+        *store_ref.stack_limit.get() = activation.saved_stack_limit;
+        *store_ref.activation.get() = activation.saved_store_activation;
+    }
+    if trapped == 0 {
+        return Ok(());
+    }
+    // SAFETY: the signal handler initialized the first `backtrace_len` entries.
+    let pcs = unsafe {
+        std::slice::from_raw_parts(
+            activation.backtrace.as_ptr().cast::<usize>(),
+            activation.backtrace_len,
+        )
+    }
+    .to_vec();
+    let reason = match (activation.fault, activation.recorded.take()) {
+        (Some(code), _) if code != TrapKind::Recorded => TrapReason::Code(code),
+        (_, Some(recorded)) => TrapReason::Recorded(recorded),
+        (Some(code), None) => TrapReason::Code(code),
+        (None, None) => unreachable!("the landing pad is reached only through a recorded fault"),
+    };
+    Err(TrapInfo { reason, pcs })
+}
+
+/// Records why a builtin or host function is about to return failure to compiled code.
+///
+/// # Safety
+/// `store` must be the live store context of the store whose Wasm called the builtin; an
+/// activation of it must be running (always the case when called from compiled code).
+pub unsafe fn record(store: *const VMStoreContext, what: Recorded) {
+    // SAFETY: the caller guarantees the context is live; the activation it names is on this
+    // thread's stack below us, and nothing else touches `recorded` until the trap lands.
+    unsafe {
+        let activation = *(*store).activation.get();
+        debug_assert!(!activation.is_null());
+        (*activation).recorded = Some(what);
+    }
+}
+
+/// Replaces this thread's innermost activation (what the signal handler consults) with
+/// `activation`, returning the previous one.
+///
+/// Never inlined: the address of the thread-local must be computed afresh on each call, as a
+/// fiber may move between threads between two calls.
+///
+/// # Safety
+/// `activation` is null or a live activation running on this thread, that stays live until it
+/// is replaced again (the signal handler dereferences it).
+#[inline(never)]
+unsafe fn replace_current(activation: *mut Activation) -> *mut Activation {
+    CURRENT.with(|c| c.replace(activation))
+}
+
+/// [`replace_current`] inlined, for the resumer's side of a switch: `Fiber::resume` runs in a
+/// frame that stays on its thread across the switch (the fiber always comes back to the thread
+/// that resumed it), so a thread-local address it computed stays valid. Code that may run on a
+/// fiber must use [`replace_current`].
+///
+/// # Safety
+/// As for [`replace_current`].
+#[inline(always)]
+pub(super) unsafe fn replace_current_in_resumer(activation: *mut Activation) -> *mut Activation {
+    CURRENT.with(|c| c.replace(activation))
+}
+
+/// The innermost activation running on this thread, or null (see [`replace_current`] for why
+/// it is not inlined).
+#[inline(never)]
+pub(super) fn current() -> *mut Activation {
+    CURRENT.with(Cell::get)
+}
+
+/// The store context of the innermost activation running on this thread, if any: live while
+/// that activation runs.
+pub(super) fn current_store() -> Option<*const VMStoreContext> {
+    let activation = current();
+    // SAFETY: a non-null `CURRENT` is a live activation of this thread (unlinked before its
+    // frame is popped).
+    (!activation.is_null()).then(|| unsafe { (*activation).store })
+}
+
+fn approximate_sp() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
+}
