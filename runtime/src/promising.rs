@@ -372,7 +372,7 @@ macro_rules! into_async_func {
                     };
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
-                    // Pinned on the call's fiber stack: no allocation per call.
+                    // Pinned on the continuation's stack: no allocation per call.
                     let future = pin!(self(caller, $(args.$i),*));
                     let output = suspend.block_on(future).map_err(|_| cancelled())?;
                     output.into_result()?.store(slots);
