@@ -453,7 +453,11 @@ mod tests {
             for stack in stacks {
                 pool.release(stack);
             }
-            assert_eq!(pool.pooled(), 1, "two stay warm on the thread, one is pooled");
+            assert_eq!(
+                pool.pooled(),
+                1,
+                "two stay warm on the thread, one is pooled"
+            );
             let warm = pool.allocate().unwrap();
             assert_eq!(warm.top(), tops[1], "the last warm one first");
             pool.release(warm);

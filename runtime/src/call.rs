@@ -54,5 +54,6 @@ pub(crate) fn call_raw<T: 'static>(
             .clone();
         return callback(Caller::new(store, None), slots);
     }
-    crate::vm::call::call(store, index, slots)?.map_err(trap_to_error)
+    let callee = crate::vm::call::callee(store, index, slots.len())?;
+    crate::vm::call::call(store, callee, slots).map_err(trap_to_error)
 }

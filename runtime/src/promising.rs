@@ -12,6 +12,7 @@ use crate::call::{call_raw, check_values};
 use crate::caller::Caller;
 use crate::error::{Error, Result, Trap};
 use crate::func::{Func, HostCallback};
+use crate::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 use crate::store::{AsContextMut, Store, StoreContext};
 use crate::trap::trap_to_error;
 use crate::typed::{WasmParams, WasmRet};
@@ -20,7 +21,6 @@ use crate::values::Val;
 use crate::vm::ValRaw;
 use crate::vm::async_call::{AsyncCall, Resumed};
 use crate::vm::suspend::{SuspendPoint, with_polling_store};
-use crate::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 
 mod sealed {
     use super::*;

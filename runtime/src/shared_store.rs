@@ -275,12 +275,16 @@ impl<T: 'static> Drop for SharedStoreGuard<'_, T> {
 impl<T: 'static> Deref for SharedStoreGuard<'_, T> {
     type Target = Store<T>;
     fn deref(&self) -> &Store<T> {
-        self.store.as_ref().expect("a guard has its store until dropped")
+        self.store
+            .as_ref()
+            .expect("a guard has its store until dropped")
     }
 }
 
 impl<T: 'static> DerefMut for SharedStoreGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut Store<T> {
-        self.store.as_mut().expect("a guard has its store until dropped")
+        self.store
+            .as_mut()
+            .expect("a guard has its store until dropped")
     }
 }

@@ -26,7 +26,7 @@ use std::ptr::{self, NonNull};
 use std::task::{Context, Waker};
 
 use super::entry::{self, StackLimit, TrapInfo, enter_wasm_with_limit};
-use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, payload_bytes};
+use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, top_bytes};
 use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
 
@@ -36,7 +36,7 @@ const INLINE_SLOTS: usize = 8;
 
 /// The full size of a stack for promising calls with `max_wasm_stack` bytes of Wasm stack.
 pub fn stack_size(max_wasm_stack: usize) -> usize {
-    max_wasm_stack + HOST_HEADROOM + payload_bytes::<CallState>() + 4096
+    max_wasm_stack + HOST_HEADROOM + top_bytes::<CallState>() + 4096
 }
 
 /// A promising call's state, the payload of its fiber (see the module docs). Dropped by the
@@ -121,14 +121,14 @@ impl AsyncCall {
     ///
     /// # Panics
     /// If `slots` is fewer than the function's parameters or results, or `index` is a host
-    /// function (see `call::wasm_callee`).
-    #[inline] // into `promising::start`, itself out of line: one frame instead of two
+    /// function (see `call::callee`).
+    #[inline(always)] // into `promising::start`, itself out of line: one frame instead of two
     pub fn new<T: 'static>(
         store: &mut StoreContext<T>,
         index: usize,
         slots: usize,
     ) -> crate::Result<AsyncCall> {
-        let (func_ref, trampoline) = super::call::wasm_callee(store, index, slots)?;
+        let callee = super::call::callee(store, index, slots)?;
         let opaque = &mut store.opaque;
         let context = NonNull::from(&*opaque.vm);
         let init = |state: *mut CallState, stack: FiberStack| {
@@ -141,8 +141,8 @@ impl AsyncCall {
                 (&raw mut (*state).cx).write(ptr::null_mut());
                 (&raw mut (*state).cancelled).write(false);
                 (&raw mut (*state).store).write(context);
-                (&raw mut (*state).trampoline).write(trampoline);
-                (&raw mut (*state).func_ref).write(func_ref.read());
+                (&raw mut (*state).trampoline).write(callee.trampoline);
+                (&raw mut (*state).func_ref).write(callee.func_ref);
                 (&raw mut (*state).slot_count).write(slots.min(INLINE_SLOTS));
                 (&raw mut (*state).heap_slots).write(
                     (slots > INLINE_SLOTS)
@@ -156,10 +156,11 @@ impl AsyncCall {
             }
         };
         // SAFETY: `init` writes every field of the payload.
-        let fiber = unsafe { Fiber::new(opaque.engine.stack_pool(), &mut opaque.spare_stack, init) }
-            .map_err(|e| {
-                crate::Error::ResourceLimit(format!("no stack for a promising call: {e}"))
-            })?;
+        let fiber =
+            unsafe { Fiber::new(opaque.engine.stack_pool(), &mut opaque.spare_stack, init) }
+                .map_err(|e| {
+                    crate::Error::ResourceLimit(format!("no stack for a promising call: {e}"))
+                })?;
         Ok(AsyncCall { fiber })
     }
 
@@ -167,6 +168,7 @@ impl AsyncCall {
     ///
     /// # Panics
     /// While the call is suspended (its Wasm frames use them).
+    #[inline]
     pub fn slots(&mut self) -> &mut [ValRaw] {
         let state = self.fiber.payload_mut();
         match &mut state.heap_slots {
@@ -182,6 +184,7 @@ impl AsyncCall {
     }
 
     /// Whether the call has frames on its stack: started and not finished.
+    #[inline(always)]
     pub fn is_suspended(&self) -> bool {
         self.fiber.is_suspended()
     }
@@ -235,6 +238,7 @@ impl AsyncCall {
     ///
     /// # Panics
     /// If the call has not finished.
+    #[inline]
     pub fn take_outcome(&mut self) -> Result<(), TrapInfo> {
         assert!(self.fiber.is_finished(), "the call has not finished");
         let result = &mut self.fiber.payload_mut().result;
@@ -248,10 +252,16 @@ impl AsyncCall {
     /// Unwinds a suspended call (see the module docs); nothing if it is not. [`Self::finish`]
     /// does this too; calling it first lets the caller borrow the store's spare stack only
     /// once no host code runs.
+    #[inline]
     pub fn cancel<T: 'static>(&mut self, store: &mut StoreContext<T>) {
-        if !self.is_suspended() {
-            return;
+        if self.is_suspended() {
+            self.unwind(store);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unwind<T: 'static>(&mut self, store: &mut StoreContext<T>) {
         let mut cx = Context::from_waker(Waker::noop());
         while self.is_suspended() {
             // Whatever the trap or error, the call is abandoned; host panics included.
@@ -261,7 +271,7 @@ impl AsyncCall {
 
     /// Gives the stack back to the store's spare slot or its engine's pool, cancelling a
     /// suspended call first (see the module docs).
-    #[inline] // into `promising::finish`, as `new`
+    #[inline(always)] // into `promising::finish`, as `new`
     pub fn finish<T: 'static>(mut self, store: &mut StoreContext<T>) {
         self.cancel(store);
         let opaque = &mut store.opaque;

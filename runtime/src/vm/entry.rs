@@ -124,6 +124,7 @@ fn prepare_thread_slow() {
 /// caller for the whole call; `trampoline` must be a published array-to-Wasm trampoline and
 /// `a0..a2` valid arguments for it (a vmctx of that store, code of the right type, a value
 /// buffer large enough for the parameters and results).
+#[inline]
 pub unsafe fn enter_wasm(
     store: *const VMStoreContext,
     max_wasm_stack: usize,

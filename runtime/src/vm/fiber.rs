@@ -10,6 +10,7 @@
 //!
 //! ```text
 //!   stack top ──▶ ┌───────────────────────────┐
+//!                 │ saved per-activation state│  the fiber's, while it is switched out
 //!                 │ payload P                 │  written by `Fiber::new`'s initializer
 //!   switch top ─▶ ├───────────────────────────┤
 //!                 │ switcher words, frames …  │  init_stack / fiber_start / the body
@@ -95,17 +96,23 @@ struct PerActivation {
     activation: *mut Activation,
 }
 
+/// What a fiber keeps at the top of its own stack (see the module docs): there rather than in
+/// [`Fiber`], which the call future moves around, so that a `Fiber` stays a few words.
+#[repr(C)]
+struct FiberTop<P> {
+    /// The fiber's per-activation state while it is switched out.
+    saved: PerActivation,
+    payload: P,
+}
+
 /// A stack with a body to run on it. See the module docs.
 pub struct Fiber<P: FiberBody> {
     /// `None` once given back (or leaked).
     stack: Option<Stack>,
-    payload: NonNull<P>,
+    top: NonNull<FiberTop<P>>,
     /// Saved stack pointer of the suspended (or not yet started) fiber; 0 once finished.
     sp: usize,
-    switch_top: usize,
     started: bool,
-    /// The fiber's per-activation state while it is switched out.
-    saved: PerActivation,
     _owns: PhantomData<P>,
 }
 
@@ -116,9 +123,9 @@ unsafe impl<P: FiberBody + Send> Send for Fiber<P> {}
 // SAFETY: `&Fiber` exposes only `is_*` flags and the payload's address, never the payload.
 unsafe impl<P: FiberBody> Sync for Fiber<P> {}
 
-/// Bytes the payload takes at the top of a fiber's stack.
-pub const fn payload_bytes<P>() -> usize {
-    size_of::<P>().next_multiple_of(weft_arch::STACK_ALIGNMENT)
+/// Bytes a fiber with payload `P` keeps at the top of its stack.
+pub const fn top_bytes<P>() -> usize {
+    size_of::<FiberTop<P>>().next_multiple_of(weft_arch::STACK_ALIGNMENT)
 }
 
 impl<P: FiberBody> Fiber<P> {
@@ -136,44 +143,50 @@ impl<P: FiberBody> Fiber<P> {
         spare: &mut SpareStack,
         init: impl FnOnce(*mut P, FiberStack),
     ) -> io::Result<Fiber<P>> {
-        const { assert!(align_of::<P>() <= weft_arch::STACK_ALIGNMENT) };
+        const { assert!(align_of::<FiberTop<P>>() <= weft_arch::STACK_ALIGNMENT) };
         let stack = pool.allocate_from(spare)?;
-        let switch_top = stack.top() - payload_bytes::<P>();
-        let payload = switch_top as *mut P;
+        let switch_top = stack.top() - top_bytes::<P>();
+        let top = switch_top as *mut FiberTop<P>;
+        // SAFETY: `top` is aligned (below a 16-aligned top by a multiple of 16) and on a stack
+        // that is ours, with nothing running on it.
+        unsafe {
+            (&raw mut (*top).saved).write(PerActivation {
+                current: ptr::null_mut(),
+                stack_limit: usize::MAX,
+                activation: ptr::null_mut(),
+            })
+        };
         init(
-            payload,
+            // SAFETY: as above.
+            unsafe { &raw mut (*top).payload },
             FiberStack {
                 switch_top,
                 wasm_limit: stack.usable().start + HOST_HEADROOM,
                 guard: stack.guard(),
             },
         );
-        // SAFETY: `switch_top` is 16-aligned (the payload's size is rounded up to it), the
-        // stack below it is ours and unused, and `fiber_start::<P>` gets the payload `init`
-        // just initialized (the caller's contract).
-        let sp = unsafe { weft_arch::init_stack(switch_top, fiber_start::<P>, payload as usize) };
+        // SAFETY: `switch_top` is 16-aligned, the stack below it is ours and unused, and
+        // `fiber_start::<P>` gets the payload `init` just initialized (the caller's contract).
+        let sp = unsafe { weft_arch::init_stack(switch_top, fiber_start::<P>, top as usize) };
         Ok(Fiber {
             stack: Some(stack),
             // SAFETY: derived from a non-null stack address.
-            payload: unsafe { NonNull::new_unchecked(payload) },
+            top: unsafe { NonNull::new_unchecked(top) },
             sp,
-            switch_top,
             started: false,
-            saved: PerActivation {
-                current: ptr::null_mut(),
-                stack_limit: usize::MAX,
-                activation: ptr::null_mut(),
-            },
             _owns: PhantomData,
         })
     }
 
     /// The payload's address, for the resumer's raw access while the body is switched out.
+    #[inline(always)]
     pub fn payload_ptr(&self) -> NonNull<P> {
-        self.payload
+        // SAFETY: a field of the live top; no reference is made.
+        unsafe { NonNull::new_unchecked(&raw mut (*self.top.as_ptr()).payload) }
     }
 
     /// The payload, while the body has no frames: before the first resume or once finished.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut P {
         assert!(
             !self.is_suspended(),
@@ -181,15 +194,23 @@ impl<P: FiberBody> Fiber<P> {
         );
         // SAFETY: initialized by `new`, not yet dropped (`stack` is only taken with it), and
         // no frame of the body exists to hold a pointer into it; `&mut self` excludes others.
-        unsafe { self.payload.as_mut() }
+        unsafe { &mut (*self.top.as_ptr()).payload }
+    }
+
+    /// Where `switch_out` must switch from: just below the top.
+    #[inline(always)]
+    fn switch_top(&self) -> usize {
+        self.top.as_ptr() as usize
     }
 
     /// Whether the body has frames on the stack: started and not finished.
+    #[inline(always)]
     pub fn is_suspended(&self) -> bool {
         self.started && self.sp != 0
     }
 
     /// Whether the body has returned.
+    #[inline(always)]
     pub fn is_finished(&self) -> bool {
         self.sp == 0
     }
@@ -212,17 +233,18 @@ impl<P: FiberBody> Fiber<P> {
     #[inline(always)]
     pub unsafe fn resume(&mut self, store: &VMStoreContext, value: usize) -> Switched {
         assert!(self.sp != 0, "resuming a finished fiber");
+        let saved = self.top.as_ptr();
         // SAFETY: the store is lent to us (the caller's contract) and the fiber's saved state
-        // is its own; the body reads it only while we wait in `switch_and_link`. This frame
-        // stays on its thread across the switch, so the thread-local swaps may be inlined.
+        // is its own (only `resume` touches it). This frame stays on its thread across the
+        // switch, so the thread-local swaps may be inlined.
         unsafe {
-            let outer_current = replace_current_in_resumer(self.saved.current);
-            let outer_limit = store.stack_limit.get().replace(self.saved.stack_limit);
-            let outer_activation = store.activation.get().replace(self.saved.activation);
+            let outer_current = replace_current_in_resumer((*saved).saved.current);
+            let outer_limit = store.stack_limit.get().replace((*saved).saved.stack_limit);
+            let outer_activation = store.activation.get().replace((*saved).saved.activation);
             self.started = true;
-            let (_, sp) = weft_arch::switch_and_link(value, self.sp, self.switch_top);
+            let (_, sp) = weft_arch::switch_and_link(value, self.sp, self.switch_top());
             // Back on the resumer's side (same thread): save the fiber's, reinstall ours.
-            self.saved = PerActivation {
+            (*saved).saved = PerActivation {
                 current: replace_current_in_resumer(outer_current),
                 stack_limit: store.stack_limit.get().replace(outer_limit),
                 activation: store.activation.get().replace(outer_activation),
@@ -250,6 +272,7 @@ impl<P: FiberBody> Fiber<P> {
     }
 
     /// Drops the payload and takes the stack, unless the fiber is suspended (then both leak).
+    #[inline(always)]
     fn retire(&mut self) -> Option<Stack> {
         let stack = self.stack.take()?;
         if self.is_suspended() {
@@ -257,7 +280,7 @@ impl<P: FiberBody> Fiber<P> {
         }
         // SAFETY: the payload was initialized by `new` and is dropped once (`stack` was just
         // taken, and every path here starts by taking it); no frame of the body is left.
-        unsafe { ptr::drop_in_place(self.payload.as_ptr()) };
+        unsafe { ptr::drop_in_place(self.payload_ptr().as_ptr()) };
         Some(stack)
     }
 }
@@ -272,12 +295,13 @@ impl<P: FiberBody> Drop for Fiber<P> {
 /// The first frame of every fiber (see `weft_arch::StackEntry`).
 ///
 /// # Safety
-/// `arg` is the payload `Fiber::new` initialized, and `resume` installed the per-activation
-/// state before switching here.
+/// `arg` is the `FiberTop` whose payload `Fiber::new` initialized, and `resume` installed the
+/// per-activation state before switching here.
 unsafe extern "C" fn fiber_start<P: FiberBody>(arg: usize, _value: usize, _top: usize) -> usize {
+    let top = arg as *mut FiberTop<P>;
     // SAFETY: see above; the payload lives at the top of this stack until the fiber is retired,
     // which cannot happen while its body runs.
-    unsafe { P::run(NonNull::new_unchecked(arg as *mut P)) };
+    unsafe { P::run(NonNull::new_unchecked(&raw mut (*top).payload)) };
     0
 }
 
@@ -370,14 +394,14 @@ mod tests {
         let mut spare = SpareStack::default();
         let drops = Arc::new(AtomicUsize::new(0));
         let mut f = fiber(&pool, &mut spare, &drops, 3);
-        let top = f.switch_top;
+        let top = f.switch_top();
         assert_eq!(run_to_end(&mut f), 3);
         assert_eq!(f.payload_mut().ran, 3);
         f.finish(&pool, &mut spare);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         // The stack is back in the spare: the next fiber gets the same one.
         let g = fiber(&pool, &mut spare, &drops, 0);
-        assert_eq!(g.switch_top, top);
+        assert_eq!(g.switch_top(), top);
         g.finish(&pool, &mut spare);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
@@ -400,15 +424,22 @@ mod tests {
         let mut spare = SpareStack::default();
         let drops = Arc::new(AtomicUsize::new(0));
         let mut f = fiber(&pool, &mut spare, &drops, 2);
-        let top = f.switch_top;
+        let top = f.switch_top();
         let store = VMStoreContext::new_for_tests();
         super::super::entry::prepare_thread();
         // SAFETY: as in `run_to_end`.
-        assert!(matches!(unsafe { f.resume(&store, 0) }, Switched::Suspended));
+        assert!(matches!(
+            unsafe { f.resume(&store, 0) },
+            Switched::Suspended
+        ));
         f.finish(&pool, &mut spare);
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "its frames may still use it");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "its frames may still use it"
+        );
         let g = fiber(&pool, &mut spare, &drops, 0);
-        assert_ne!(g.switch_top, top);
+        assert_ne!(g.switch_top(), top);
         g.finish(&pool, &mut spare);
     }
 }

@@ -77,7 +77,7 @@ unsafe extern "C" fn array_call<T: 'static>(
     let (ctx, caller_instance) = unsafe { (&*ctx, instance_of_vmctx(caller_vmctx).store_index) };
     // SAFETY: Wasm of the store is running below us, entered through `lend_store` (every
     // entry is), whose caller does not use its borrow until Wasm returns; this is the only live
-    // access meanwhile. The slots are the trampoline's stack buffer of `len` entries.
+    // access meanwhile. The store is a `StoreContext<T>`: `new` took the context from one. The slots are the trampoline's stack buffer of `len` entries.
     let (store, values) = unsafe {
         let store: &mut StoreContext<T> = (*ctx.store).lent_store::<T>();
         (store, std::slice::from_raw_parts_mut(values, len))

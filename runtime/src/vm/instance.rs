@@ -65,7 +65,10 @@ impl Table {
 
 impl VMGlobal {
     /// This global's handle, for instances of the store whose box holds it.
-    #[allow(clippy::borrowed_box, reason = "only a boxed global has a stable address")]
+    #[allow(
+        clippy::borrowed_box,
+        reason = "only a boxed global has a stable address"
+    )]
     pub fn handle(self: &Box<Self>) -> StoreBoxPtr<VMGlobal> {
         // Compiled code writes the cell through this; `VMGlobal` is an `UnsafeCell`.
         StoreBoxPtr(std::ptr::NonNull::from(&**self))
@@ -199,7 +202,10 @@ impl Instance {
     /// # Panics
     /// If the module has no function `index`.
     pub fn func_ref(&self, index: u32) -> FuncRefPtr {
-        assert!((index as usize) < self.module.funcs.len(), "no function {index}");
+        assert!(
+            (index as usize) < self.module.funcs.len(),
+            "no function {index}"
+        );
         let at = self
             .vmctx_ptr()
             .wrapping_add(self.offsets.func_ref(index) as usize)

@@ -50,7 +50,8 @@ impl SuspendPoint {
         let state = NonNull::new(unsafe { *store.call.get() })?;
         // SAFETY: a non-null `call` is the state of the call running Wasm of this store right
         // now (reset when its resume returns), below us on this thread.
-        let stack = unsafe { (*state.as_ptr()).stack.guard.end..(*state.as_ptr()).stack.switch_top };
+        let stack =
+            unsafe { (*state.as_ptr()).stack.guard.end..(*state.as_ptr()).stack.switch_top };
         Some(SuspendPoint { state, stack })
     }
 
@@ -154,9 +155,8 @@ impl Drop for PollScope<'_> {
 /// The poll runs inside the import's activation, the innermost one on this thread, so its
 /// store context tells which store is polling.
 ///
-/// # Panics
-/// If that store's data type is not `T` (store ids are unique, and the API hands out ids only
-/// together with the store's type, so it never is).
+/// Also `None` if that store's data type is not `T` (store ids are unique, and the API hands
+/// out ids only together with the store's type, so it never is).
 pub fn with_polling_store<T: 'static, R>(
     store_id: u64,
     f: impl FnOnce(&mut crate::store::StoreContext<T>) -> R,
@@ -165,7 +165,8 @@ pub fn with_polling_store<T: 'static, R>(
     // from inside it); only the thread running that activation touches its `polling` cell.
     let context = unsafe { &*entry::current_store()? };
     // SAFETY: as above.
-    if context.store_id != store_id || !unsafe { *context.polling.get() } {
+    let polling = unsafe { *context.polling.get() };
+    if context.store_id != store_id || !context.is_store_of::<T>() || !polling {
         return None;
     }
     // Taken for the duration: a nested `with_polling_store` inside `f` sees nothing (two live
@@ -183,7 +184,7 @@ pub fn with_polling_store<T: 'static, R>(
     let _restore = Restore(context);
     // SAFETY: the store was lent by the entry of the Wasm below us, to the poll running below
     // us; its other users (the Wasm frames and the import's shim) are suspended in that poll
-    // and do not touch it until `f` returns. `lent_store` checks the type.
+    // and do not touch it until `f` returns. Its type was checked above.
     let store = unsafe { context.lent_store::<T>() };
     Some(f(store))
 }

@@ -67,18 +67,18 @@ impl VMStoreContext {
     /// # Safety
     /// Wasm entered through [`lend_store`] (or a resume of a fiber of this store) must be
     /// running below the caller, and nothing else may use the store until the returned
-    /// reference is dropped: the frames that lent it are suspended in that Wasm.
-    ///
-    /// # Panics
-    /// If the store's data type is not `T`.
+    /// reference is dropped: the frames that lent it are suspended in that Wasm. The store's
+    /// data type is `T` (see [`Self::is_store_of`]; checked in debug builds).
     pub(super) unsafe fn lent_store<'a, T: 'static>(&self) -> &'a mut StoreContext<T> {
-        assert!(
-            self.store_type == TypeId::of::<StoreContext<T>>(),
-            "a store context cast to another store type"
-        );
-        // SAFETY: the pointer was derived from a `&mut StoreContext<T>` (the type was checked
-        // above) by the entry below us, which does not use its borrow until Wasm returns.
+        debug_assert!(self.is_store_of::<T>());
+        // SAFETY: the pointer was derived from a `&mut StoreContext<T>` (the caller's contract
+        // on `T`) by the entry below us, which does not use its borrow until Wasm returns.
         unsafe { &mut *(*self.store.get()).cast::<StoreContext<T>>() }
+    }
+
+    /// Whether this is the context of a `StoreContext<T>`.
+    pub(super) fn is_store_of<T: 'static>(&self) -> bool {
+        self.store_type == TypeId::of::<StoreContext<T>>()
     }
 }
 
