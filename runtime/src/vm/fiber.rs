@@ -428,10 +428,8 @@ mod tests {
         let store = VMStoreContext::new_for_tests();
         super::super::entry::prepare_thread();
         // SAFETY: as in `run_to_end`.
-        assert!(matches!(
-            unsafe { f.resume(&store, 0) },
-            Switched::Suspended
-        ));
+        let switched = unsafe { f.resume(&store, 0) };
+        assert!(matches!(switched, Switched::Suspended));
         f.finish(&pool, &mut spare);
         assert_eq!(
             drops.load(Ordering::SeqCst),
