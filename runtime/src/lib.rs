@@ -17,7 +17,8 @@
 //!   definitions and an inline funcref per function; an imported function's entry is a copy of
 //!   the exporter's funcref, so calls never go through a second indirection.
 //! - Function types are canonicalized engine-wide: a funcref carries the engine's type id, and
-//!   `call_indirect` compares it with a constant compiled into the caller.
+//!   `call_indirect` compares it with the id the caller's vmctx holds for the expected type
+//!   (written at instantiation), so compiled code does not depend on the engine that made it.
 //! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered
 //!   in a process-wide map the signal handler reads (PC → trap code, PC → function and Wasm
 //!   offset).
@@ -118,6 +119,24 @@
 //! state (one thread-local, three store-context fields); once-per-thread work (signal handlers,
 //! the alternate signal stack) is behind a thread-local flag, and a suspending import's poll
 //! marks the store as lent in the store context rather than in a thread-local.
+//!
+//! # Files
+//!
+//! The API half (safe, `#![deny(unsafe_code)]` outside `vm/`):
+//! - `engine.rs`: `Engine` and `Config`; `module.rs`: `Module` (validate, compile, publish);
+//!   `store.rs`: `Store<T>`, `StoreContext<T>` and the store's item vectors;
+//!   `instance.rs`: `Instance` and instantiation; `linker.rs`: `Linker<T>`.
+//! - `func.rs`: `Func` and host-function construction; `caller.rs`: `Caller`; `typed.rs`:
+//!   the Rust ↔ Wasm type traits and `TypedFunc`; `call.rs`: the synchronous call path;
+//!   `trap.rs`: what the VM layer reports, turned into an [`Error`].
+//! - `promising.rs`: promising calls and suspending imports (the API half);
+//!   `promising_values.rs`: a promising call's arguments and results; `shared_store.rs`: the
+//!   fair lock behind [`SharedStore`].
+//! - `externals.rs` (memories, tables, globals), `types.rs`, `values.rs`, `error.rs`.
+//!
+//! The VM layer, `vm/` (all of the crate's `unsafe`; its module docs list its files): the
+//! structures compiled code reads, entering Wasm and the signal handler, fibers and the
+//! suspend protocol, instances' vmctx and builtins, memories, tables and code memory.
 //!
 //! # Errors
 //!
