@@ -115,13 +115,26 @@ impl Compiler {
         self.isa.default_call_conv()
     }
 
-    /// Validates `wasm` against WebAssembly 2.0 and parses its module-level structure.
+    /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
+    /// weft implements (tail calls, extended constant expressions, relaxed SIMD, and
+    /// multi-memory when the options allow it). The rest of 3.0 (function references,
+    /// exceptions, memory64, GC) fails validation with wasmparser's "not enabled" error
+    /// rather than reaching a translator that does not know it.
+    pub fn features(&self) -> WasmFeatures {
+        let mut features = WasmFeatures::WASM2
+            | WasmFeatures::TAIL_CALL
+            | WasmFeatures::EXTENDED_CONST
+            | WasmFeatures::RELAXED_SIMD;
+        features.set(WasmFeatures::MULTI_MEMORY, self.options.multi_memory);
+        features
+    }
+
+    /// Validates `wasm` against [`Compiler::features`] and parses its module-level structure.
     ///
     /// # Errors
     /// `CompileError::Invalid` with the byte offset of the first problem.
     pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
-        let mut features = WasmFeatures::WASM2;
-        features.set(WasmFeatures::MULTI_MEMORY, self.options.multi_memory);
+        let features = self.features();
         Validator::new_with_features(features).validate_all(wasm)?;
         crate::parse_module(wasm)
     }

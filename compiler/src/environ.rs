@@ -25,8 +25,22 @@ pub fn ir_type(ty: ValType, pointer_type: ir::Type) -> ir::Type {
 
 /// The calling convention of every Wasm function weft compiles.
 ///
-/// `tail` supports any number of results, and is what return calls will need.
+/// `tail` supports any number of results, and it is the convention under which Cranelift's
+/// `return_call`/`return_call_indirect` replace the caller's frame: the callee pops its own
+/// stack arguments, so a chain of tail calls with growing argument lists runs in constant stack.
+/// Host code reaches Wasm only through the array-to-Wasm trampolines, which use the platform
+/// convention on their host side.
 pub const WASM_CALL_CONV: CallConv = CallConv::Tail;
+
+/// Whether a call returns to its caller (`call*`) or replaces the caller's frame
+/// (`return_call*`, WebAssembly 3.0's tail calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    Normal,
+    /// A tail call: it ends the current function, so no instruction follows it in its block
+    /// and it produces no values here.
+    Tail,
+}
 
 /// The Cranelift signature of a Wasm function of type `ty`: the callee's vmctx, the caller's
 /// vmctx, then the Wasm parameters; the Wasm results.
@@ -82,10 +96,18 @@ pub trait FuncEnvironment {
     fn global_get(&mut self, builder: &mut FunctionBuilder, global: u32) -> Value;
     fn global_set(&mut self, builder: &mut FunctionBuilder, global: u32, value: Value);
 
-    /// A direct call; returns the callee's results.
-    fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value>;
+    /// A direct call; returns the callee's results (none for a tail call, which terminates the
+    /// current block).
+    fn call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee: u32,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value>;
 
     /// `call_indirect`: `callee` is the i32 table index. Checks bounds, null and signature.
+    /// Results as for [`FuncEnvironment::call`].
     fn call_indirect(
         &mut self,
         builder: &mut FunctionBuilder,
@@ -93,6 +115,7 @@ pub trait FuncEnvironment {
         type_index: u32,
         callee: Value,
         args: &[Value],
+        kind: CallKind,
     ) -> Vec<Value>;
 
     /// `memory.size`, in pages, as an i32.

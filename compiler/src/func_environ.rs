@@ -14,7 +14,7 @@ use weft_environ::vmoffsets::{VMOffsets, func_ref, memory, store_context, table}
 use weft_environ::{BuiltinFunction, BuiltinType, ModuleInfo, TrapKind};
 
 use crate::MemoryMode;
-use crate::environ::{FuncEnvironment, ir_type, wasm_signature};
+use crate::environ::{CallKind, FuncEnvironment, ir_type, wasm_signature};
 use crate::traps::trap_code;
 
 /// Flags for loads of VM structure fields that never change while code runs (pointers in the
@@ -150,7 +150,9 @@ impl WeftFuncEnvironment<'_> {
         builder.ins().iconst(I32, i64::from(value))
     }
 
-    /// Calls `callee_code` with the Wasm calling convention.
+    /// Calls `callee_code` with the Wasm calling convention. A tail call passes this
+    /// function's own vmctx as the caller's: the instance that made the call is the one a host
+    /// callee's `Caller` must see, whichever frame it returns to.
     fn call_wasm(
         &self,
         builder: &mut FunctionBuilder,
@@ -158,13 +160,24 @@ impl WeftFuncEnvironment<'_> {
         callee_code: Value,
         callee_vmctx: Value,
         args: &[Value],
+        kind: CallKind,
     ) -> Vec<Value> {
         let sig = builder.import_signature(self.signature(type_index));
         let caller_vmctx = self.vmctx(builder);
         let mut all_args = vec![callee_vmctx, caller_vmctx];
         all_args.extend_from_slice(args);
-        let call = builder.ins().call_indirect(sig, callee_code, &all_args);
-        builder.inst_results(call).to_vec()
+        match kind {
+            CallKind::Normal => {
+                let call = builder.ins().call_indirect(sig, callee_code, &all_args);
+                builder.inst_results(call).to_vec()
+            }
+            CallKind::Tail => {
+                builder
+                    .ins()
+                    .return_call_indirect(sig, callee_code, &all_args);
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -242,7 +255,13 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         builder.ins().store(MemFlagsData::trusted(), value, cell, 0);
     }
 
-    fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value> {
+    fn call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee: u32,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
         let type_index = self.module.funcs[callee as usize];
         if self.module.is_imported_func(callee) {
             let vmctx = self.vmctx(builder);
@@ -259,7 +278,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
                 vmctx,
                 offset + func_ref::VMCTX,
             );
-            return self.call_wasm(builder, type_index, code, callee_vmctx, args);
+            return self.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
         }
         // A defined function of this module: a direct, PC-relative call with our own vmctx.
         let sig = builder.import_signature(wasm_signature(
@@ -278,8 +297,16 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         let vmctx = self.vmctx(builder);
         let mut all_args = vec![vmctx, vmctx];
         all_args.extend_from_slice(args);
-        let call = builder.ins().call(func_ref, &all_args);
-        builder.inst_results(call).to_vec()
+        match kind {
+            CallKind::Normal => {
+                let call = builder.ins().call(func_ref, &all_args);
+                builder.inst_results(call).to_vec()
+            }
+            CallKind::Tail => {
+                builder.ins().return_call(func_ref, &all_args);
+                Vec::new()
+            }
+        }
     }
 
     fn call_indirect(
@@ -289,6 +316,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         type_index: u32,
         callee: Value,
         args: &[Value],
+        kind: CallKind,
     ) -> Vec<Value> {
         let address =
             self.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
@@ -326,7 +354,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             func_ref,
             func_ref::VMCTX,
         );
-        self.call_wasm(builder, type_index, code, callee_vmctx, args)
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
     }
 
     fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {

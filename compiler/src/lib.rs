@@ -51,7 +51,7 @@ pub mod translate;
 pub mod traps;
 
 pub use compile::{Compiler, CompilerOptions, MemoryMode};
-pub use environ::FuncEnvironment;
+pub use environ::{CallKind, FuncEnvironment};
 pub use parse::parse_module;
 pub use wasmparser::{self, FuncType, RefType, ValType};
 pub use weft_environ::{CompiledFunction, ModuleInfo, TrapKind};

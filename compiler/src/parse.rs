@@ -5,8 +5,8 @@ use wasmparser::{
     RefType, TypeRef,
 };
 use weft_environ::module_info::{
-    ConstInit, DataMode, DataSegment, ElementMode, ElementSegment, EntityIndex, FunctionBodyInfo,
-    GlobalInfo, Import, ModuleInfo,
+    ConstInit, ConstOp, DataMode, DataSegment, ElementMode, ElementSegment, EntityIndex,
+    FunctionBodyInfo, GlobalInfo, Import, ModuleInfo,
 };
 
 use crate::CompileError;
@@ -215,28 +215,45 @@ fn read_names(
     Ok(())
 }
 
-/// Reduces a validated constant expression to a [`ConstInit`].
+/// Reduces a validated constant expression to a [`ConstInit`]: one of the single-instruction
+/// forms when it is one instruction, else an extended expression (WebAssembly 3.0).
 fn const_init(expr: &ConstExpr<'_>) -> Result<ConstInit, CompileError> {
     let mut reader = expr.get_operators_reader();
-    let init = match reader.read()? {
-        Operator::I32Const { value } => ConstInit::I32(value),
-        Operator::I64Const { value } => ConstInit::I64(value),
-        Operator::F32Const { value } => ConstInit::F32(value.bits()),
-        Operator::F64Const { value } => ConstInit::F64(value.bits()),
-        Operator::V128Const { value } => ConstInit::V128(u128::from_le_bytes(*value.bytes())),
-        Operator::RefNull { .. } => ConstInit::RefNull,
-        Operator::RefFunc { function_index } => ConstInit::RefFunc(function_index),
-        Operator::GlobalGet { global_index } => ConstInit::GlobalGet(global_index),
-        other => {
-            return Err(CompileError::Unsupported(format!(
-                "constant expression {other:?} (extended-const)"
-            )));
-        }
-    };
-    match reader.read()? {
-        Operator::End => Ok(init),
-        other => Err(CompileError::Unsupported(format!(
-            "constant expression with {other:?} (extended-const)"
-        ))),
+    let mut ops = Vec::new();
+    loop {
+        let op = match reader.read()? {
+            Operator::End => break,
+            Operator::I32Const { value } => ConstOp::I32(value),
+            Operator::I64Const { value } => ConstOp::I64(value),
+            Operator::F32Const { value } => ConstOp::F32(value.bits()),
+            Operator::F64Const { value } => ConstOp::F64(value.bits()),
+            Operator::V128Const { value } => ConstOp::V128(u128::from_le_bytes(*value.bytes())),
+            Operator::RefNull { .. } => ConstOp::RefNull,
+            Operator::RefFunc { function_index } => ConstOp::RefFunc(function_index),
+            Operator::GlobalGet { global_index } => ConstOp::GlobalGet(global_index),
+            Operator::I32Add => ConstOp::I32Add,
+            Operator::I32Sub => ConstOp::I32Sub,
+            Operator::I32Mul => ConstOp::I32Mul,
+            Operator::I64Add => ConstOp::I64Add,
+            Operator::I64Sub => ConstOp::I64Sub,
+            Operator::I64Mul => ConstOp::I64Mul,
+            other => {
+                return Err(CompileError::Unsupported(format!(
+                    "constant expression with {other:?}"
+                )));
+            }
+        };
+        ops.push(op);
     }
+    Ok(match ops.as_slice() {
+        [ConstOp::I32(v)] => ConstInit::I32(*v),
+        [ConstOp::I64(v)] => ConstInit::I64(*v),
+        [ConstOp::F32(v)] => ConstInit::F32(*v),
+        [ConstOp::F64(v)] => ConstInit::F64(*v),
+        [ConstOp::V128(v)] => ConstInit::V128(*v),
+        [ConstOp::RefNull] => ConstInit::RefNull,
+        [ConstOp::RefFunc(f)] => ConstInit::RefFunc(*f),
+        [ConstOp::GlobalGet(g)] => ConstInit::GlobalGet(*g),
+        _ => ConstInit::Expr(ops),
+    })
 }

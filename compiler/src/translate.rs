@@ -63,7 +63,7 @@ use wasmparser::{BlockType, FunctionBody, MemArg, MemArgTarget, Operator, ValTyp
 use weft_environ::TrapKind;
 
 use crate::CompileError;
-use crate::environ::{FuncEnvironment, ir_type};
+use crate::environ::{CallKind, FuncEnvironment, ir_type};
 use crate::traps::trap_code;
 
 /// Translates one validated function body into `func`, whose signature (`environ::wasm_signature`:
@@ -435,27 +435,23 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             // ---------------------------------------------------------------------------------
             // Calls
             // ---------------------------------------------------------------------------------
-            Call { function_index } => {
-                let num_params = self.env.module().func_type(function_index).params().len();
-                let args = self.pop_n(num_params);
-                let results = self.env.call(&mut self.builder, function_index, &args);
-                self.stack.extend(results);
-            }
+            Call { function_index } => self.call(function_index, CallKind::Normal),
             CallIndirect {
                 type_index,
                 table_index,
+            } => self.call_indirect(table_index, type_index, CallKind::Normal),
+            // Tail calls end the function like `return`: what follows is dead until the
+            // enclosing `end`.
+            ReturnCall { function_index } => {
+                self.call(function_index, CallKind::Tail);
+                self.reachable = false;
+            }
+            ReturnCallIndirect {
+                type_index,
+                table_index,
             } => {
-                let callee = self.pop();
-                let num_params = self.env.module().types[type_index as usize].params().len();
-                let args = self.pop_n(num_params);
-                let results = self.env.call_indirect(
-                    &mut self.builder,
-                    table_index,
-                    type_index,
-                    callee,
-                    &args,
-                );
-                self.stack.extend(results);
+                self.call_indirect(table_index, type_index, CallKind::Tail);
+                self.reachable = false;
             }
 
             // ---------------------------------------------------------------------------------
@@ -1124,6 +1120,27 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             }
         }
         Ok(())
+    }
+
+    /// A direct call of `function_index`, its arguments popped and its results pushed.
+    fn call(&mut self, function_index: u32, kind: CallKind) {
+        let num_params = self.env.module().func_type(function_index).params().len();
+        let args = self.pop_n(num_params);
+        let results = self
+            .env
+            .call(&mut self.builder, function_index, &args, kind);
+        self.stack.extend(results);
+    }
+
+    /// `call_indirect` through `table` with the expected type `type_index`.
+    fn call_indirect(&mut self, table: u32, type_index: u32, kind: CallKind) {
+        let callee = self.pop();
+        let num_params = self.env.module().types[type_index as usize].params().len();
+        let args = self.pop_n(num_params);
+        let results =
+            self.env
+                .call_indirect(&mut self.builder, table, type_index, callee, &args, kind);
+        self.stack.extend(results);
     }
 
     /// Walks dead code: only the nesting structure matters, until an `else` or `end` closes the

@@ -31,5 +31,5 @@ pub mod vmoffsets;
 
 pub use builtins::{BuiltinFunction, BuiltinTable, BuiltinType};
 pub use compiled::{CompiledFunction, LibCall, RelocKind, RelocTarget, Relocation};
-pub use module_info::ModuleInfo;
+pub use module_info::{ConstInit, ConstOp, ModuleInfo};
 pub use trap::TrapKind;

@@ -28,7 +28,9 @@ pub struct Import {
     pub index: EntityIndex,
 }
 
-/// A constant expression, reduced to what Wasm 2.0 allows.
+/// A constant expression. The single-instruction forms of Wasm 2.0 have their own variants;
+/// anything longer (WebAssembly 3.0's extended constant expressions: integer `add`, `sub` and
+/// `mul` over constants and `global.get`) is an [`ConstInit::Expr`] in postfix order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstInit {
     I32(i32),
@@ -39,6 +41,86 @@ pub enum ConstInit {
     RefNull,
     RefFunc(u32),
     GlobalGet(u32),
+    /// Instructions in order; a valid expression leaves exactly one value.
+    Expr(Vec<ConstOp>),
+}
+
+/// One instruction of an extended constant expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstOp {
+    /// Pushes a value (any single-instruction [`ConstInit`] except `Expr`), as its raw bits.
+    I32(i32),
+    I64(i64),
+    F32(u32),
+    F64(u64),
+    V128(u128),
+    RefNull,
+    RefFunc(u32),
+    GlobalGet(u32),
+    I32Add,
+    I32Sub,
+    I32Mul,
+    I64Add,
+    I64Sub,
+    I64Mul,
+}
+
+impl ConstInit {
+    /// The expression's value as the raw bits of a value slot (integers zero-extended, floats
+    /// as their bit patterns, references as addresses). `global` reads the current value of a
+    /// global and `func_ref` gives the funcref of a function, in the same representation.
+    ///
+    /// The expression has been validated: its operators are well typed and leave one value,
+    /// so the evaluation cannot fail (integer arithmetic wraps, as Wasm's does).
+    pub fn eval(
+        &self,
+        mut global: impl FnMut(u32) -> u128,
+        func_ref: impl Fn(u32) -> u128,
+    ) -> u128 {
+        let ops = match self {
+            ConstInit::I32(v) => return u128::from(*v as u32),
+            ConstInit::I64(v) => return u128::from(*v as u64),
+            ConstInit::F32(v) => return u128::from(*v),
+            ConstInit::F64(v) => return u128::from(*v),
+            ConstInit::V128(v) => return *v,
+            ConstInit::RefNull => return 0,
+            ConstInit::RefFunc(f) => return func_ref(*f),
+            ConstInit::GlobalGet(g) => return global(*g),
+            ConstInit::Expr(ops) => ops,
+        };
+        let mut stack: Vec<u128> = Vec::with_capacity(4);
+        for op in ops {
+            let value = match *op {
+                ConstOp::I32(v) => u128::from(v as u32),
+                ConstOp::I64(v) => u128::from(v as u64),
+                ConstOp::F32(v) => u128::from(v),
+                ConstOp::F64(v) => u128::from(v),
+                ConstOp::V128(v) => v,
+                ConstOp::RefNull => 0,
+                ConstOp::RefFunc(f) => func_ref(f),
+                ConstOp::GlobalGet(g) => global(g),
+                binary => {
+                    let rhs = stack.pop().expect("validated: two operands");
+                    let lhs = stack.pop().expect("validated: two operands");
+                    let (a32, b32) = (lhs as u32, rhs as u32);
+                    let (a64, b64) = (lhs as u64, rhs as u64);
+                    match binary {
+                        ConstOp::I32Add => u128::from(a32.wrapping_add(b32)),
+                        ConstOp::I32Sub => u128::from(a32.wrapping_sub(b32)),
+                        ConstOp::I32Mul => u128::from(a32.wrapping_mul(b32)),
+                        ConstOp::I64Add => u128::from(a64.wrapping_add(b64)),
+                        ConstOp::I64Sub => u128::from(a64.wrapping_sub(b64)),
+                        ConstOp::I64Mul => u128::from(a64.wrapping_mul(b64)),
+                        _ => unreachable!("the value-producing operators are matched above"),
+                    }
+                }
+            };
+            stack.push(value);
+        }
+        stack
+            .pop()
+            .expect("validated: a constant expression leaves one value")
+    }
 }
 
 /// A global's type and, for a defined global, its initializer.
@@ -129,5 +211,46 @@ impl ModuleInfo {
     /// The name a backtrace shows for `func`: from the name section, else `None`.
     pub fn func_name(&self, func: u32) -> Option<&str> {
         self.func_names.get(&func).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_globals(_: u32) -> u128 {
+        unreachable!("no global.get in this expression")
+    }
+
+    fn no_funcs(_: u32) -> u128 {
+        unreachable!("no ref.func in this expression")
+    }
+
+    #[test]
+    fn extended_i32_arithmetic_wraps_and_reads_globals() {
+        // (global.get 0) * 3 - 1, with global 0 = 0x8000_0000: wraps to 0x7fff_ffff.
+        let expr = ConstInit::Expr(vec![
+            ConstOp::GlobalGet(0),
+            ConstOp::I32(3),
+            ConstOp::I32Mul,
+            ConstOp::I32(1),
+            ConstOp::I32Sub,
+        ]);
+        assert_eq!(expr.eval(|_| 0x8000_0000, no_funcs), 0x7fff_ffff);
+    }
+
+    #[test]
+    fn extended_i64_results_are_zero_extended_bits() {
+        let expr = ConstInit::Expr(vec![ConstOp::I64(0), ConstOp::I64(1), ConstOp::I64Sub]);
+        assert_eq!(expr.eval(no_globals, no_funcs), u128::from(u64::MAX));
+    }
+
+    #[test]
+    fn single_instruction_forms_evaluate_without_a_stack() {
+        assert_eq!(ConstInit::I32(-1).eval(no_globals, no_funcs), 0xffff_ffff);
+        assert_eq!(
+            ConstInit::RefFunc(7).eval(no_globals, |f| u128::from(f) * 2),
+            14
+        );
     }
 }

@@ -342,24 +342,22 @@ fn instantiate_without_start<T: 'static>(
     });
     let instance = Instance::from_index(opaque.id, instance_index);
 
-    // Globals, in order; a global.get names an imported global.
+    // Globals, in order, each set before the next is evaluated: a `global.get` names an
+    // imported global or (WebAssembly 3.0) an earlier one.
     let vm_instance = &opaque.instances[instance_index].vm;
-    let eval = |init: &ConstInit| -> u128 {
-        match *init {
-            ConstInit::I32(v) => u128::from(v as u32),
-            ConstInit::I64(v) => u128::from(v as u64),
-            ConstInit::F32(v) => u128::from(v),
-            ConstInit::F64(v) => u128::from(v),
-            ConstInit::V128(v) => v,
-            ConstInit::RefNull => 0,
-            ConstInit::RefFunc(f) => u128::from(vm_instance.func_ref(f).to_raw()),
-            ConstInit::GlobalGet(g) => opaque.globals[global_handles[g as usize].index].cell.get(),
-        }
-    };
-    let global_values: Vec<u128> = info.globals[info.num_imported_globals as usize..]
+    let read_global = |g: u32| opaque.globals[global_handles[g as usize].index].cell.get();
+    let func_ref = |f: u32| u128::from(vm_instance.func_ref(f).to_raw());
+    let eval = |init: &ConstInit| init.eval(read_global, func_ref);
+    for (global, handle) in info.globals[info.num_imported_globals as usize..]
         .iter()
-        .map(|g| eval(g.init.as_ref().expect("defined globals have initializers")))
-        .collect();
+        .zip(&global_handles[info.num_imported_globals as usize..])
+    {
+        let init = global
+            .init
+            .as_ref()
+            .expect("defined globals have initializers");
+        opaque.globals[handle.index].cell.set(eval(init));
+    }
     let elements: Vec<Vec<usize>> = info
         .elements
         .iter()
@@ -381,12 +379,6 @@ fn instantiate_without_start<T: 'static>(
             DataMode::Passive => None,
         })
         .collect();
-    for (value, handle) in global_values
-        .into_iter()
-        .zip(&global_handles[info.num_imported_globals as usize..])
-    {
-        opaque.globals[handle.index].cell.set(value);
-    }
 
     // Element segments, then data segments, in order; a segment that does not fit traps, and
     // what was written before stays written.
