@@ -74,7 +74,7 @@ use crate::traps::trap_code;
 /// location, for trap and backtrace reporting.
 ///
 /// # Errors
-/// `CompileError::Unsupported` for operators outside WebAssembly 2.0 (relaxed SIMD included);
+/// `CompileError::Unsupported` for operators of proposals weft does not implement;
 /// `CompileError::Invalid` if the body cannot be read.
 pub fn translate_function<E: FuncEnvironment + ?Sized>(
     env: &mut E,
@@ -244,8 +244,7 @@ struct FuncTranslator<'a, E: FuncEnvironment + ?Sized> {
 
 /// Generates `simd_operator_name` from wasmparser's list of SIMD operators: the operator's name
 /// (`"I16x8ExtendLowI8x16S"`) for SIMD operators, `None` for the rest. The name's prefix is the
-/// shape an operator works on (`simd_lanes`), and it lets the translator tell "relaxed SIMD"
-/// from "not WebAssembly 2.0".
+/// shape an operator works on (`simd_lanes`).
 macro_rules! define_simd_operator_name {
     ($( @$proposal:ident $op:ident $({ $($arg:ident: $argty:ty),* })? => $visit:ident ($($ann:tt)*))*) => {
         fn simd_operator_name(op: &Operator<'_>) -> Option<&'static str> {
@@ -281,6 +280,20 @@ fn simd_narrow_lanes(op: &Operator<'_>) -> ir::Type {
     simd_lanes(op)
         .split_lanes()
         .expect("a widening operator has lanes wider than 8 bits")
+}
+
+/// `i16x8.relaxed_dot_i8x16_i7x16_s` as weft defines it: for each 16-bit lane `i`, the sum of
+/// the products of bytes `2i` and `2i + 1`, both operands' bytes signed, the sum wrapping.
+fn relaxed_dot_i8x16(builder: &mut FunctionBuilder<'_>, x: Value, y: Value) -> Value {
+    let low = {
+        let (x, y) = (builder.ins().swiden_low(x), builder.ins().swiden_low(y));
+        builder.ins().imul(x, y)
+    };
+    let high = {
+        let (x, y) = (builder.ins().swiden_high(x), builder.ins().swiden_high(y));
+        builder.ins().imul(x, y)
+    };
+    builder.ins().iadd_pairwise(low, high)
 }
 
 /// Flags for vector `bitcast`s: Wasm numbers lanes in little-endian memory order, whatever the
@@ -1105,17 +1118,65 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             F64x2PromoteLowF32x4 => self.simd_unary(F32X4, |b, x| b.ins().fvpromote_low(x)),
 
             // ---------------------------------------------------------------------------------
-            // Not supported: relaxed SIMD (the rest of the SIMD operators are above), and
-            // proposals beyond WebAssembly 2.0.
+            // Relaxed SIMD (WebAssembly 3.0). The spec lets each of these pick among a few
+            // results where hardware differs; weft makes one choice per operator, the same on
+            // every ISA, so a module computes the same bits everywhere:
+            // - swizzle, truncations, min/max, q15mulr: exactly their non-relaxed operators
+            //   (out-of-range swizzle lanes are 0; truncations saturate, NaN is 0; min/max
+            //   propagate NaN and order -0 < +0; q15mulr saturates).
+            // - madd/nmadd: unfused, `a * b + c` and `-(a * b) + c`, each step rounded.
+            // - laneselect: a bitwise select (`v128.bitselect`), whatever the mask lanes hold.
+            // - dot products: both operands' bytes signed, products summed in 16 bits with
+            //   wrapping (only reachable when the second operand has bytes above 127).
             // ---------------------------------------------------------------------------------
-            ref other if simd_operator_name(other).is_some() => {
-                return Err(CompileError::Unsupported(format!(
-                    "relaxed SIMD operator {other:?} (not part of WebAssembly 2.0)"
-                )));
+            I8x16RelaxedSwizzle => self.translate_operator(&I8x16Swizzle)?,
+            I32x4RelaxedTruncF32x4S => self.translate_operator(&I32x4TruncSatF32x4S)?,
+            I32x4RelaxedTruncF32x4U => self.translate_operator(&I32x4TruncSatF32x4U)?,
+            I32x4RelaxedTruncF64x2SZero => self.translate_operator(&I32x4TruncSatF64x2SZero)?,
+            I32x4RelaxedTruncF64x2UZero => self.translate_operator(&I32x4TruncSatF64x2UZero)?,
+            F32x4RelaxedMin => self.translate_operator(&F32x4Min)?,
+            F32x4RelaxedMax => self.translate_operator(&F32x4Max)?,
+            F64x2RelaxedMin => self.translate_operator(&F64x2Min)?,
+            F64x2RelaxedMax => self.translate_operator(&F64x2Max)?,
+            I16x8RelaxedQ15mulrS => self.translate_operator(&I16x8Q15MulrSatS)?,
+            I8x16RelaxedLaneselect
+            | I16x8RelaxedLaneselect
+            | I32x4RelaxedLaneselect
+            | I64x2RelaxedLaneselect => self.translate_operator(&V128Bitselect)?,
+            F32x4RelaxedMadd | F64x2RelaxedMadd | F32x4RelaxedNmadd | F64x2RelaxedNmadd => {
+                let ty = simd_lanes(op);
+                let negate = matches!(op, F32x4RelaxedNmadd | F64x2RelaxedNmadd);
+                let (a, b, c) = self.pop3();
+                let [a, b, c] = [a, b, c].map(|v| lanes_as(&mut self.builder, ty, v));
+                let mut product = self.builder.ins().fmul(a, b);
+                if negate {
+                    product = self.builder.ins().fneg(product);
+                }
+                let sum = self.builder.ins().fadd(product, c);
+                let value = to_v128(&mut self.builder, sum);
+                self.push(value);
             }
+            I16x8RelaxedDotI8x16I7x16S => {
+                self.simd_binary(I8X16, |b, x, y| relaxed_dot_i8x16(b, x, y))
+            }
+            I32x4RelaxedDotI8x16I7x16AddS => {
+                let addend = self.pop();
+                let addend = lanes_as(&mut self.builder, I32X4, addend);
+                self.simd_binary(I8X16, |b, x, y| {
+                    let dot = relaxed_dot_i8x16(b, x, y);
+                    let (low, high) = (b.ins().swiden_low(dot), b.ins().swiden_high(dot));
+                    let sums = b.ins().iadd_pairwise(low, high);
+                    b.ins().iadd(sums, addend)
+                });
+            }
+
+            // ---------------------------------------------------------------------------------
+            // Not supported: proposals weft does not implement (validation refuses most of them
+            // before translation; this is the backstop).
+            // ---------------------------------------------------------------------------------
             ref other => {
                 return Err(CompileError::Unsupported(format!(
-                    "operator {other:?} (not part of WebAssembly 2.0)"
+                    "operator {other:?} (a WebAssembly proposal weft does not implement)"
                 )));
             }
         }
