@@ -56,7 +56,7 @@ impl Default for CompilerOptions {
             memory_mode: MemoryMode::GuardPages,
             verify: cfg!(debug_assertions),
             threads: 0,
-            multi_memory: false,
+            multi_memory: true,
         }
     }
 }
@@ -118,8 +118,8 @@ impl Compiler {
     /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
     /// weft implements (tail calls, extended constant expressions, relaxed SIMD, and
     /// multi-memory when the options allow it). The rest of 3.0 (function references,
-    /// exceptions, memory64, GC) fails validation with wasmparser's "not enabled" error
-    /// rather than reaching a translator that does not know it.
+    /// exceptions, memory64, GC) fails validation rather than reaching a translator that does
+    /// not know it.
     pub fn features(&self) -> WasmFeatures {
         let mut features = WasmFeatures::WASM2
             | WasmFeatures::TAIL_CALL
@@ -132,25 +132,11 @@ impl Compiler {
     /// Validates `wasm` against [`Compiler::features`] and parses its module-level structure.
     ///
     /// # Errors
-    /// `CompileError::Invalid` with the byte offset of the first problem;
-    /// `CompileError::Unsupported` for a module that is valid WebAssembly 3.0 but uses a
-    /// feature weft does not implement or the options turn off (found by validating a second
-    /// time, against all of 3.0, only when the first validation fails).
+    /// `CompileError::Invalid` with the byte offset of the first problem (a module using a
+    /// proposal outside [`Compiler::features`] gets wasmparser's "not enabled" message, which
+    /// the runtime turns into its `Unsupported` error).
     pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
-        if let Err(error) = Validator::new_with_features(self.features()).validate_all(wasm) {
-            if Validator::new_with_features(WasmFeatures::WASM3)
-                .validate_all(wasm)
-                .is_ok()
-            {
-                return Err(CompileError::Unsupported(format!(
-                    "a WebAssembly 3.0 feature that is not implemented or not enabled: {} \
-                     (at offset {:#x})",
-                    error.message(),
-                    error.offset()
-                )));
-            }
-            return Err(error.into());
-        }
+        Validator::new_with_features(self.features()).validate_all(wasm)?;
         crate::parse_module(wasm)
     }
 

@@ -30,7 +30,7 @@ impl Default for Config {
             async_stack_size: 2 << 20,
             verify: false,
             compile_threads: 0,
-            multi_memory: false,
+            multi_memory: true,
         }
     }
 }
@@ -98,8 +98,8 @@ impl Config {
         self.verify
     }
 
-    /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory; off by
-    /// default, as WebAssembly 2.0 requires).
+    /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory; on by
+    /// default, as in 3.0). Off, such modules are refused, as WebAssembly 2.0 requires.
     pub fn wasm_multi_memory(&mut self, enable: bool) -> &mut Self {
         self.multi_memory = enable;
         self

@@ -10,7 +10,7 @@ fn config_getters_return_what_the_setters_set() {
     assert_eq!(defaults.get_max_wasm_stack(), 512 << 10);
     assert_eq!(defaults.get_async_stack_size(), 2 << 20);
     assert!(!defaults.get_cranelift_verifier());
-    assert!(!defaults.get_wasm_multi_memory());
+    assert!(defaults.get_wasm_multi_memory());
     assert_eq!(defaults.get_compile_threads(), 0);
 
     let mut config = Config::new();
@@ -19,13 +19,13 @@ fn config_getters_return_what_the_setters_set() {
         .max_wasm_stack(100 << 10)
         .async_stack_size(300 << 10)
         .cranelift_verifier(true)
-        .wasm_multi_memory(true)
+        .wasm_multi_memory(false)
         .compile_threads(3);
     assert_eq!(config.get_memory_mode(), MemoryMode::ExplicitBounds);
     assert_eq!(config.get_max_wasm_stack(), 100 << 10);
     assert_eq!(config.get_async_stack_size(), 300 << 10);
     assert!(config.get_cranelift_verifier());
-    assert!(config.get_wasm_multi_memory());
+    assert!(!config.get_wasm_multi_memory());
     assert_eq!(config.get_compile_threads(), 3);
     let engine = Engine::new(&config).unwrap();
     assert_eq!(engine.config().get_async_stack_size(), 300 << 10);
