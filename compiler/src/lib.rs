@@ -2,8 +2,9 @@
 //!
 //! # Pipeline
 //!
-//! 1. **Validate** the whole binary with wasmparser (WebAssembly 2.0 features) before anything
-//!    else. Everything downstream assumes valid input and says so: the translator does not
+//! 1. **Validate** the whole binary with wasmparser before anything else, against WebAssembly
+//!    2.0 plus the 3.0 features weft implements (`Compiler::features`: tail calls, extended
+//!    constant expressions, relaxed SIMD, multi-memory). Everything downstream assumes valid input and says so: the translator does not
 //!    re-check types or stack heights.
 //! 2. **Parse** the module-level structure into a [`ModuleInfo`] ([`parse`]: types, index
 //!    spaces, imports, exports, segments as constant expressions, function body ranges, the name
@@ -25,7 +26,9 @@
 //! # Conventions compiled code follows
 //!
 //! - Every Wasm function takes `(callee_vmctx, caller_vmctx, params...)` with Cranelift's
-//!   `tail` calling convention and returns its results (any number).
+//!   `tail` calling convention and returns its results (any number). Under that convention
+//!   `return_call*` become Cranelift tail calls that reuse the caller's frame (the callee pops
+//!   its stack arguments), so tail-call chains run in constant stack.
 //! - Its prologue compares the stack pointer with the limit in the store context
 //!   (`vmctx → store context → stack limit`), so running out of stack is a trap, not a fault on
 //!   an unknown page. The limit belongs to the running activation, which is what lets a call

@@ -165,12 +165,12 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
     Ok(())
 }
 
-/// The memory a load or store accesses. Wasm 2.0 has no GC arrays, so `MemArgTarget::Array`
+/// The memory a load or store accesses. Without GC there are no arrays, so `MemArgTarget::Array`
 /// cannot pass validation.
 fn memory_index(memarg: MemArg) -> u32 {
     match memarg.target {
         MemArgTarget::Memory(memory) => memory,
-        MemArgTarget::Array(_) => unreachable!("GC array access in a Wasm 2.0 body"),
+        MemArgTarget::Array(_) => unreachable!("GC array access, which validation refuses"),
     }
 }
 

@@ -169,7 +169,7 @@ pub struct FunctionBodyInfo {
 /// Everything about a module except its code.
 #[derive(Clone, Debug, Default)]
 pub struct ModuleInfo {
-    /// The type section. Wasm 2.0 has only function types.
+    /// The type section: function types only (the parser refuses GC types).
     pub types: Vec<FuncType>,
     /// Type index of every function, imports first.
     pub funcs: Vec<u32>,
