@@ -1156,9 +1156,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 let value = to_v128(&mut self.builder, sum);
                 self.push(value);
             }
-            I16x8RelaxedDotI8x16I7x16S => {
-                self.simd_binary(I8X16, |b, x, y| relaxed_dot_i8x16(b, x, y))
-            }
+            I16x8RelaxedDotI8x16I7x16S => self.simd_binary(I8X16, relaxed_dot_i8x16),
             I32x4RelaxedDotI8x16I7x16AddS => {
                 let addend = self.pop();
                 let addend = lanes_as(&mut self.builder, I32X4, addend);
