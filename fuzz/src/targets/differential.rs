@@ -305,7 +305,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
             .ty(&engines.wasmi)
             .results()
             .iter()
-            .map(|t| wasmi::Val::default_for_ty(t.clone()))
+            .map(|t| wasmi::Val::default_for_ty(*t))
             .collect();
         let a: Outcome = ours
             .call(&mut engines.weft, &ours_params, &mut ours_results)

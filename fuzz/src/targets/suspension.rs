@@ -150,7 +150,7 @@ fn snapshot(store: &mut Store<HostState>, instance: Instance) -> Snapshot {
     let mut memories = Vec::new();
     let mut globals = Vec::new();
     for (name, export) in instance.exports(&mut *store) {
-        if let Some(memory) = export.clone().into_memory() {
+        if let Some(memory) = export.into_memory() {
             memories.push((name.clone(), memory.data(&*store).to_vec()));
         }
         if let Some(global) = export.into_global() {
