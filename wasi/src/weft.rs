@@ -1,0 +1,223 @@
+//! The weft binding: registers every preview1 function in a [`Linker`], using only weft's
+//! public API.
+//!
+//! A call reaches the guest's memory and its [`WasiCtx`] through a [`WasiHost`]: in the
+//! synchronous binding that is the [`Caller`] itself, and the function's future is driven to
+//! completion on the calling thread; in the async binding it is the call's [`StoreAccess`],
+//! which lends the store to each poll of the suspending import's future and to nothing else.
+
+use std::sync::Arc;
+
+use weft_runtime::{Caller, Error, Extern, FuncType, Linker, Result, StoreAccess, Val, ValType};
+
+use crate::host::{Abort, Blocking, HostError, I32Exit, WasiHost, block_on};
+use crate::{WasiCtx, preview1};
+
+/// The import module of every preview1 function.
+pub const MODULE: &str = "wasi_snapshot_preview1";
+
+type Getter<T> = Arc<dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync>;
+
+/// Lends `f` the context and the calling instance's memory export.
+///
+/// weft's API hands out the store's data and a memory's bytes as two borrows of the same
+/// `Caller`, so the context is moved out of the data for the duration of `f` (an empty
+/// `WasiCtx` holds its place; nothing else can observe it, since `f` is synchronous).
+fn lend<T: 'static, R>(
+    caller: &mut Caller<'_, T>,
+    get: &(dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync),
+    f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R,
+) -> Result<R, HostError> {
+    let memory = caller
+        .get_export("memory")
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| HostError::new("a WASI module must export its memory as \"memory\""))?;
+    let mut ctx = std::mem::take(get(caller.data_mut()));
+    let result = f(&mut ctx, memory.data_mut(caller));
+    *get(caller.data_mut()) = ctx;
+    Ok(result)
+}
+
+/// The synchronous binding's host: the caller, borrowed for the whole call.
+struct SyncHost<'a, 'c, T: 'static> {
+    caller: Caller<'c, T>,
+    get: &'a (dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync),
+}
+
+impl<T: 'static> WasiHost for SyncHost<'_, '_, T> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R) -> Result<R, HostError> {
+        lend(&mut self.caller, self.get, f)
+    }
+    fn blocking(&self) -> Blocking {
+        Blocking::Inline
+    }
+}
+
+/// The async binding's host: owns nothing of the store, so its futures are `'static`.
+struct AsyncHost<T: 'static> {
+    access: StoreAccess<T>,
+    get: Getter<T>,
+}
+
+impl<T: 'static> WasiHost for AsyncHost<T> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R) -> Result<R, HostError> {
+        let get = &*self.get;
+        self.access
+            .with(|mut caller| lend(&mut caller, get, f))
+            .map_err(|e| HostError::new(e.to_string()))?
+    }
+    fn blocking(&self) -> Blocking {
+        Blocking::Tokio
+    }
+}
+
+fn abort_to_error(abort: Abort) -> Error {
+    match abort {
+        Abort::Exit(exit) => Error::host(exit),
+        Abort::Host(error) => Error::host(error),
+    }
+}
+
+/// The `proc_exit` status carried by `error`, if the guest exited rather than failed.
+pub fn exit_code(error: &Error) -> Option<i32> {
+    match error {
+        Error::Host(inner) => inner.downcast_ref::<I32Exit>().map(|exit| exit.0),
+        _ => None,
+    }
+}
+
+macro_rules! valtype {
+    (u32) => {
+        ValType::I32
+    };
+    (u64) => {
+        ValType::I64
+    };
+}
+
+macro_rules! wasm_ty {
+    (u32) => {
+        i32
+    };
+    (u64) => {
+        i64
+    };
+}
+
+fn arg_u32(val: Option<&Val>) -> u32 {
+    val.and_then(Val::i32).unwrap_or_default() as u32
+}
+
+fn arg_u64(val: Option<&Val>) -> u64 {
+    val.and_then(Val::i64).unwrap_or_default() as u64
+}
+
+macro_rules! from_val {
+    (u32, $v:expr) => {
+        arg_u32($v)
+    };
+    (u64, $v:expr) => {
+        arg_u64($v)
+    };
+}
+
+/// Registers one function of the synchronous binding (a `func_new` whose future is driven
+/// on the calling thread).
+macro_rules! define_sync {
+    ($linker:ident, $get:ident, $name:ident($($arg:ident: $ty:ident),*)) => {{
+        let get = $get.clone();
+        $linker.func_new(
+            MODULE,
+            stringify!($name),
+            FuncType::new([$(valtype!($ty)),*], [ValType::I32]),
+            move |caller: Caller<'_, T>, params: &[Val], results: &mut [Val]| {
+                #[allow(unused_mut, unused_variables)]
+                let mut params = params.iter();
+                $(let $arg = from_val!($ty, params.next());)*
+                let mut host = SyncHost { caller, get: &*get };
+                let errno = block_on(preview1::$name(&mut host, $($arg),*))
+                    .map_err(abort_to_error)?;
+                results[0] = Val::I32(errno as i32);
+                Ok(())
+            },
+        )?;
+    }};
+}
+
+/// Defines every preview1 function in `linker` for synchronous calls: blocking work blocks
+/// the calling thread, sleeps are `thread::sleep`. `get` finds the [`WasiCtx`] in the store's
+/// data. Calls need the calling instance to export its memory as `memory`.
+///
+/// # Errors
+/// If a name is already defined in `linker` (and shadowing is off).
+pub fn add_to_linker_sync<T: 'static>(
+    linker: &mut Linker<T>,
+    get: impl Fn(&mut T) -> &mut WasiCtx + Send + Sync + 'static,
+) -> Result<()> {
+    let get: Getter<T> = Arc::new(get);
+    macro_rules! define_all {
+        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {
+            $(define_sync!(linker, get, $name($($arg: $ty),*));)*
+        };
+    }
+    crate::for_each_preview1_function!(define_all);
+    define_proc_exit(linker)
+}
+
+fn define_proc_exit<T: 'static>(linker: &mut Linker<T>) -> Result<()> {
+    linker.func_wrap(MODULE, "proc_exit", |code: i32| -> Result<()> {
+        Err(Error::host(I32Exit(code)))
+    })?;
+    Ok(())
+}
+
+/// Defines every preview1 function in `linker` as a *suspending import*: call the guest with
+/// `call_async` on a tokio runtime (a `current_thread` one is enough; enable its time driver).
+/// Filesystem and stdio work runs on tokio's blocking pool while the call is suspended;
+/// `poll_oneoff` sleeps with `tokio::time::sleep`. `get` finds the [`WasiCtx`] in the store's
+/// data.
+///
+/// Until weft has an untyped `func_new_async`, the three functions with more than six
+/// parameters (`path_open`, `path_link`, `path_filestat_set_times`) are bound as synchronous
+/// functions here: they do their filesystem work inline on the calling thread.
+///
+/// # Errors
+/// If a name is already defined in `linker` (and shadowing is off).
+pub fn add_to_linker_async<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: impl Fn(&mut T) -> &mut WasiCtx + Send + Sync + 'static,
+) -> Result<()> {
+    let get: Getter<T> = Arc::new(get);
+    macro_rules! define_all {
+        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {
+            $(define_all!(@one $name($($arg: $ty),*));)*
+        };
+        (@one path_open($($arg:ident: $ty:ident),*)) => {
+            define_sync!(linker, get, path_open($($arg: $ty),*))
+        };
+        (@one path_link($($arg:ident: $ty:ident),*)) => {
+            define_sync!(linker, get, path_link($($arg: $ty),*))
+        };
+        (@one path_filestat_set_times($($arg:ident: $ty:ident),*)) => {
+            define_sync!(linker, get, path_filestat_set_times($($arg: $ty),*))
+        };
+        (@one $name:ident($($arg:ident: $ty:ident),*)) => {{
+            let get = get.clone();
+            linker.func_wrap_async(
+                MODULE,
+                stringify!($name),
+                move |caller: Caller<'_, T>, $($arg: wasm_ty!($ty)),*| {
+                    let mut host = AsyncHost { access: caller.store_access(), get: get.clone() };
+                    async move {
+                        preview1::$name(&mut host, $($arg as $ty),*)
+                            .await
+                            .map(|errno| errno as i32)
+                            .map_err(abort_to_error)
+                    }
+                },
+            )?;
+        }};
+    }
+    crate::for_each_preview1_function!(define_all);
+    define_proc_exit(linker)
+}
