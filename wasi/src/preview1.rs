@@ -1127,9 +1127,6 @@ mod imp {
         if directory && (create || truncate) {
             return Err(Errno::Inval.into());
         }
-        if directory && rights_base & RIGHTS_FD_WRITE != 0 {
-            return Err(Errno::Isdir.into());
-        }
         require(dir.perms.read)?;
         if create {
             require(dir.perms.mutate)?;
@@ -1154,6 +1151,11 @@ mod imp {
                         FollowSymlinks::Yes => parent.dir.open_dir(&path)?,
                         FollowSymlinks::No => parent.dir.open_dir_nofollow(&path)?,
                     };
+                    // A directory cannot be opened for writing (checked once it is known
+                    // to be one, so a file named with `O_DIRECTORY` stays `ENOTDIR`).
+                    if rights_base & RIGHTS_FD_WRITE != 0 {
+                        return Err(Errno::Isdir);
+                    }
                     return Ok(sub_dir(&parent, opened));
                 }
                 let mut options = OpenOptions::new();
