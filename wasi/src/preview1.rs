@@ -87,6 +87,7 @@ macro_rules! public_functions {
             ///
             /// # Errors
             /// An [`Abort`] if the host cannot lend the context or memory.
+            #[allow(clippy::too_many_arguments)] // the ABI's arity
             pub async fn $name<H: WasiHost>(host: &mut H, $($arg: $ty),*) -> Result<Errno, Abort> {
                 to_errno(imp::$name(host, $($arg),*).await)
             }

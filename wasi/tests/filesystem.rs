@@ -187,19 +187,16 @@ fn directories_are_created_listed_renamed_and_removed() {
     let mut g = guest(&tree, DirPerms::ALL, FilePerms::ALL);
     let (p, l) = g.string(6000, "sub");
     assert_eq!(
-        g.call("path_create_directory", &[i(PREOPEN), p.clone(), l.clone()]),
+        g.call("path_create_directory", &[i(PREOPEN), p, l]),
         SUCCESS
     );
-    assert_eq!(
-        g.call("path_create_directory", &[i(PREOPEN), p.clone(), l.clone()]),
-        EEXIST
-    );
+    assert_eq!(g.call("path_create_directory", &[i(PREOPEN), p, l]), EEXIST);
     let fd = g
         .open(PREOPEN, "sub/inner.txt", OFLAGS_CREAT, RIGHTS_ALL, 0)
         .unwrap();
     g.call("fd_close", &[i(fd)]);
     assert_eq!(
-        g.call("path_remove_directory", &[i(PREOPEN), p.clone(), l.clone()]),
+        g.call("path_remove_directory", &[i(PREOPEN), p, l]),
         ENOTEMPTY
     );
     // readdir of the preopen: ".", "..", hello.txt, sub
@@ -237,29 +234,17 @@ fn directories_are_created_listed_renamed_and_removed() {
     let (o, ol) = g.string(6100, "sub/inner.txt");
     let (n, nl) = g.string(6200, "moved.txt");
     assert_eq!(
-        g.call(
-            "path_rename",
-            &[i(PREOPEN), o, ol, i(PREOPEN), n.clone(), nl.clone()]
-        ),
+        g.call("path_rename", &[i(PREOPEN), o, ol, i(PREOPEN), n, nl]),
         SUCCESS
     );
     assert_eq!(
-        g.call(
-            "path_filestat_get",
-            &[i(PREOPEN), i(1), n.clone(), nl.clone(), i(300)]
-        ),
+        g.call("path_filestat_get", &[i(PREOPEN), i(1), n, nl, i(300)]),
         SUCCESS
     );
     assert_eq!(g.read(316, 1), [4]);
-    assert_eq!(
-        g.call("path_unlink_file", &[i(PREOPEN), n.clone(), nl.clone()]),
-        SUCCESS
-    );
+    assert_eq!(g.call("path_unlink_file", &[i(PREOPEN), n, nl]), SUCCESS);
     assert_eq!(g.call("path_unlink_file", &[i(PREOPEN), n, nl]), ENOENT);
-    assert_eq!(
-        g.call("path_unlink_file", &[i(PREOPEN), p.clone(), l.clone()]),
-        EISDIR
-    );
+    assert_eq!(g.call("path_unlink_file", &[i(PREOPEN), p, l]), EISDIR);
     assert_eq!(
         g.call("path_remove_directory", &[i(PREOPEN), p, l]),
         SUCCESS
@@ -309,45 +294,27 @@ fn links_and_symlinks_inside_the_preopen_work() {
     let mut g = guest(&tree, DirPerms::ALL, FilePerms::ALL);
     let (t, tl) = g.string(6000, "hello.txt");
     let (s, sl) = g.string(6100, "link");
+    assert_eq!(g.call("path_symlink", &[t, tl, i(PREOPEN), s, sl]), SUCCESS);
     assert_eq!(
-        g.call(
-            "path_symlink",
-            &[t.clone(), tl.clone(), i(PREOPEN), s.clone(), sl.clone()]
-        ),
-        SUCCESS
-    );
-    assert_eq!(
-        g.call(
-            "path_readlink",
-            &[i(PREOPEN), s.clone(), sl.clone(), i(0), i(100), i(200)]
-        ),
+        g.call("path_readlink", &[i(PREOPEN), s, sl, i(0), i(100), i(200)]),
         SUCCESS
     );
     assert_eq!(g.u32(200), 9);
     assert_eq!(g.read(0, 9), b"hello.txt");
     // a short buffer truncates
     assert_eq!(
-        g.call(
-            "path_readlink",
-            &[i(PREOPEN), s.clone(), sl.clone(), i(0), i(4), i(200)]
-        ),
+        g.call("path_readlink", &[i(PREOPEN), s, sl, i(0), i(4), i(200)]),
         SUCCESS
     );
     assert_eq!(g.u32(200), 4);
     // stat without following sees the link
     assert_eq!(
-        g.call(
-            "path_filestat_get",
-            &[i(PREOPEN), i(0), s.clone(), sl.clone(), i(300)]
-        ),
+        g.call("path_filestat_get", &[i(PREOPEN), i(0), s, sl, i(300)]),
         SUCCESS
     );
     assert_eq!(g.read(316, 1), [7]);
     assert_eq!(
-        g.call(
-            "path_filestat_get",
-            &[i(PREOPEN), i(1), s.clone(), sl.clone(), i(300)]
-        ),
+        g.call("path_filestat_get", &[i(PREOPEN), i(1), s, sl, i(300)]),
         SUCCESS
     );
     assert_eq!(g.read(316, 1), [4]);
@@ -457,52 +424,26 @@ fn escapes_fail_and_touch_nothing_outside() {
     let (o, ol) = g.string(6000, "hello.txt");
     let (n, nl) = g.string(6100, "../stolen.txt");
     assert_eq!(
-        g.call(
-            "path_rename",
-            &[
-                i(PREOPEN),
-                o.clone(),
-                ol.clone(),
-                i(PREOPEN),
-                n.clone(),
-                nl.clone()
-            ]
-        ),
+        g.call("path_rename", &[i(PREOPEN), o, ol, i(PREOPEN), n, nl]),
         EPERM
     );
     assert_eq!(
-        g.call(
-            "path_link",
-            &[i(PREOPEN), i(0), o.clone(), ol.clone(), i(PREOPEN), n, nl]
-        ),
+        g.call("path_link", &[i(PREOPEN), i(0), o, ol, i(PREOPEN), n, nl]),
         EPERM
     );
     let (s, sl) = g.string(6200, "../secret.txt");
     assert_eq!(
-        g.call(
-            "path_rename",
-            &[
-                i(PREOPEN),
-                s.clone(),
-                sl.clone(),
-                i(PREOPEN),
-                o.clone(),
-                ol.clone()
-            ]
-        ),
+        g.call("path_rename", &[i(PREOPEN), s, sl, i(PREOPEN), o, ol]),
         EPERM
     );
     assert_eq!(
-        g.call(
-            "path_filestat_get",
-            &[i(PREOPEN), i(1), s.clone(), sl.clone(), i(300)]
-        ),
+        g.call("path_filestat_get", &[i(PREOPEN), i(1), s, sl, i(300)]),
         EPERM
     );
     assert_eq!(
         g.call(
             "path_filestat_set_times",
-            &[i(PREOPEN), i(1), s.clone(), sl.clone(), I(0), I(0), i(10)]
+            &[i(PREOPEN), i(1), s, sl, I(0), I(0), i(10)]
         ),
         EPERM
     );

@@ -1,0 +1,116 @@
+//! The official WASI preview1 test suite (`tests/wasi-testsuite/`, 72 tests), run in-process
+//! on both bindings. Each test gets a fresh copy of its root directory, an empty stdin, and
+//! its stdout/stderr captured; the harness (`programs/harness/testsuite.rs`) judges the exit
+//! status and output as the suite's own runner does.
+
+#[path = "../../programs/harness/testsuite.rs"]
+#[allow(dead_code)]
+mod testsuite;
+
+use std::path::Path;
+
+use weft_runtime::{Config, Engine, Linker, Module, Store};
+use weft_wasi::{
+    DirPerms, FilePerms, MemoryOutputPipe, WasiCtx, add_to_linker_async, add_to_linker_sync,
+    exit_code,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    Sync,
+    Async,
+}
+
+fn run(
+    engine: &Engine,
+    invocation: &testsuite::Invocation<'_>,
+    binding: Binding,
+) -> Result<testsuite::Outcome, String> {
+    let test = invocation.test;
+    let bytes = std::fs::read(&test.wasm).map_err(|e| e.to_string())?;
+    let module = Module::new(engine, bytes).map_err(|e| e.to_string())?;
+    let (stdout, stderr) = (MemoryOutputPipe::new(), MemoryOutputPipe::new());
+    let mut builder = WasiCtx::builder();
+    builder
+        .arg(test.wasm.display().to_string())
+        .args(test.args.clone())
+        .stdout(stdout.clone())
+        .stderr(stderr.clone());
+    for (name, value) in &test.env {
+        builder.env(name, value);
+    }
+    if let Some(root) = &invocation.root {
+        builder.preopened_dir(root, "/", DirPerms::ALL, FilePerms::ALL);
+    }
+    let ctx = builder.build().map_err(|e| e.to_string())?;
+    let mut store = Store::new(engine, ctx);
+    let mut linker = Linker::new(engine);
+    let result = match binding {
+        Binding::Sync => {
+            add_to_linker_sync(&mut linker, |ctx: &mut WasiCtx| ctx).map_err(|e| e.to_string())?;
+            linker
+                .instantiate(&mut store, &module)
+                .and_then(|instance| {
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call(&mut store, ())
+                })
+        }
+        Binding::Async => {
+            add_to_linker_async(&mut linker, |ctx: &mut WasiCtx| ctx).map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let instance = linker.instantiate_async(&mut store, &module).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            })
+        }
+    };
+    let exit_code = match result {
+        Ok(()) => 0,
+        Err(error) => exit_code(&error).ok_or_else(|| {
+            format!(
+                "{}: {error}\n--- stderr\n{}",
+                test.name,
+                String::from_utf8_lossy(&stderr.contents())
+            )
+        })?,
+    };
+    Ok(testsuite::Outcome {
+        exit_code,
+        stdout: stdout.contents(),
+        stderr: stderr.contents(),
+    })
+}
+
+fn run_all(binding: Binding, label: &str) {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasi-testsuite");
+    let tests = testsuite::discover(&suite).expect("the suite is readable");
+    assert_eq!(tests.len(), 72);
+    let engine = Engine::new(&Config::new()).expect("engine");
+    let scratch = std::env::temp_dir().join(format!(
+        "weft-wasi-testsuite-{label}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let summary = testsuite::run_suite(&tests, &scratch, &[], |invocation| {
+        run(&engine, invocation, binding)
+    })
+    .expect("copying the roots");
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("{label} binding: {summary}");
+    assert!(summary.is_clean(), "{summary}");
+}
+
+#[test]
+fn official_suite_passes_on_the_sync_binding() {
+    run_all(Binding::Sync, "sync");
+}
+
+#[test]
+fn official_suite_passes_on_the_async_binding() {
+    run_all(Binding::Async, "async");
+}
