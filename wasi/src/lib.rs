@@ -36,6 +36,41 @@
 //! the host enforces what a descriptor was opened for (reading, writing) and the preopen
 //! permissions, not each right bit.
 //!
+//! # Readiness and blocking
+//!
+//! `poll_oneoff` sleeps for clock subscriptions (on tokio's timer in async mode) and reports
+//! descriptor subscriptions as ready at once: a read or write on a file, a stream or a socket
+//! either completes or suspends the call, so a guest never spins. The cost: a guest that polls
+//! an inherited terminal stdin with a timeout is told it is readable and then waits in
+//! `fd_read`. Work handed to tokio's blocking pool (a blocking stdin read, say) cannot be
+//! interrupted; dropping the call abandons its result.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use weft_runtime::{Engine, Linker, Module, Store};
+//! use weft_wasi::{DirPerms, FilePerms, WasiCtx, add_to_linker_async, exit_code};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(&weft_runtime::Config::new())?;
+//! let module = Module::new(&engine, std::fs::read("program.wasm")?)?;
+//! let mut linker = Linker::new(&engine);
+//! add_to_linker_async(&mut linker, |ctx: &mut WasiCtx| ctx)?;
+//! let ctx = WasiCtx::builder()
+//!     .args(["program.wasm", "hello"])
+//!     .inherit_stdio()
+//!     .preopened_dir("data", "/data", DirPerms::ALL, FilePerms::ALL)
+//!     .build()?;
+//! let mut store = Store::new(&engine, ctx);
+//! let instance = linker.instantiate_async(&mut store, &module).await?;
+//! let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+//! let status = match start.call_async(&mut store, ()).await {
+//!     Ok(()) => 0,
+//!     Err(error) => exit_code(&error).ok_or(error)?,
+//! };
+//! # let _ = status; Ok(()) }
+//! ```
+//!
 //! # Exits
 //!
 //! `proc_exit(n)` ends the call with the error [`I32Exit`]`(n)` (see [`exit_code`]), which is

@@ -543,24 +543,22 @@ mod imp {
             mem.slice(stat, FDSTAT_SIZE)?;
             entry(ctx, fd)
         })?;
-        let descriptor = entry.descriptor.clone();
-        let (filetype_, flags) = host
-            .blocking()
-            .run(move || -> Result<(u8, u16), Errno> {
-                Ok(match &descriptor {
-                    Descriptor::Stream(stream) if stream.is_terminal() => {
-                        (FILETYPE_CHARACTER_DEVICE, 0)
-                    }
-                    Descriptor::Stream(_) => (FILETYPE_UNKNOWN, 0),
-                    Descriptor::Dir(_) => (FILETYPE_DIRECTORY, 0),
-                    Descriptor::Socket(_) => (FILETYPE_SOCKET_STREAM, 0),
-                    Descriptor::File(file) => {
+        // Only a file needs the OS (an `fstat` and an `fcntl`); the rest is known here.
+        let (filetype_, flags) = match &entry.descriptor {
+            Descriptor::Stream(stream) if stream.is_terminal() => (FILETYPE_CHARACTER_DEVICE, 0),
+            Descriptor::Stream(_) => (FILETYPE_UNKNOWN, 0),
+            Descriptor::Dir(_) => (FILETYPE_DIRECTORY, 0),
+            Descriptor::Socket(_) => (FILETYPE_SOCKET_STREAM, 0),
+            Descriptor::File(file) => {
+                let file = file.clone();
+                host.blocking()
+                    .run(move || -> Result<(u8, u16), Errno> {
                         let ty = filetype(std_metadata(&file.file)?.file_type());
-                        (ty, fdflags(&file.file)?)
-                    }
-                })
-            })
-            .await??;
+                        Ok((ty, fdflags(&file.file)?))
+                    })
+                    .await??
+            }
+        };
         access(host, |_, mem| {
             let mut out = [0u8; FDSTAT_SIZE as usize];
             out[0] = filetype_;

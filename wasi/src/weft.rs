@@ -183,7 +183,7 @@ fn define_proc_exit<T: 'static>(linker: &mut Linker<T>) -> Result<()> {
 ///
 /// # Errors
 /// If a name is already defined in `linker` (and shadowing is off).
-pub fn add_to_linker_async<T: Send + 'static>(
+pub fn add_to_linker_async<T: 'static>(
     linker: &mut Linker<T>,
     get: impl Fn(&mut T) -> &mut WasiCtx + Send + Sync + 'static,
 ) -> Result<()> {
