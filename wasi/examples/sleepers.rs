@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use weft_runtime::{Config, Engine, Linker, Module, Store};
+use weft::{Config, Engine, Linker, Module, Store};
 use weft_wasi::{DirPerms, FilePerms, MemoryOutputPipe, WasiCtx, add_to_linker_async, exit_code};
 
 fn peak_rss_kib() -> Option<u64> {

@@ -326,7 +326,12 @@ pub enum BuildError {
     TooManyDescriptors,
     /// A directory to preopen could not be opened.
     #[error("cannot open directory {path}: {error}")]
-    Preopen { path: String, error: io::Error },
+    Preopen {
+        /// The host path given.
+        path: String,
+        /// Why opening it failed.
+        error: io::Error,
+    },
 }
 
 /// Builds a [`WasiCtx`]: arguments, environment, stdio, preopened directories and sockets.

@@ -48,11 +48,11 @@
 //! # Example
 //!
 //! ```no_run
-//! use weft_runtime::{Engine, Linker, Module, Store};
+//! use weft::{Engine, Linker, Module, Store};
 //! use weft_wasi::{DirPerms, FilePerms, WasiCtx, add_to_linker_async, exit_code};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Engine::new(&weft_runtime::Config::new())?;
+//! let engine = Engine::new(&weft::Config::new())?;
 //! let module = Module::new(&engine, std::fs::read("program.wasm")?)?;
 //! let mut linker = Linker::new(&engine);
 //! add_to_linker_async(&mut linker, |ctx: &mut WasiCtx| ctx)?;
@@ -78,6 +78,7 @@
 //! is flushed before `fd_write` returns.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod abi;
 mod ctx;

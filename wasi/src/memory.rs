@@ -48,15 +48,19 @@ impl<'a> GuestMemory<'a> {
         Ok(out)
     }
 
+    /// Reads a byte at `ptr`.
     pub fn read_u8(&self, ptr: u32) -> Result<u8, Errno> {
         Ok(self.array::<1>(ptr)?[0])
     }
+    /// Reads a little-endian `u16` at `ptr`.
     pub fn read_u16(&self, ptr: u32) -> Result<u16, Errno> {
         Ok(u16::from_le_bytes(self.array(ptr)?))
     }
+    /// Reads a little-endian `u32` at `ptr`.
     pub fn read_u32(&self, ptr: u32) -> Result<u32, Errno> {
         Ok(u32::from_le_bytes(self.array(ptr)?))
     }
+    /// Reads a little-endian `u64` at `ptr`.
     pub fn read_u64(&self, ptr: u32) -> Result<u64, Errno> {
         Ok(u64::from_le_bytes(self.array(ptr)?))
     }
@@ -67,15 +71,19 @@ impl<'a> GuestMemory<'a> {
         self.slice_mut(ptr, len)?.copy_from_slice(bytes);
         Ok(())
     }
+    /// Writes a byte at `ptr`.
     pub fn write_u8(&mut self, ptr: u32, v: u8) -> Result<(), Errno> {
         self.write(ptr, &[v])
     }
+    /// Writes a little-endian `u16` at `ptr`.
     pub fn write_u16(&mut self, ptr: u32, v: u16) -> Result<(), Errno> {
         self.write(ptr, &v.to_le_bytes())
     }
+    /// Writes a little-endian `u32` at `ptr`.
     pub fn write_u32(&mut self, ptr: u32, v: u32) -> Result<(), Errno> {
         self.write(ptr, &v.to_le_bytes())
     }
+    /// Writes a little-endian `u64` at `ptr`.
     pub fn write_u64(&mut self, ptr: u32, v: u64) -> Result<(), Errno> {
         self.write(ptr, &v.to_le_bytes())
     }

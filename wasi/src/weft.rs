@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use weft_runtime::{Caller, Error, Extern, FuncType, Linker, Result, StoreAccess, Val, ValType};
+use weft::{Caller, Error, Extern, FuncType, Linker, Result, StoreAccess, Val, ValType};
 
 use crate::host::{Abort, Blocking, HostError, I32Exit, WasiHost, block_on};
 use crate::{WasiCtx, preview1};
@@ -95,15 +95,6 @@ macro_rules! valtype {
     };
 }
 
-macro_rules! wasm_ty {
-    (u32) => {
-        i32
-    };
-    (u64) => {
-        i64
-    };
-}
-
 fn arg_u32(val: Option<&Val>) -> u32 {
     val.and_then(Val::i32).unwrap_or_default() as u32
 }
@@ -175,11 +166,8 @@ fn define_proc_exit<T: 'static>(linker: &mut Linker<T>) -> Result<()> {
 /// `call_async` on a tokio runtime (a `current_thread` one is enough; enable its time driver).
 /// Filesystem and stdio work runs on tokio's blocking pool while the call is suspended;
 /// `poll_oneoff` sleeps with `tokio::time::sleep`. `get` finds the [`WasiCtx`] in the store's
-/// data.
-///
-/// Until weft has an untyped `func_new_async`, the three functions with more than six
-/// parameters (`path_open`, `path_link`, `path_filestat_set_times`) are bound as synchronous
-/// functions here: they do their filesystem work inline on the calling thread.
+/// data. Reached from a synchronous `call`, these imports trap
+/// ([`weft::Trap::SuspendOutsidePromisingCall`]): use [`add_to_linker_sync`] for that.
 ///
 /// # Errors
 /// If a name is already defined in `linker` (and shadowing is off).
@@ -189,34 +177,26 @@ pub fn add_to_linker_async<T: 'static>(
 ) -> Result<()> {
     let get: Getter<T> = Arc::new(get);
     macro_rules! define_all {
-        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {
-            $(define_all!(@one $name($($arg: $ty),*));)*
-        };
-        (@one path_open($($arg:ident: $ty:ident),*)) => {
-            define_sync!(linker, get, path_open($($arg: $ty),*))
-        };
-        (@one path_link($($arg:ident: $ty:ident),*)) => {
-            define_sync!(linker, get, path_link($($arg: $ty),*))
-        };
-        (@one path_filestat_set_times($($arg:ident: $ty:ident),*)) => {
-            define_sync!(linker, get, path_filestat_set_times($($arg: $ty),*))
-        };
-        (@one $name:ident($($arg:ident: $ty:ident),*)) => {{
+        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {$({
             let get = get.clone();
-            linker.func_wrap_async(
+            linker.func_new_async(
                 MODULE,
                 stringify!($name),
-                move |caller: Caller<'_, T>, $($arg: wasm_ty!($ty)),*| {
+                FuncType::new([$(valtype!($ty)),*], [ValType::I32]),
+                move |caller: Caller<'_, T>, params: &[Val]| {
+                    #[allow(unused_mut, unused_variables)]
+                    let mut params = params.iter();
+                    $(let $arg = from_val!($ty, params.next());)*
                     let mut host = AsyncHost { access: caller.store_access(), get: get.clone() };
                     async move {
-                        preview1::$name(&mut host, $($arg as $ty),*)
+                        let errno = preview1::$name(&mut host, $($arg),*)
                             .await
-                            .map(|errno| errno as i32)
-                            .map_err(abort_to_error)
+                            .map_err(abort_to_error)?;
+                        Ok(vec![Val::I32(errno as i32)])
                     }
                 },
             )?;
-        }};
+        })*};
     }
     crate::for_each_preview1_function!(define_all);
     define_proc_exit(linker)

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use weft_runtime::Val;
+use weft::Val;
 use weft_wasi::{DirPerms, FilePerms, MemoryInputPipe, MemoryOutputPipe, WasiCtx, exit_code};
 
 fn both(test: impl Fn(Binding)) {
@@ -537,7 +537,7 @@ fn sockets_handed_in_accept_receive_send_and_shut_down() {
 #[test]
 fn module_without_memory_export_fails_the_call_cleanly() {
     let engine = engine();
-    let module = weft_runtime::Module::new(
+    let module = weft::Module::new(
         &engine,
         wat::parse_str(
             r#"(module
@@ -548,9 +548,9 @@ fn module_without_memory_export_fails_the_call_cleanly() {
         .unwrap(),
     )
     .unwrap();
-    let mut linker = weft_runtime::Linker::new(&engine);
+    let mut linker = weft::Linker::new(&engine);
     weft_wasi::add_to_linker_sync(&mut linker, |c: &mut WasiCtx| c).unwrap();
-    let mut store = weft_runtime::Store::new(&engine, WasiCtx::builder().build().unwrap());
+    let mut store = weft::Store::new(&engine, WasiCtx::builder().build().unwrap());
     let instance = linker.instantiate(&mut store, &module).unwrap();
     let close = instance
         .get_typed_func::<(), i32>(&mut store, "close")

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use weft_runtime::{Engine, Linker, Module, Store};
+use weft::{Engine, Linker, Module, Store};
 use weft_wasi::{
     DirPerms, FilePerms, MemoryInputPipe, MemoryOutputPipe, WasiCtx, WasiCtxBuilder,
     add_to_linker_async, exit_code,

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use weft_runtime::{Error, Trap};
+use weft::{Error, Trap};
 use weft_wasi::{MemoryInputPipe, MemoryOutputPipe, WasiCtx};
 
 const SLEEP_FOREVER: &str = r#"

@@ -9,7 +9,7 @@ mod testsuite;
 
 use std::path::Path;
 
-use weft_runtime::{Config, Engine, Linker, Module, Store};
+use weft::{Config, Engine, Linker, Module, Store};
 use weft_wasi::{
     DirPerms, FilePerms, MemoryOutputPipe, WasiCtx, add_to_linker_async, add_to_linker_sync,
     exit_code,

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use weft_runtime::{Config, Engine, Error, Func, Instance, Linker, Memory, Module, Store, Val};
+use weft::{Config, Engine, Error, Func, Instance, Linker, Memory, Module, Store, Val};
 use weft_wasi::{WasiCtx, add_to_linker_async, add_to_linker_sync};
 
 /// Every preview1 function: name and parameter types (`i` = i32, `I` = i64).
