@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use weft::{Engine, Error, Linker, Module, Store, Val, ValType};
+use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
 #[derive(Parser)]
 #[command(
@@ -20,17 +21,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a module (binary .wasm or text .wat).
+    /// Run a WASI program's `_start`, or call one export with --invoke (binary .wasm or text
+    /// .wat). Options go before FILE, as with `wasmtime run`; everything after FILE is the
+    /// program's arguments.
     Run {
+        /// Call this export instead of `_start`, with the arguments after FILE (i32, i64, f32
+        /// or f64, as its type says; a v128 is `0x` and up to 32 hex digits, the u128 whose
+        /// least significant byte is byte 0 in memory, and is printed the same way).
+        #[arg(long, value_name = "NAME")]
+        invoke: Option<String>,
+        /// Give the program a host directory: HOST as the guest path HOST, or HOST::GUEST.
+        /// Repeatable.
+        #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+        dirs: Vec<String>,
+        /// Set an environment variable for the program; `--env NAME` passes the host's value
+        /// on. Repeatable.
+        #[arg(long = "env", value_name = "NAME[=VAL]")]
+        envs: Vec<String>,
+        /// The program's `argv[0]` (default: FILE as given).
+        #[arg(long, value_name = "ARG")]
+        argv0: Option<String>,
         /// The module to run.
         file: PathBuf,
-        /// Call this export instead of `_start`.
-        #[arg(long)]
-        invoke: Option<String>,
-        /// Arguments for the invoked function (i32, i64, f32 or f64, as its type says; a v128
-        /// is `0x` and up to 32 hex digits, the u128 whose least significant byte is byte 0 in
-        /// memory, and is printed the same way).
-        #[arg(allow_hyphen_values = true)]
+        /// The program's arguments (or the invoked export's).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Run WebAssembly spec scripts (.wast) and report each file and the total.
@@ -40,10 +54,47 @@ enum Command {
     },
 }
 
+/// What `weft run` was asked to do.
+struct RunOptions {
+    file: PathBuf,
+    invoke: Option<String>,
+    dirs: Vec<String>,
+    envs: Vec<String>,
+    argv0: Option<String>,
+    args: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, invoke, args } => run(&file, invoke.as_deref(), &args),
+        Command::Run {
+            file,
+            invoke,
+            dirs,
+            envs,
+            argv0,
+            mut args,
+        } => {
+            // The older form `weft run FILE --invoke NAME ARGS...` still works: a leading
+            // `--invoke NAME` after FILE is the option, when it was not given before FILE.
+            let mut invoke = invoke;
+            if invoke.is_none() && args.first().map(String::as_str) == Some("--invoke") {
+                if args.len() < 2 {
+                    eprintln!("error: --invoke needs the name of an export");
+                    return ExitCode::FAILURE;
+                }
+                invoke = Some(args[1].clone());
+                args.drain(..2);
+            }
+            run(RunOptions {
+                file,
+                invoke,
+                dirs,
+                envs,
+                argv0,
+                args,
+            })
+        }
         Command::Wast { files } => wast(&files),
     };
     match result {
@@ -55,44 +106,138 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(file: &PathBuf, invoke: Option<&str>, args: &[String]) -> Result<ExitCode, String> {
+/// The WASI context of a `weft run`: the program's arguments and environment, the process's
+/// stdio, and the preopened directories.
+fn wasi_context(options: &RunOptions) -> Result<WasiCtx, String> {
+    let mut builder = WasiCtx::builder();
+    let argv0 = options
+        .argv0
+        .clone()
+        .unwrap_or_else(|| options.file.display().to_string());
+    builder.arg(argv0);
+    if options.invoke.is_none() {
+        builder.args(options.args.iter().cloned());
+    }
+    for env in &options.envs {
+        match env.split_once('=') {
+            Some((name, value)) => builder.env(name, value),
+            // `--env NAME`: the host's value, if it has one.
+            None => match std::env::var(env) {
+                Ok(value) => builder.env(env.as_str(), value),
+                Err(_) => &mut builder,
+            },
+        };
+    }
+    for dir in &options.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+        if !std::path::Path::new(host).is_dir() {
+            return Err(format!("--dir {dir}: {host} is not a directory"));
+        }
+        builder.preopened_dir(host, guest, DirPerms::ALL, FilePerms::ALL);
+    }
+    builder.inherit_stdio();
+    builder.build().map_err(|e| e.to_string())
+}
+
+fn run(options: RunOptions) -> Result<ExitCode, String> {
+    let file = &options.file;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let engine = Engine::default();
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut store = Store::new(&engine, ());
-    let linker = Linker::new(&engine);
-    let instance = linker
-        .instantiate(&mut store, &module)
-        .map_err(|e| describe(&e))?;
-    let name = match invoke {
-        Some(name) => name,
-        None if instance.get_func(&mut store, "_start").is_some() => "_start",
-        // No `_start`: instantiating ran the start function, if any; that was the program.
-        None => return Ok(ExitCode::SUCCESS),
-    };
-    let func = instance
-        .get_func(&mut store, name)
-        .ok_or_else(|| format!("{} has no exported function `{name}`", file.display()))?;
-    let ty = func.ty(&store);
-    if args.len() != ty.params().len() {
+    let wasi = wasi_context(&options)?;
+    let mut linker = Linker::new(&engine);
+    weft_wasi::add_to_linker_async(&mut linker, |wasi: &mut WasiCtx| wasi)
+        .map_err(|e| e.to_string())?;
+    // Imports from anywhere but WASI cannot be satisfied: name them all in one line.
+    let missing: Vec<String> = module
+        .imports()
+        .filter(|(module, _, _)| *module != weft_wasi::MODULE)
+        .map(|(module, name, _)| format!("{module}::{name}"))
+        .collect();
+    if !missing.is_empty() {
         return Err(format!(
-            "`{name}` takes {} arguments ({ty}), {} given",
-            ty.params().len(),
-            args.len()
+            "{}: unknown import{}: {} (weft run provides only {})",
+            file.display(),
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            weft_wasi::MODULE
         ));
     }
-    let params = args
-        .iter()
-        .zip(ty.params())
-        .map(|(arg, &ty)| parse_arg(arg, ty))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut results: Vec<Val> = ty.results().iter().map(|&t| Val::default_for(t)).collect();
-    func.call(&mut store, &params, &mut results)
-        .map_err(|e| describe(&e))?;
-    for result in results {
-        println!("{}", show(&result));
+    let exports_functions = module
+        .exports()
+        .any(|(_, ty)| matches!(ty, weft::ExternType::Func(_)));
+    // One thread: a suspended WASI call leaves it to the runtime's timers and blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let mut store = Store::new(&engine, wasi);
+    let outcome = runtime.block_on(async {
+        let instance = linker.instantiate_async(&mut store, &module).await?;
+        match &options.invoke {
+            None => {
+                let Some(start) = instance.get_func(&mut store, "_start") else {
+                    if !exports_functions {
+                        // Nothing to call: instantiating ran the start function, if any, and
+                        // that was the program.
+                        return Ok(None);
+                    }
+                    return Err(Error::msg(format!(
+                        "{} is not a WASI command: it exports no `_start` (call an export with \
+                         --invoke NAME)",
+                        file.display()
+                    )));
+                };
+                start.call_async(&mut store, &[], &mut []).await?;
+                Ok(None)
+            }
+            Some(name) => {
+                // A WASI reactor is initialized before its exports are called.
+                if let Some(init) = instance.get_func(&mut store, "_initialize") {
+                    init.call_async(&mut store, &[], &mut []).await?;
+                }
+                let func = instance.get_func(&mut store, name).ok_or_else(|| {
+                    Error::msg(format!(
+                        "{} has no exported function `{name}`",
+                        file.display()
+                    ))
+                })?;
+                let ty = func.ty(&store);
+                if options.args.len() != ty.params().len() {
+                    return Err(Error::msg(format!(
+                        "`{name}` takes {} arguments ({ty}), {} given",
+                        ty.params().len(),
+                        options.args.len()
+                    )));
+                }
+                let params = options
+                    .args
+                    .iter()
+                    .zip(ty.params())
+                    .map(|(arg, &ty)| parse_arg(arg, ty))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Error::msg)?;
+                let mut results: Vec<Val> =
+                    ty.results().iter().map(|&t| Val::default_for(t)).collect();
+                func.call_async(&mut store, &params, &mut results).await?;
+                Ok(Some(results))
+            }
+        }
+    });
+    match outcome {
+        Ok(Some(results)) => {
+            for result in results {
+                println!("{}", show(&result));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => Ok(ExitCode::SUCCESS),
+        Err(error) => match weft_wasi::exit_code(&error) {
+            // `proc_exit(n)`: the program's status (the low 8 bits, as the OS keeps them).
+            Some(code) => Ok(ExitCode::from(code as u8)),
+            None => Err(describe(&error)),
+        },
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_arg(arg: &str, ty: ValType) -> Result<Val, String> {
