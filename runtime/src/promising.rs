@@ -4,7 +4,7 @@
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -38,8 +38,14 @@ mod sealed {
             waiter: &mut LockWaiter<Self::StoreData>,
             cx: &mut Context<'_>,
         ) -> Poll<StoreLock<'_, Self::StoreData>>;
-        /// The store, without a context to wait in (for `Drop`).
-        fn lock_store(&mut self) -> StoreLock<'_, Self::StoreData>;
+        /// Runs `f` with the store, without a context to wait in (for `Drop`): once no poll
+        /// holds it, or at once if it is lent to a suspending import's poll on this thread.
+        fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<Self::StoreData>));
+        /// For a [`SharedStore`], its id: a call polled from inside a poll of one of the same
+        /// store's suspending imports runs on the store lent to that poll.
+        fn shared_id(&self) -> Option<u64> {
+            None
+        }
     }
 }
 
@@ -75,8 +81,8 @@ impl<T: 'static> sealed::Sealed for &mut Store<T> {
     fn poll_store(&mut self, _: &mut LockWaiter<T>, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
-    fn lock_store(&mut self) -> StoreLock<'_, T> {
-        StoreLock::Exclusive(self.as_context_mut())
+    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
+        f(self.as_context_mut())
     }
 }
 
@@ -92,8 +98,11 @@ impl<T: 'static> sealed::Sealed for SharedStore<T> {
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
-    fn lock_store(&mut self) -> StoreLock<'_, T> {
-        StoreLock::Shared(self.lock_blocking())
+    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
+        shared_with_store_blocking(self, f)
+    }
+    fn shared_id(&self) -> Option<u64> {
+        Some(self.id())
     }
 }
 
@@ -109,8 +118,11 @@ impl<T: 'static> sealed::Sealed for &SharedStore<T> {
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
-    fn lock_store(&mut self) -> StoreLock<'_, T> {
-        StoreLock::Shared(self.lock_blocking())
+    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
+        shared_with_store_blocking(self, f)
+    }
+    fn shared_id(&self) -> Option<u64> {
+        Some(self.id())
     }
 }
 
@@ -124,6 +136,25 @@ impl<T: 'static> crate::store::AsContext for SharedStoreGuard<'_, T> {
 impl<T: 'static> AsContextMut for SharedStoreGuard<'_, T> {
     fn as_context_mut(&mut self) -> &mut StoreContext<T> {
         (**self).as_context_mut()
+    }
+}
+
+/// [`sealed::Sealed::with_store_blocking`] for a [`SharedStore`]: spins until no poll holds
+/// the store, unless the store is lent to a suspending import's poll (or the drop of its
+/// future) on this thread, as when a call nested in an import's future is cancelled together
+/// with the outer call: that poll holds the lock and waits for us.
+fn shared_with_store_blocking<T: 'static>(
+    store: &SharedStore<T>,
+    f: &mut dyn FnMut(&mut StoreContext<T>),
+) {
+    loop {
+        if let Some(mut guard) = store.try_lock() {
+            return f(guard.as_context_mut());
+        }
+        if with_polling_store::<T, ()>(store.id(), &mut *f).is_some() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -243,33 +274,85 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
             "a promising call's future polled after completion"
         );
         let Poll::Ready(mut lock) = this.store.poll_store(&mut this.waiter, cx) else {
+            return this.poll_nested(cx);
+        };
+        let output = poll_with(
+            lock.context(),
+            cx,
+            this.func,
+            &mut this.call,
+            &mut this.done,
+            &mut this.values,
+        );
+        drop(lock);
+        output
+    }
+}
+
+/// One poll of a promising call with the store in hand. Always inlined into `poll` (see
+/// there).
+#[inline(always)]
+fn poll_with<T: 'static, V: CallValues<T>>(
+    store: &mut StoreContext<T>,
+    cx: &mut Context<'_>,
+    func: Func,
+    this_call: &mut Option<AsyncCall>,
+    done: &mut bool,
+    values: &mut V,
+) -> Poll<Result<V::Output>> {
+    let call = match this_call {
+        Some(call) => call,
+        None => match start(store, func, values) {
+            Ok(Started::Call(call)) => this_call.insert(call),
+            Ok(Started::Done(result)) => {
+                *done = true;
+                return Poll::Ready(result);
+            }
+            Err(error) => {
+                *done = true;
+                return Poll::Ready(Err(error));
+            }
+        },
+    };
+    match call.resume(store, cx, false) {
+        Resumed::Suspended => Poll::Pending,
+        Resumed::Finished => {
+            let call = this_call.take().expect("running");
+            *done = true;
+            Poll::Ready(finish(store, call, values))
+        }
+    }
+}
+
+impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
+    /// A poll that found a `SharedStore` held: if the holder is a suspending import of that
+    /// store polling its future on this thread, and this call is (part of) that future, the
+    /// store is lent to that poll and the holder waits for us: run on it, on our own stack.
+    /// The outer call's Wasm frames are suspended inside the import and touch the store only
+    /// once its poll returns, exactly as for `StoreAccess::with`. Anything else waits its turn
+    /// in the lock's queue.
+    #[cold]
+    #[inline(never)]
+    fn poll_nested(&mut self, cx: &mut Context<'_>) -> Poll<Result<V::Output>> {
+        let Some(id) = self.store.shared_id() else {
             return Poll::Pending;
         };
-        let store = lock.context();
-        let call = match &mut this.call {
-            Some(call) => call,
-            None => match start(store, this.func, &mut this.values) {
-                Ok(Started::Call(call)) => this.call.insert(call),
-                Ok(Started::Done(result)) => {
-                    this.done = true;
-                    return Poll::Ready(result);
-                }
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Err(error));
-                }
-            },
-        };
-        match call.resume(store, cx, false) {
-            Resumed::Suspended => Poll::Pending,
-            Resumed::Finished => {
-                let call = this.call.take().expect("running");
-                this.done = true;
-                let output = finish(store, call, &mut this.values);
-                drop(lock);
-                Poll::Ready(output)
-            }
-        }
+        let mut waiter = std::mem::take(&mut self.waiter);
+        let polled = with_polling_store::<S::Data, _>(id, |store| {
+            // Not waiting for the lock any more: give our ticket back, so that a release
+            // does not hand the store to a call that is already running.
+            waiter.leave();
+            poll_with(
+                store,
+                cx,
+                self.func,
+                &mut self.call,
+                &mut self.done,
+                &mut self.values,
+            )
+        });
+        self.waiter = waiter;
+        polled.unwrap_or(Poll::Pending)
     }
 }
 
@@ -279,9 +362,13 @@ impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
         // `lock_store` below spins.
         self.waiter.leave();
         if let Some(call) = self.call.take() {
-            let mut lock = self.store.lock_store();
             // Cancels the call (its host frames run with the store) before the stack goes back.
-            call.finish(lock.context());
+            let mut call = Some(call);
+            self.store.with_store_blocking(&mut |store| {
+                if let Some(call) = call.take() {
+                    call.finish(store);
+                }
+            });
         }
     }
 }
@@ -372,9 +459,8 @@ macro_rules! into_async_func {
                     };
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
-                    // Pinned on the continuation's stack: no allocation per call.
-                    let future = pin!(self(caller, $(args.$i),*));
-                    let output = suspend.block_on(future).map_err(|_| cancelled())?;
+                    // Pinned on the continuation's stack by `block_on`: no allocation per call.
+                    let output = suspend.block_on(self(caller, $(args.$i),*)).map_err(|_| cancelled())?;
                     output.into_result()?.store(slots);
                     Ok(())
                 });
@@ -410,7 +496,7 @@ where
         let results = f(caller, &params);
         // The results are checked and lowered in the poll that produced them, while the store
         // is lent to it: a reference result needs the store, and the `Caller` is gone.
-        let future = pin!(async {
+        let future = async {
             let results = results.await?;
             access.with(|caller| -> Result<Vec<ValRaw>> {
                 check_values("results", &results, ty.results(), &caller.store.opaque)?;
@@ -419,7 +505,7 @@ where
                     .map(|v| v.to_raw(&caller.store.opaque))
                     .collect::<Vec<ValRaw>>())
             })?
-        });
+        };
         let raw = suspend.block_on(future).map_err(|_| cancelled())??;
         slots[..raw.len()].copy_from_slice(&raw);
         Ok(())

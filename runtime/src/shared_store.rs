@@ -39,12 +39,15 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::store::Store;
+use crate::store::{AsContext, Store};
 
 /// A [`Store`] shared by reference counting, so that promising calls can be `'static`, and
 /// several of them can be in flight on one store (see the crate docs).
 pub struct SharedStore<T: 'static> {
     inner: Arc<Mutex<State<T>>>,
+    /// The store's id: a promising call polled from inside a suspending import's poll of the
+    /// same store runs on the store lent to that poll (see `promising`).
+    id: u64,
 }
 
 /// The lock's state (see the module docs).
@@ -96,6 +99,7 @@ impl<T: 'static> Clone for SharedStore<T> {
     fn clone(&self) -> Self {
         SharedStore {
             inner: self.inner.clone(),
+            id: self.id,
         }
     }
 }
@@ -171,6 +175,7 @@ impl<T: 'static> SharedStore<T> {
     /// Shares `store`.
     pub fn new(store: Store<T>) -> Self {
         SharedStore {
+            id: store.as_context().opaque.id.as_u64(),
             inner: Arc::new(Mutex::new(State {
                 free: Some(store),
                 next_ticket: 0,
@@ -178,6 +183,11 @@ impl<T: 'static> SharedStore<T> {
                 granted: None,
             })),
         }
+    }
+
+    /// The id of the shared store.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     fn guard(&self, store: Store<T>) -> SharedStoreGuard<'_, T> {

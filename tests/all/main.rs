@@ -10,4 +10,5 @@ mod common;
 mod config;
 mod errors;
 mod host_funcs;
+mod nested_calls;
 mod simd;

@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::ptr::{self, NonNull};
 use std::task::Poll;
 
@@ -67,10 +67,7 @@ impl SuspendPoint {
     /// # Panics
     /// If not called on the call's fiber while the call runs Wasm of its store (say, a point
     /// kept after its import returned).
-    pub fn block_on<F: Future + ?Sized>(
-        &self,
-        mut future: Pin<&mut F>,
-    ) -> Result<F::Output, Cancelled> {
+    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, Cancelled> {
         let state = self.state.as_ptr();
         assert!(
             self.stack.contains(&approximate_sp()),
@@ -83,18 +80,35 @@ impl SuspendPoint {
             ptr::eq(running, state),
             "a suspend point used while its call is not the store's running one"
         );
-        loop {
+        // Pinned on the call's stack (no allocation), and dropped here, in a poll scope: its
+        // `Drop` may need the store as much as its polls (a nested promising call of the same
+        // store that is cancelled with it, say).
+        let mut future = pin!(Some(future));
+        let output = loop {
             // SAFETY: we run on this call's fiber, so its state is live and `resume` (which
             // set `cancelled`) waits for us.
             if unsafe { (*state).cancelled } {
-                return Err(Cancelled);
+                break Err(Cancelled);
             }
-            if let Poll::Ready(output) = self.poll(future.as_mut()) {
-                return Ok(output);
+            let polling = future.as_mut().as_pin_mut().expect("polled until dropped");
+            if let Poll::Ready(output) = self.poll(polling) {
+                break Ok(output);
             }
             // SAFETY: we run on this call's fiber and its resumer waits.
             unsafe { switch_out((*state).stack.switch_top) };
-        }
+        };
+        self.drop_future(future);
+        output
+    }
+
+    /// Drops a suspending import's future with the store lent to the drop, as to its polls.
+    #[inline(never)]
+    fn drop_future<F>(&self, mut future: Pin<&mut Option<F>>) {
+        let state = self.state.as_ptr();
+        // SAFETY: as in `poll`: we run on the call, whose store context outlives it.
+        let store = unsafe { (*state).store.as_ref() };
+        let _scope = PollScope::enter(store);
+        future.set(None);
     }
 
     /// One poll of a suspending import's future, in a frame of its own: the poll (and whatever

@@ -1,0 +1,161 @@
+//! A suspending import whose future awaits another promising call on the same `SharedStore`
+//! (JSPI: an async import calling back into a promising export of the same instance). This
+//! used to hang forever: the outer call held the store's lock while its import was polled, and
+//! the lock was handed to the inner call, which only the outer call could drive.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use weft::{Caller, Engine, Linker, Module, SharedStore, Store, TypedFunc};
+
+/// Pending once (waking itself at once), then ready.
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Counts the import futures dropped, to check cancellation reached the inner call's too.
+#[derive(Default)]
+struct Data {
+    dropped: Arc<AtomicUsize>,
+}
+
+struct CountDrop(Arc<AtomicUsize>);
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type Leaf = (SharedStore<Data>, TypedFunc<i32, i32>);
+
+/// `outer(x)` calls the suspending import `host.nested(x)`, whose future awaits the promising
+/// call `leaf(x)` on the same store; `leaf` itself suspends once in `host.wait` and returns
+/// `x + 1` after adding to a global both calls can see.
+fn setup() -> (SharedStore<Data>, TypedFunc<i32, i32>, TypedFunc<(), i32>) {
+    let engine = Engine::default();
+    let wat = r#"
+        (module
+          (import "host" "nested" (func $nested (param i32) (result i32)))
+          (import "host" "wait" (func $wait (param i32) (result i32)))
+          (global $g (mut i32) (i32.const 0))
+          (func (export "leaf") (param $x i32) (result i32)
+            (global.set $g (i32.add (global.get $g) (i32.const 100)))
+            (call $wait (local.get $x)))
+          (func (export "outer") (param $x i32) (result i32)
+            (global.set $g (i32.add (global.get $g) (i32.const 1)))
+            (i32.add (call $nested (local.get $x)) (global.get $g)))
+          (func (export "g") (result i32) (global.get $g)))
+    "#;
+    let module = Module::new(&engine, wat).unwrap();
+    let slot: Arc<OnceLock<Leaf>> = Arc::new(OnceLock::new());
+    let mut linker = Linker::<Data>::new(&engine);
+    let leaf_slot = slot.clone();
+    linker
+        .func_wrap_async("host", "nested", move |_: Caller<'_, Data>, x: i32| {
+            let (store, leaf) = leaf_slot.get().unwrap().clone();
+            async move { leaf.call_async(store, x).await }
+        })
+        .unwrap();
+    linker
+        .func_wrap_async("host", "wait", |caller: Caller<'_, Data>, x: i32| {
+            let guard = CountDrop(caller.data().dropped.clone());
+            async move {
+                let _guard = guard;
+                PendingOnce(false).await;
+                x + 1
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, Data::default());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let leaf = instance.get_typed_func(&mut store, "leaf").unwrap();
+    let outer = instance.get_typed_func(&mut store, "outer").unwrap();
+    let g = instance.get_typed_func(&mut store, "g").unwrap();
+    let store = SharedStore::new(store);
+    assert!(slot.set((store.clone(), leaf)).is_ok());
+    (store, outer, g)
+}
+
+#[test]
+fn async_import_awaiting_a_promising_call_on_the_same_shared_store_completes() {
+    let (store, outer, g) = setup();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let result = runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), outer.call_async(store.clone(), 41)).await
+        })
+        .expect("the nested call completes instead of hanging")
+        .unwrap();
+    // leaf(41) = 42, and the global after both calls is 101.
+    assert_eq!(result, 42 + 101);
+    let mut guard = store
+        .try_lock()
+        .expect("no call holds the store afterwards");
+    assert_eq!(g.call(&mut *guard, ()).unwrap(), 101);
+}
+
+#[test]
+fn nested_promising_call_also_completes_when_the_outer_one_is_spawned_on_threads() {
+    let (store, outer, _) = setup();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let all = async {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| tokio::spawn(outer.call_async(store.clone(), i)))
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap());
+        }
+        results
+    };
+    let results = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), all).await })
+        .expect("every nested call completes");
+    // Each result is x + 1 + the global at its read, which the calls interleave on: only
+    // check what does not depend on the interleaving.
+    for (i, r) in (0..).zip(&results) {
+        assert!(*r > i + 1, "call {i} returned {r}");
+    }
+    assert!(store.try_lock().is_some());
+}
+
+#[test]
+fn cancelling_an_outer_call_suspended_in_a_nested_call_unwinds_both() {
+    let (store, outer, g) = setup();
+    let dropped = store.try_lock().unwrap().data().dropped.clone();
+    {
+        let mut call = pin!(outer.call_async(store.clone(), 1));
+        let pending = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(pending.is_pending(), "suspended in the inner call's import");
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        // Dropped here, while both calls are suspended: must neither hang nor leak.
+    }
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the inner call's import future was dropped"
+    );
+    let mut guard = store.try_lock().expect("the store is free again");
+    assert_eq!(g.call(&mut *guard, ()).unwrap(), 101);
+}
