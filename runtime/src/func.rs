@@ -35,6 +35,10 @@ impl Func {
     }
 
     /// A host function of type `ty` that works on dynamically typed values.
+    ///
+    /// # Panics
+    /// If no code memory is left for the type's trampoline (the process's mapping limit);
+    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
     pub fn new<T: 'static>(
         mut store: impl AsContextMut<Data = T>,
         ty: FuncType,
@@ -47,6 +51,10 @@ impl Func {
     /// A suspending import of type `ty` on dynamically typed values (see
     /// [`crate::Linker::func_new_async`]): `f` gets the [`Caller`] and the arguments and
     /// returns a `'static` future of the results.
+    ///
+    /// # Panics
+    /// If no code memory is left for the type's trampoline (the process's mapping limit);
+    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
     pub fn new_async<T, F, Fut>(mut store: impl AsContextMut<Data = T>, ty: FuncType, f: F) -> Func
     where
         T: 'static,
@@ -59,6 +67,10 @@ impl Func {
 
     /// A host function from a Rust closure whose parameter and result types give the Wasm
     /// type, e.g. `|caller: Caller<'_, T>, x: i32| -> i32` or `|a: f64, b: f64| a + b`.
+    ///
+    /// # Panics
+    /// If no code memory is left for the type's trampoline (the process's mapping limit);
+    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
     pub fn wrap<T: 'static, Params, Results>(
         mut store: impl AsContextMut<Data = T>,
         f: impl IntoFunc<T, Params, Results>,
@@ -67,14 +79,34 @@ impl Func {
         Func::from_callback(store.as_context_mut(), &ty, callback)
     }
 
+    /// As [`Self::try_from_callback`], for the constructors whose signature (wasmtime's) has
+    /// no error to return.
+    ///
+    /// # Panics
+    /// If the type's trampoline cannot be compiled or mapped (no code memory left).
     pub(crate) fn from_callback<T: 'static>(
         store: &mut StoreContext<T>,
         ty: &FuncType,
         callback: HostCallback<T>,
     ) -> Func {
+        match Func::try_from_callback(store, ty, callback) {
+            Ok(func) => func,
+            Err(error) => panic!("compiling a host function trampoline: {error}"),
+        }
+    }
+
+    /// A host function of type `ty` calling `callback`.
+    ///
+    /// # Errors
+    /// If the type's trampoline cannot be compiled or its code memory mapped (say, at the
+    /// process's mapping limit): what the linker reports from `instantiate`.
+    pub(crate) fn try_from_callback<T: 'static>(
+        store: &mut StoreContext<T>,
+        ty: &FuncType,
+        callback: HostCallback<T>,
+    ) -> Result<Func> {
         let type_id = store.opaque.engine.type_id(ty);
-        let ctx = HostFuncContext::new(store, type_id, callback)
-            .expect("compiling a host function trampoline");
+        let ctx = HostFuncContext::new(store, type_id, callback)?;
         let opaque = &mut store.opaque;
         let func_ref = ctx.func_ref();
         opaque.host_funcs.push(ctx);
@@ -87,7 +119,7 @@ impl Func {
         });
         let index = opaque.funcs.len() - 1;
         opaque.func_by_ref.insert(func_ref.to_raw(), index);
-        Func::from_index(opaque.id, index)
+        Ok(Func::from_index(opaque.id, index))
     }
 
     /// The function's type.

@@ -207,23 +207,39 @@ impl<T: 'static> Linker<T> {
     }
 
     /// The definition of `module::name` as an item of `store`.
+    ///
+    /// `None` also if it is a host function whose trampoline cannot be compiled or mapped (no
+    /// code memory left); [`Self::instantiate`] reports that as an error.
     pub fn get(
+        &self,
+        store: impl AsContextMut<Data = T>,
+        module: &str,
+        name: &str,
+    ) -> Option<Extern> {
+        self.try_get(store, module, name).ok().flatten()
+    }
+
+    /// [`Self::get`], with the failure to make a host function as an error.
+    fn try_get(
         &self,
         mut store: impl AsContextMut<Data = T>,
         module: &str,
         name: &str,
-    ) -> Option<Extern> {
-        let definition = self
+    ) -> Result<Option<Extern>> {
+        let Some(definition) = self
             .definitions
-            .get(&(module.to_string(), name.to_string()))?;
-        Some(match definition {
+            .get(&(module.to_string(), name.to_string()))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(match definition {
             Definition::Extern(e) => *e,
-            Definition::HostFunc(ty, callback) => Extern::Func(Func::from_callback(
+            Definition::HostFunc(ty, callback) => Extern::Func(Func::try_from_callback(
                 store.as_context_mut(),
                 ty,
                 callback.clone(),
-            )),
-        })
+            )?),
+        }))
     }
 
     /// Resolves `module`'s imports and instantiates it (running its start function).
@@ -249,7 +265,7 @@ impl<T: 'static> Linker<T> {
             .imports()
             .map(|(m, n, ty)| {
                 let item = self
-                    .get(&mut store, m, n)
+                    .try_get(&mut store, m, n)?
                     .ok_or_else(|| Error::UnknownImport {
                         module: m.to_string(),
                         name: n.to_string(),

@@ -34,11 +34,11 @@ thread_local! {
 }
 
 /// Makes sure this thread has an alternate signal stack big enough for the handler, so a fault
-/// on an exhausted stack can still be handled.
-pub(super) fn ensure_altstack() {
+/// on an exhausted stack can still be handled. `false` if none could be mapped (see there).
+pub(super) fn ensure_altstack() -> bool {
     ALTSTACK.with(|slot| {
         if slot.borrow().is_some() {
-            return;
+            return true;
         }
         // SAFETY: querying the current altstack.
         let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
@@ -49,7 +49,7 @@ pub(super) fn ensure_altstack() {
                 mapping: ptr::null_mut(),
                 len: 0,
             });
-            return;
+            return true;
         }
         let page = region::page::size();
         let len = ALTSTACK_SIZE + page;
@@ -64,21 +64,28 @@ pub(super) fn ensure_altstack() {
                 0,
             )
         };
-        assert!(
-            mapping != libc::MAP_FAILED,
-            "mapping a signal stack failed: {}",
-            std::io::Error::last_os_error()
-        );
+        if mapping == libc::MAP_FAILED {
+            // No memory for it (the mapping limit): run without one, and try again at the
+            // next entry. Traps still work (the handler runs on the thread's stack); only a
+            // fault on an exhausted stack would not be handled.
+            return false;
+        }
         // SAFETY: the guard page and the stack are inside the mapping we just made.
-        unsafe {
-            libc::mprotect(mapping, page, libc::PROT_NONE);
+        let installed = unsafe {
             let stack = libc::stack_t {
                 ss_sp: mapping.cast::<u8>().add(page).cast(),
                 ss_flags: 0,
                 ss_size: ALTSTACK_SIZE,
             };
-            assert_eq!(libc::sigaltstack(&stack, ptr::null_mut()), 0);
+            libc::mprotect(mapping, page, libc::PROT_NONE) == 0
+                && libc::sigaltstack(&stack, ptr::null_mut()) == 0
+        };
+        if !installed {
+            // SAFETY: our own mapping, which nothing uses.
+            unsafe { libc::munmap(mapping, len) };
+            return false;
         }
         *slot.borrow_mut() = Some(AltStack { mapping, len });
-    });
+        true
+    })
 }

@@ -113,8 +113,11 @@ pub fn prepare_thread() {
 #[inline(never)]
 fn prepare_thread_slow() {
     signals::init_traps();
-    altstack::ensure_altstack();
-    THREAD_READY.with(|ready| ready.set(true));
+    // Without an alternate stack (no memory to map one) the thread is not marked ready, so the
+    // next entry tries again.
+    if altstack::ensure_altstack() {
+        THREAD_READY.with(|ready| ready.set(true));
+    }
 }
 
 /// Calls `trampoline(a0, a1, a2)` as Wasm code of the store whose context is `store`.
