@@ -55,8 +55,10 @@ impl Config {
 
     /// The stack Wasm may use in a synchronous call before it traps with
     /// [`crate::Trap::StackOverflow`] (default 512 KiB). The thread must have this much stack
-    /// plus room for host functions. Promising calls run on stacks of their own, sized by
-    /// [`Config::async_stack_size`].
+    /// plus room for host functions; if it has less, the limit is clamped to the thread's own
+    /// stack (less 64 KiB for host code), so recursion still ends in the trap rather than in a
+    /// crash. Promising calls run on stacks of their own, sized by
+    /// [`Config::async_stack_size`]. [`Engine::new`] refuses more than 1 TiB.
     pub fn max_wasm_stack(&mut self, bytes: usize) -> &mut Self {
         self.max_wasm_stack = bytes;
         self
@@ -76,7 +78,7 @@ impl Config {
     /// host functions that Wasm calls, so it traps with [`crate::Trap::StackOverflow`] only
     /// then. [`Engine::new`] refuses a size that leaves Wasm less room than
     /// [`Config::max_wasm_stack`]: a promising call can always recurse as deep as a synchronous
-    /// one (wasmtime has the same rule).
+    /// one (wasmtime has the same rule), or more than 1 TiB.
     pub fn async_stack_size(&mut self, bytes: usize) -> &mut Self {
         self.async_stack_size = bytes;
         self
@@ -123,7 +125,20 @@ impl Config {
 
     /// Checks that the settings go together.
     fn validate(&self) -> Result<()> {
-        // What a stack with exactly `max_wasm_stack` of room for Wasm measures.
+        if self.async_stack_size > MAX_STACK_SETTING {
+            return Err(Error::InvalidConfig(format!(
+                "async_stack_size ({} bytes) is larger than the most weft accepts ({} bytes)",
+                self.async_stack_size, MAX_STACK_SETTING
+            )));
+        }
+        if self.max_wasm_stack > MAX_STACK_SETTING {
+            return Err(Error::InvalidConfig(format!(
+                "max_wasm_stack ({} bytes) is larger than the most weft accepts ({} bytes)",
+                self.max_wasm_stack, MAX_STACK_SETTING
+            )));
+        }
+        // What a stack with exactly `max_wasm_stack` of room for Wasm measures (no overflow:
+        // both are bounded above).
         let needed = crate::vm::async_call::stack_size(self.max_wasm_stack);
         if self.async_stack_size < needed {
             return Err(Error::InvalidConfig(format!(
@@ -135,6 +150,11 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `max_wasm_stack` and `async_stack_size` accepted (1 TiB on 64-bit hosts, 1 GiB
+/// on others): far beyond any real stack, and small enough that the sizes derived from them
+/// (page rounding, guard pages, host headroom) cannot wrap around.
+const MAX_STACK_SETTING: usize = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
 
 /// The trampolines of one function type.
 #[derive(Clone, Copy)]

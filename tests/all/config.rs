@@ -118,3 +118,63 @@ fn continuation_types_are_refused_as_unsupported_without_naming_a_switch() {
         "{message}"
     );
 }
+
+/// Runs `down` synchronously on a new thread with a stack of `thread_stack` bytes, and returns
+/// the error it ended with. The module is compiled on the test's thread: Cranelift needs more
+/// stack than the small threads have.
+fn recurse_on_thread(config: &Config, thread_stack: usize) -> Error {
+    let engine = Engine::new(config).unwrap();
+    let module = Module::new(&engine, DOWN).unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = weft::Linker::new(&engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let down = instance
+        .get_typed_func::<(), i32>(&mut store, "down")
+        .unwrap();
+    std::thread::Builder::new()
+        .stack_size(thread_stack)
+        .spawn(move || down.call(&mut store, ()).unwrap_err())
+        .unwrap()
+        .join()
+        .expect("the thread ends with an error, not a crash")
+}
+
+/// Failure 3 of issue 12: with the default 512 KiB Wasm stack on a 256 KiB thread, unbounded
+/// recursion ran into the thread's guard page and aborted the process.
+#[test]
+fn unbounded_recursion_on_a_thread_smaller_than_max_wasm_stack_traps_with_stack_overflow() {
+    let error = recurse_on_thread(&Config::new(), 256 << 10);
+    assert_eq!(error.trap(), Some(Trap::StackOverflow), "{error}");
+}
+
+/// The same with a huge `max_wasm_stack` (as 16 MiB on an 8 MiB main thread).
+#[test]
+fn max_wasm_stack_beyond_the_threads_stack_is_clamped_to_it() {
+    let mut config = Config::new();
+    config.max_wasm_stack(64 << 20).async_stack_size(80 << 20);
+    let error = recurse_on_thread(&config, 1 << 20);
+    assert_eq!(error.trap(), Some(Trap::StackOverflow), "{error}");
+}
+
+/// `max_wasm_stack(usize::MAX)` used to underflow the limit to "no limit at all", and
+/// `async_stack_size(usize::MAX)` to wrap around to a tiny stack.
+#[test]
+fn absurd_stack_sizes_are_invalid_config_errors() {
+    for (max_wasm_stack, async_stack_size) in [
+        (usize::MAX, usize::MAX),
+        (512 << 10, usize::MAX),
+        (usize::MAX, 2 << 20),
+        (usize::MAX - 4096, 2 << 20),
+        (2 << 40, 4 << 40),
+    ] {
+        let mut config = Config::new();
+        config
+            .max_wasm_stack(max_wasm_stack)
+            .async_stack_size(async_stack_size);
+        let Err(error) = Engine::new(&config) else {
+            panic!("max_wasm_stack {max_wasm_stack}, async_stack_size {async_stack_size}");
+        };
+        assert!(matches!(error, Error::InvalidConfig(_)), "{error}");
+    }
+}

@@ -97,6 +97,58 @@ thread_local! {
     static CURRENT: Cell<*mut Activation> = const { Cell::new(ptr::null_mut()) };
     /// Whether this thread is ready to run Wasm (see [`prepare_thread`]).
     static THREAD_READY: Cell<bool> = const { Cell::new(false) };
+    /// The lowest address synchronous Wasm may use on this thread's own stack (its bottom, its
+    /// guard and [`SYNC_HOST_HEADROOM`] above them), and the stack's top; `(0, 0)` if unknown.
+    /// Set by [`prepare_thread`].
+    static THREAD_STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Stack kept free for host code below the Wasm limit of a synchronous call on a thread's own
+/// stack (the limit is clamped to this much above the stack's bottom).
+pub const SYNC_HOST_HEADROOM: usize = 64 * 1024;
+
+/// The bounds of this thread's own stack as the OS knows them: the lowest address usable by
+/// Wasm (bottom + guard + [`SYNC_HOST_HEADROOM`]) and the top; `(0, 0)` if unknown.
+fn thread_stack_bounds() -> (usize, usize) {
+    // SAFETY: a zeroed attribute object is what `pthread_getattr_np` initializes; it is
+    // destroyed after use, and the out-pointers are locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return (0, 0);
+        }
+        let mut addr: *mut libc::c_void = ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let mut guard: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0
+            && libc::pthread_attr_getguardsize(&attr, &mut guard) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        let bottom = addr as usize;
+        match (ok, bottom.checked_add(size)) {
+            (true, Some(top)) if size > 0 => (
+                bottom
+                    .saturating_add(guard)
+                    .saturating_add(SYNC_HOST_HEADROOM),
+                top,
+            ),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// The stack limit of a synchronous call entered at `sp` with `max_wasm_stack` bytes: at most
+/// `max_wasm_stack` below `sp`, and never below what this thread's own stack can give Wasm and
+/// still leave its host headroom, so exhausting it is a stack-overflow trap and not a fault in
+/// the guard page (which would kill the process). A call on a stack that is not the thread's
+/// own (the embedder's coroutine, say) is not clamped: its bounds are unknown.
+fn sync_stack_limit(sp: usize, max_wasm_stack: usize) -> usize {
+    let limit = sp.saturating_sub(max_wasm_stack);
+    let (low, top) = THREAD_STACK.with(Cell::get);
+    if low < sp && sp <= top {
+        limit.max(low)
+    } else {
+        limit
+    }
 }
 
 /// Makes sure weft's signal handlers are installed and this thread has an alternate signal
@@ -113,6 +165,7 @@ pub fn prepare_thread() {
 #[inline(never)]
 fn prepare_thread_slow() {
     signals::init_traps();
+    THREAD_STACK.with(|bounds| bounds.set(thread_stack_bounds()));
     // Without an alternate stack (no memory to map one) the thread is not marked ready, so the
     // next entry tries again.
     if altstack::ensure_altstack() {
@@ -201,7 +254,7 @@ pub unsafe fn enter_wasm_with_limit(
         StackLimit::Fiber { limit, guard } => (limit, guard),
         StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
             prepare_thread();
-            (approximate_sp().saturating_sub(max_wasm_stack), 0..0)
+            (sync_stack_limit(approximate_sp(), max_wasm_stack), 0..0)
         }
         // SAFETY: `prev` is a live activation further up this thread's stack.
         StackLimit::Inherit(_) => unsafe { ((*prev).stack_limit, (*prev).guard.clone()) },
