@@ -73,10 +73,52 @@ pub struct FrameInfo {
 }
 
 /// The Wasm frames active when a trap happened, innermost first.
+///
+/// A trap deeper than 128 frames keeps the 64 innermost and the 64 outermost:
+/// [`WasmBacktrace::omitted_frames`] says how many were cut in between, at
+/// [`WasmBacktrace::omitted_at`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WasmBacktrace {
     /// The frames, innermost first.
     pub frames: Vec<FrameInfo>,
+    /// How many frames were cut from the middle of a deep backtrace (0 if none).
+    pub omitted_frames: usize,
+    /// Where they were cut: between `frames[omitted_at - 1]` and `frames[omitted_at]`.
+    pub omitted_at: usize,
+}
+
+/// Writes a name from a module's name section with control characters (ANSI escapes,
+/// newlines) escaped, so a module cannot forge or garble weft's output.
+fn write_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    for c in name.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_unicode())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for FrameInfo {
+    /// `module!name (func N) @ 0xOFFSET`, names escaped (see `write_name`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(module) = &self.module_name {
+            write_name(f, module)?;
+            f.write_str("!")?;
+        }
+        match &self.func_name {
+            Some(name) => {
+                write_name(f, name)?;
+                write!(f, " (func {})", self.func_index)?;
+            }
+            None => write!(f, "<func {}>", self.func_index)?,
+        }
+        if let Some(offset) = self.module_offset {
+            write!(f, " @ {offset:#x}")?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for WasmBacktrace {
@@ -85,25 +127,38 @@ impl fmt::Display for WasmBacktrace {
         // Deep recursion makes long backtraces; the ends are what matters.
         const SHOWN: usize = 16;
         let len = self.frames.len();
+        // Frame numbers count the omitted frames, so the outermost keep their true depth.
+        let number = |i: usize| {
+            if self.omitted_frames > 0 && i >= self.omitted_at {
+                i + self.omitted_frames
+            } else {
+                i
+            }
+        };
+        let mut hidden = 0;
         for (i, frame) in self.frames.iter().enumerate() {
-            if len > 2 * SHOWN && i == SHOWN {
-                writeln!(f, "  ... {} more frames", len - 2 * SHOWN)?;
+            if self.omitted_frames > 0 && i == self.omitted_at {
+                hidden += self.omitted_frames;
             }
             if len > 2 * SHOWN && (SHOWN..len - SHOWN).contains(&i) {
+                hidden += 1;
                 continue;
             }
-            write!(f, "  {i:>2}: ")?;
-            if let Some(module) = &frame.module_name {
-                write!(f, "{module}!")?;
+            if hidden > 0 {
+                writeln!(f, "  ... {hidden} more frames")?;
+                hidden = 0;
             }
-            match &frame.func_name {
-                Some(name) => write!(f, "{name} (func {})", frame.func_index)?,
-                None => write!(f, "<func {}>", frame.func_index)?,
-            }
-            if let Some(offset) = frame.module_offset {
-                write!(f, " @ {offset:#x}")?;
-            }
-            writeln!(f)?;
+            writeln!(f, "  {:>2}: {frame}", number(i))?;
+        }
+        if hidden > 0 {
+            writeln!(f, "  ... {hidden} more frames")?;
+        }
+        if self.omitted_frames > 0 {
+            writeln!(
+                f,
+                "  (the backtrace was cut: {} frames in the middle were not recorded)",
+                self.omitted_frames
+            )?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::vm::entry::{Recorded, TrapInfo, TrapReason};
 
 /// Turns what the VM layer reports into an [`Error`], resuming a host panic.
 pub(crate) fn trap_to_error(info: TrapInfo) -> Error {
-    let backtrace = symbolize(&info.pcs);
+    let backtrace = symbolize(&info.pcs, info.omitted);
     let code = match info.reason {
         TrapReason::Code(code) | TrapReason::Recorded(Recorded::Trap(code)) => code,
         TrapReason::Recorded(Recorded::Error(error)) => return error,
@@ -39,21 +39,27 @@ pub(crate) fn trap_from_code(code: TrapKind) -> Trap {
     }
 }
 
-fn symbolize(pcs: &[usize]) -> WasmBacktrace {
-    let frames = pcs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &pc)| {
-            // Return addresses point after the call; look up the call itself.
-            let pc = if i == 0 { pc } else { pc - 1 };
-            crate::vm::code_memory::lookup_frame(pc)
-        })
-        .map(|f| crate::error::FrameInfo {
-            func_index: f.func_index,
-            func_name: f.func_name,
-            module_name: f.module_name,
-            module_offset: f.wasm_offset,
-        })
-        .collect();
-    WasmBacktrace { frames }
+fn symbolize(pcs: &[usize], omitted: usize) -> WasmBacktrace {
+    let mut frames = Vec::with_capacity(pcs.len());
+    let mut omitted_at = 0;
+    for (i, &pc) in pcs.iter().enumerate() {
+        if i == crate::vm::entry::KEEP_INNER {
+            omitted_at = frames.len();
+        }
+        // Return addresses point after the call; look up the call itself.
+        let pc = if i == 0 { pc } else { pc - 1 };
+        if let Some(f) = crate::vm::code_memory::lookup_frame(pc) {
+            frames.push(crate::error::FrameInfo {
+                func_index: f.func_index,
+                func_name: f.func_name,
+                module_name: f.module_name,
+                module_offset: f.wasm_offset,
+            });
+        }
+    }
+    WasmBacktrace {
+        frames,
+        omitted_frames: omitted,
+        omitted_at: if omitted > 0 { omitted_at } else { 0 },
+    }
 }

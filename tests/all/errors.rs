@@ -144,3 +144,81 @@ fn weft_errors_leave_as_anyhow_errors_and_come_back() {
     assert!(matches!(back, Error::Host(_)));
     assert_eq!(back.to_string(), "no beans");
 }
+
+/// Issue 12: a backtrace deeper than the 128 recorded frames kept only the innermost ones and
+/// printed "... N more frames" as if complete. Now it keeps the outermost frames too and says
+/// that frames were cut.
+#[test]
+fn cut_backtrace_keeps_outermost_frames_and_says_it_was_cut() {
+    let engine = weft::Engine::default();
+    let module = weft::Module::new(
+        &engine,
+        r#"(module
+             (func $down (param i32) (result i32)
+               (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+             (func $start (export "start") (result i32) (call $down (i32.const 0))))"#,
+    )
+    .unwrap();
+    let mut store = weft::Store::new(&engine, ());
+    let instance = weft::Linker::new(&engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let start = instance
+        .get_typed_func::<(), i32>(&mut store, "start")
+        .unwrap();
+    let error = start.call(&mut store, ()).unwrap_err();
+    let weft::Error::Trap { trap, backtrace } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(*trap, weft::Trap::StackOverflow);
+    assert!(
+        backtrace.omitted_frames > 1000,
+        "{}",
+        backtrace.omitted_frames
+    );
+    // 128 program counters, of which the trampolines' are not Wasm frames.
+    assert!((120..=128).contains(&backtrace.frames.len()));
+    assert!((60..=64).contains(&backtrace.omitted_at));
+    assert_eq!(backtrace.frames[0].func_index, 0);
+    let outermost = backtrace.frames.last().unwrap();
+    assert_eq!(
+        outermost.func_index, 1,
+        "the export that started the recursion"
+    );
+    assert_eq!(outermost.func_name.as_deref(), Some("start"));
+    let text = backtrace.to_string();
+    assert!(text.contains("the backtrace was cut"), "{text}");
+    let last_line = text.lines().rev().nth(1).unwrap();
+    let depth = backtrace.frames.len() - 1 + backtrace.omitted_frames;
+    assert!(
+        last_line.contains(&format!("{depth}: start (func 1)")),
+        "{last_line}"
+    );
+}
+
+/// Issue 12: names from the name section were printed raw, so a module could put ANSI escape
+/// sequences and newlines into weft's error output.
+#[test]
+fn control_characters_in_name_section_names_are_escaped_when_printed() {
+    let frame = weft::FrameInfo {
+        func_index: 3,
+        func_name: Some("evil\u{1b}[31m\nfake: frame".to_string()),
+        module_name: Some("m\r".to_string()),
+        module_offset: Some(0x2a),
+    };
+    let text = frame.to_string();
+    assert_eq!(
+        text,
+        "m\\u{d}!evil\\u{1b}[31m\\u{a}fake: frame (func 3) @ 0x2a"
+    );
+    let backtrace = weft::WasmBacktrace {
+        frames: vec![frame],
+        ..Default::default()
+    };
+    let printed = backtrace.to_string();
+    assert!(
+        !printed.contains('\u{1b}') && !printed.contains('\r'),
+        "{printed}"
+    );
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+}

@@ -40,6 +40,10 @@ use super::{altstack, signals};
 /// How many frames a trap's backtrace keeps.
 pub const MAX_BACKTRACE: usize = 128;
 
+/// Of [`MAX_BACKTRACE`], how many are the innermost frames; the rest are the outermost ones,
+/// and a deeper backtrace omits those in between (see [`TrapInfo::omitted`]).
+pub const KEEP_INNER: usize = MAX_BACKTRACE / 2;
+
 /// Something a builtin or host function reported before returning failure to compiled code.
 pub enum Recorded {
     /// A trap raised by a builtin (out-of-bounds bulk memory or table access, ...).
@@ -65,6 +69,9 @@ pub struct TrapInfo {
     pub reason: TrapReason,
     /// Program counters, innermost first: the trapping instruction, then return addresses.
     pub pcs: Vec<usize>,
+    /// Frames left out of `pcs` between its first [`KEEP_INNER`] entries and the rest (the
+    /// outermost frames), because the stack was deeper than [`MAX_BACKTRACE`].
+    pub omitted: usize,
 }
 
 /// One entry into Wasm. Lives on the entering Rust frame's stack for the call's duration.
@@ -84,6 +91,8 @@ pub struct Activation {
     /// Set by the signal handler.
     pub(super) fault: Option<TrapKind>,
     pub(super) backtrace_len: usize,
+    /// Frames the signal handler walked but left out (see [`TrapInfo::omitted`]).
+    pub(super) backtrace_omitted: usize,
     /// Set by builtins and host functions.
     recorded: Option<Recorded>,
     /// The first `backtrace_len` entries are written by the signal handler; left uninitialized
@@ -240,6 +249,7 @@ pub unsafe fn enter_wasm_with_limit(
         saved_store_activation: unsafe { *store_ref.activation.get() },
         fault: None,
         backtrace_len: 0,
+        backtrace_omitted: 0,
         recorded: None,
         backtrace: [MaybeUninit::uninit(); MAX_BACKTRACE],
     };
@@ -308,7 +318,11 @@ pub unsafe fn enter_wasm_with_limit(
         (Some(code), None) => TrapReason::Code(code),
         (None, None) => unreachable!("the landing pad is reached only through a recorded fault"),
     };
-    Err(TrapInfo { reason, pcs })
+    Err(TrapInfo {
+        reason,
+        pcs,
+        omitted: activation.backtrace_omitted,
+    })
 }
 
 /// Records why a builtin or host function is about to return failure to compiled code.

@@ -105,14 +105,20 @@ fn host_overflowed_fiber_stack(guard: usize) -> ! {
 
 /// Walks the frame-pointer chain from the faulting frame up to the activation's entry frame.
 ///
+/// Keeps the innermost [`KEEP_INNER`](entry::KEEP_INNER) frames and the outermost ones that fill
+/// the rest of the buffer (a ring while walking, put in order at the end), and counts the frames
+/// in between that did not fit: deep recursion shows both where it trapped and how it started.
+///
 /// # Safety
 /// `regs` must be the interrupted Wasm context of `activation`.
 unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::ContextRegisters) {
+    use entry::KEEP_INNER;
+    const KEEP_OUTER: usize = MAX_BACKTRACE - KEEP_INNER;
     activation.backtrace[0] = MaybeUninit::new(regs.pc);
-    let mut len = 1;
+    let mut total = 1;
     let mut fp = regs.fp;
     let end = activation.entry.fp;
-    while len < MAX_BACKTRACE && fp >= regs.sp && fp < end && fp.is_multiple_of(8) {
+    while fp >= regs.sp && fp < end && fp.is_multiple_of(8) {
         // SAFETY: `fp` lies between the faulting SP and the entry frame, i.e. within the live
         // stack of this activation, and Cranelift keeps the frame-pointer chain intact.
         let (return_address, caller_fp) = unsafe {
@@ -121,14 +127,28 @@ unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::Context
                 *(fp as *const usize),
             )
         };
-        activation.backtrace[len] = MaybeUninit::new(return_address);
-        len += 1;
+        // Below `MAX_BACKTRACE` this is `total` itself; beyond, the ring of outer frames.
+        let slot = if total < KEEP_INNER {
+            total
+        } else {
+            KEEP_INNER + (total - KEEP_INNER) % KEEP_OUTER
+        };
+        activation.backtrace[slot] = MaybeUninit::new(return_address);
+        total += 1;
         if caller_fp <= fp {
             break;
         }
         fp = caller_fp;
     }
-    activation.backtrace_len = len;
+    if total > MAX_BACKTRACE {
+        // The oldest of the kept outer frames is where the next one would have gone.
+        activation.backtrace[KEEP_INNER..].rotate_left((total - KEEP_INNER) % KEEP_OUTER);
+        activation.backtrace_len = MAX_BACKTRACE;
+        activation.backtrace_omitted = total - MAX_BACKTRACE;
+    } else {
+        activation.backtrace_len = total;
+        activation.backtrace_omitted = 0;
+    }
 }
 
 /// Passes a fault that is not a Wasm trap to the handler installed before weft's.
