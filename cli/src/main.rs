@@ -247,9 +247,15 @@ fn parse_arg(arg: &str, ty: ValType) -> Result<Val, String> {
             Some(d) => (true, d),
             None => (false, s),
         };
+        // Digits only: the std parsers take a sign of their own, which made `--5` read as 5.
         let v = match digits.strip_prefix("0x") {
-            Some(hex) => i128::from_str_radix(hex, 16).ok()?,
-            None => digits.parse::<i128>().ok()?,
+            Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                i128::from_str_radix(hex, 16).ok()?
+            }
+            None if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse::<i128>().ok()?
+            }
+            _ => return None,
         };
         Some(if neg { -v } else { v })
     };

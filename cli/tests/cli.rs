@@ -92,6 +92,30 @@ fn wrong_argument_is_a_message_not_a_panic() {
     assert_eq!(text(&out.stderr), "error: `twenty` is not a valid i32\n");
 }
 
+/// Issue 12: `--5` was read as 5 (the sign was stripped once by weft and once more by the
+/// number parser), and `-+5`, `0x-5` were accepted too.
+#[test]
+fn doubled_or_misplaced_signs_in_integer_arguments_are_rejected() {
+    for arg in ["--5", "-+5", "+5", "0x-5", "-0x+5", "-", "0x"] {
+        let out = weft(&["run", "../examples/fib.wat", "--invoke", "fib", "--", arg]);
+        assert_eq!(out.status.code(), Some(1), "{arg}");
+        assert_eq!(
+            text(&out.stderr),
+            format!("error: `{arg}` is not a valid i32\n"),
+            "{arg}"
+        );
+    }
+    let out = weft(&[
+        "run",
+        "../examples/fib.wat",
+        "--invoke",
+        "fib",
+        "--",
+        "-0x0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 #[test]
 fn wast_reports_each_file_and_fails_on_a_failed_directive() {
     let out = weft(&["wast", "tests/fixtures/failing.wast"]);
