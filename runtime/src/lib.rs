@@ -86,6 +86,14 @@
 //! when the store is provably its call's — which is how the lazy-loading import instantiates a
 //! module after an async compile.
 //!
+//! An import's future may also await another promising call on the same `SharedStore` (JSPI:
+//! an async import calling back into a promising export of the same instance). That call
+//! finds the lock held by the outer call's poll — which waits for it — and the store lent to
+//! the import's poll on this thread, so it runs on the lent store, on its own stack, while the
+//! outer call's Wasm stays suspended inside its import (as `StoreAccess::with` does). The
+//! import's future is also dropped with the store lent, so a nested call cancelled with its
+//! outer call unwinds too.
+//!
 //! Limits of this design: a synchronous host function that sits in the middle of a suspended
 //! chain (host → Wasm → sync import → Wasm → suspending import) holds its `Caller`, a
 //! `&mut StoreContext<T>`, across the suspension, while other calls on a `SharedStore` may use
@@ -101,7 +109,9 @@
 //! Wasm frames and host frames return normally, the import's future is dropped on its own
 //! stack, and then the stack goes back to the pool. A trap after a resume reaches the awaiting
 //! caller with its Wasm backtrace; a panic in an async host function is caught at the import
-//! and re-raised in the poller.
+//! and re-raised in the poller. A panic while a dropped call unwinds (an import future's
+//! `Drop`) is re-raised in the dropping thread once the stack is back in the pool, unless that
+//! thread is already panicking (a second panic would abort): then it is only printed.
 //!
 //! ## Costs
 //!

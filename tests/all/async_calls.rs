@@ -802,3 +802,58 @@ fn instantiate_async_runs_a_suspending_start_function() {
     };
     assert_eq!(g.get(&mut store), Val::I32(9));
 }
+
+/// Issue 12: a panic in an import future's `Drop` while its call was cancelled was printed and
+/// swallowed. It is re-raised from the dropping thread once the call is unwound and its stack
+/// given back; the store stays usable.
+#[test]
+fn panic_in_an_import_futures_drop_during_cancellation_is_re_raised_after_unwinding() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("dropping the import's future");
+        }
+    }
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "host" "forever" (func $forever (result i32)))
+             (func (export "run") (result i32) (call $forever))
+             (func (export "two") (result i32) (i32.const 2)))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::<()>::new(&engine);
+    linker
+        .func_wrap_async("host", "forever", |_: Caller<'_, ()>| {
+            let guard = PanicOnDrop;
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                0i32
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(), i32>(&mut store, "run")
+        .unwrap();
+    let two = instance
+        .get_typed_func::<(), i32>(&mut store, "two")
+        .unwrap();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut call = Box::pin(run.call_async(&mut store, ()));
+        assert!(poll_once(call.as_mut()).is_pending());
+        drop(call);
+    }));
+    let payload = dropped.expect_err("the panic reaches the thread that dropped the call");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"dropping the import's future")
+    );
+    assert_eq!(two.call(&mut store, ()).unwrap(), 2);
+    // The call's stack went back: a new promising call runs.
+    let again = current_thread().block_on(two.call_async(&mut store, ()));
+    assert_eq!(again.unwrap(), 2);
+}

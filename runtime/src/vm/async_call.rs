@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
 use std::task::{Context, Waker};
 
-use super::entry::{self, StackLimit, TrapInfo, enter_wasm_with_limit};
+use super::entry::{self, Recorded, StackLimit, TrapInfo, TrapReason, enter_wasm_with_limit};
 use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, top_bytes};
 use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
@@ -252,30 +252,67 @@ impl AsyncCall {
     /// Unwinds a suspended call (see the module docs); nothing if it is not. [`Self::finish`]
     /// does this too; calling it first lets the caller borrow the store's spare stack only
     /// once no host code runs.
+    ///
+    /// Returns the payload of a panic raised while unwinding (an import future's `Drop`, a host
+    /// frame on the way out), for the caller to re-raise once the stack is given back.
     #[inline]
-    pub fn cancel<T: 'static>(&mut self, store: &mut StoreContext<T>) {
+    pub fn cancel<T: 'static>(
+        &mut self,
+        store: &mut StoreContext<T>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
         if self.is_suspended() {
-            self.unwind(store);
+            self.unwind(store)
+        } else {
+            None
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn unwind<T: 'static>(&mut self, store: &mut StoreContext<T>) {
+    fn unwind<T: 'static>(
+        &mut self,
+        store: &mut StoreContext<T>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
         let mut cx = Context::from_waker(Waker::noop());
         while self.is_suspended() {
-            // Whatever the trap or error, the call is abandoned; host panics included.
+            // Whatever the trap or error, the call is abandoned; not a panic (below).
             let _ = self.resume(store, &mut cx, true);
+        }
+        match self.take_outcome() {
+            Err(TrapInfo {
+                reason: TrapReason::Recorded(Recorded::Panic(panic)),
+                ..
+            }) => Some(panic),
+            _ => None,
         }
     }
 
     /// Gives the stack back to the store's spare slot or its engine's pool, cancelling a
     /// suspended call first (see the module docs).
+    ///
+    /// # Panics
+    /// Re-raises a panic that cancelling raised (an import future's `Drop` that panicked),
+    /// once the call is unwound and its stack given back: a `Drop` may panic, and weft
+    /// does not swallow it. Unless this thread is already panicking (a call future dropped
+    /// during unwinding): a second panic would abort the process, so it is dropped then, after
+    /// the panic hook has printed it.
     #[inline(always)] // into `promising::finish`, as `new`
     pub fn finish<T: 'static>(mut self, store: &mut StoreContext<T>) {
-        self.cancel(store);
+        let panic = self.cancel(store);
         let opaque = &mut store.opaque;
         self.fiber
             .finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+        if let Some(panic) = panic {
+            resume_cancel_panic(panic);
+        }
+    }
+}
+
+/// See [`AsyncCall::finish`].
+#[cold]
+#[inline(never)]
+fn resume_cancel_panic(panic: Box<dyn std::any::Any + Send>) {
+    if !std::thread::panicking() {
+        std::panic::resume_unwind(panic);
     }
 }
