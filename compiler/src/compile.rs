@@ -50,6 +50,22 @@ pub struct CompilerOptions {
     pub multi_memory: bool,
 }
 
+impl CompilerOptions {
+    /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
+    /// weft implements (tail calls, extended constant expressions, relaxed SIMD, and
+    /// multi-memory when these options allow it). The rest of 3.0 (function references,
+    /// exceptions, memory64, GC) fails validation rather than reaching a translator that does
+    /// not know it. The fuzzer's reference validator uses this same set.
+    pub fn wasm_features(&self) -> WasmFeatures {
+        let mut features = WasmFeatures::WASM2
+            | WasmFeatures::TAIL_CALL
+            | WasmFeatures::EXTENDED_CONST
+            | WasmFeatures::RELAXED_SIMD;
+        features.set(WasmFeatures::MULTI_MEMORY, self.multi_memory);
+        features
+    }
+}
+
 impl Default for CompilerOptions {
     fn default() -> Self {
         CompilerOptions {
@@ -115,18 +131,10 @@ impl Compiler {
         self.isa.default_call_conv()
     }
 
-    /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
-    /// weft implements (tail calls, extended constant expressions, relaxed SIMD, and
-    /// multi-memory when the options allow it). The rest of 3.0 (function references,
-    /// exceptions, memory64, GC) fails validation rather than reaching a translator that does
-    /// not know it.
+    /// The WebAssembly features modules are validated against (see
+    /// [`CompilerOptions::wasm_features`]).
     pub fn features(&self) -> WasmFeatures {
-        let mut features = WasmFeatures::WASM2
-            | WasmFeatures::TAIL_CALL
-            | WasmFeatures::EXTENDED_CONST
-            | WasmFeatures::RELAXED_SIMD;
-        features.set(WasmFeatures::MULTI_MEMORY, self.options.multi_memory);
-        features
+        self.options.wasm_features()
     }
 
     /// Validates `wasm` against [`Compiler::features`] and parses its module-level structure.

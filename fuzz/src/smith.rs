@@ -1,12 +1,13 @@
-//! wasm-smith configurations: what weft supports (WebAssembly 2.0), and deterministic,
-//! terminating variants of it for the execution targets.
+//! wasm-smith configurations: what weft supports (WebAssembly 2.0 and the parts of 3.0 it has),
+//! and deterministic, terminating variants of it for the execution targets.
 
 use arbitrary::Unstructured;
 use wasm_smith::{Config, Module};
 
-/// WebAssembly 2.0 — what weft validates by default — with sizes kept small so that cases
-/// stay fast: one memory of at most 16 pages, tables of at most 1,000 elements.
-pub fn wasm2() -> Config {
+/// What weft validates by default — WebAssembly 2.0 with tail calls, extended constant
+/// expressions, relaxed SIMD and multi-memory — with sizes kept small so that cases stay fast:
+/// memories of at most 16 pages, tables of at most 1,000 elements.
+pub fn weft() -> Config {
     Config {
         bulk_memory_enabled: true,
         reference_types_enabled: true,
@@ -14,17 +15,17 @@ pub fn wasm2() -> Config {
         multi_value_enabled: true,
         saturating_float_to_int_enabled: true,
         sign_extension_ops_enabled: true,
-        relaxed_simd_enabled: false,
+        relaxed_simd_enabled: true,
         exceptions_enabled: false,
         gc_enabled: false,
         compact_imports_enabled: false,
         memory64_enabled: false,
-        tail_call_enabled: false,
+        tail_call_enabled: true,
         threads_enabled: false,
         wide_arithmetic_enabled: false,
-        extended_const_enabled: false,
+        extended_const_enabled: true,
         custom_page_sizes_enabled: false,
-        max_memories: 1,
+        max_memories: 2,
         max_memory32_bytes: 16 * 65536,
         memory_max_size_required: true,
         max_tables: 4,
@@ -67,7 +68,8 @@ pub fn terminating(
     Ok(module.to_bytes())
 }
 
-/// The features weft's validator accepts by default, for cross-checking its verdicts.
-pub fn wasm2_features() -> wasmparser::WasmFeatures {
-    wasmparser::WasmFeatures::WASM2
+/// The features weft's validator accepts by default, for cross-checking its verdicts (taken
+/// from the compiler itself, so a feature weft gains is never reported as a violation).
+pub fn weft_features() -> wasmparser::WasmFeatures {
+    weft_compiler::CompilerOptions::default().wasm_features()
 }

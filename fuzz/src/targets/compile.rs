@@ -1,5 +1,5 @@
 //! `compile`: validate → compile → instantiate (→ call) never panics, crashes or hangs, and
-//! weft's verdict on a module agrees with wasmparser's validator for WebAssembly 2.0.
+//! weft's verdict on a module agrees with wasmparser's validator with weft's features.
 //!
 //! The first input byte picks the kind of module:
 //! - raw bytes (almost always invalid: the parser's error paths);
@@ -24,7 +24,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
     let (bytes, terminating) = match mode {
         0 => (u.take_rest().to_vec(), false),
         1 => {
-            let Ok(module) = wasm_smith::Module::new(smith::wasm2(), &mut u) else {
+            let Ok(module) = wasm_smith::Module::new(smith::weft(), &mut u) else {
                 return Ok("smith-failed".into());
             };
             let mut bytes = module.to_bytes();
@@ -40,7 +40,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         }
         2 | 3 => {
             let config = if mode == 2 {
-                smith::wasm2()
+                smith::weft()
             } else {
                 smith::everything()
             };
@@ -54,7 +54,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
     };
 
     super::remember_module(&bytes);
-    let reference = wasmparser::Validator::new_with_features(smith::wasm2_features())
+    let reference = wasmparser::Validator::new_with_features(smith::weft_features())
         .validate_all(&bytes)
         .map(|_| ())
         .map_err(|e| e.message().to_string());
@@ -65,12 +65,12 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         (Err(Error::ResourceLimit(_)), _) => "resource-limit".to_string(),
         (Ok(_), Err(why)) => {
             return Err(format!(
-                "weft accepted a module wasmparser rejects for Wasm 2.0: {why}"
+                "weft accepted a module wasmparser rejects with weft's features: {why}"
             ));
         }
         (Err(error), Ok(())) => {
             return Err(format!(
-                "weft rejected a module wasmparser accepts for Wasm 2.0: {error}"
+                "weft rejected a module wasmparser accepts with weft's features: {error}"
             ));
         }
         (Err(error), Err(_)) => format!("invalid-as-{}", error_kind(error)),

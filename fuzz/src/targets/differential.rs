@@ -223,7 +223,8 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         // `v128.store8_lane` and aborts the process ("failed to decode `OpCode`") on some
         // `v128.store16_lane` (see fuzz/README.md). weft's SIMD is covered by the spec suite.
         simd_enabled: false,
-        ..smith::wasm2()
+        relaxed_simd_enabled: false,
+        ..smith::weft()
     };
     let Ok(bytes) = smith::terminating(config, &mut u, fuel) else {
         return Ok("smith-failed".into());
@@ -234,6 +235,9 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         .map_err(|e| format!("weft rejected a valid module: {e}"))?;
     let mut wasmi_config = wasmi::Config::default();
     wasmi_config.wasm_simd(true);
+    wasmi_config.wasm_tail_call(true);
+    wasmi_config.wasm_extended_const(true);
+    wasmi_config.wasm_multi_memory(true);
     let wasmi_engine = wasmi::Engine::new(&wasmi_config);
     let wasmi_module = wasmi::Module::new(&wasmi_engine, &bytes)
         .map_err(|e| format!("wasmi rejected a valid module (harness?): {e}"))?;

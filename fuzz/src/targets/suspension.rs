@@ -10,7 +10,7 @@
 //! - with one call cancelled (its future dropped after a few polls); then the store must still
 //!   work: the whole sequence on a fresh instance in the same store equals the synchronous run.
 //!
-//! Modules are wasm-smith's (Wasm 2.0, terminating, NaNs canonicalized, every item exported),
+//! Modules are wasm-smith's (weft's features, terminating, NaNs canonicalized, every item exported),
 //! importing only from a fixed set of host functions.
 
 use std::sync::OnceLock;
@@ -404,7 +404,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         max_imports: 5,
         export_everything: true,
         canonicalize_nans: true,
-        ..smith::wasm2()
+        ..smith::weft()
     };
     let Ok(bytes) = smith::terminating(config, &mut u, fuel) else {
         return Ok("smith-failed".into());
