@@ -47,7 +47,8 @@ pub(crate) fn call_raw<T: 'static>(
 ) -> Result<()> {
     let data = &store.opaque.funcs[index];
     if let Some(host) = data.host {
-        let callback = store.opaque.host_funcs[host]
+        let host: &dyn std::any::Any = &*store.opaque.host_funcs[host];
+        let callback = host
             .downcast_ref::<HostFuncContext<T>>()
             .expect("host functions of a Store<T> take a Caller<T>")
             .callback()

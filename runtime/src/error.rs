@@ -222,6 +222,13 @@ pub enum Error {
     InvalidConfig(String),
     /// A limit was exceeded or the system refused memory.
     ResourceLimit(String),
+    /// A promising call on a [`crate::SharedStore`] was polled on a thread where Wasm of that
+    /// store is running further down the stack (for instance by hand, inside a synchronous host
+    /// function of the store): the store cannot be free before that poll returns, so the call
+    /// fails instead of waiting forever. Call the export through the host function's
+    /// [`crate::Caller`], make the import a suspending one (`func_wrap_async`), whose future
+    /// may await the call, or poll the call elsewhere.
+    StoreInUse,
     /// An error from outside weft: raised by a host function or converted with `?`.
     Host(Box<dyn std::error::Error + Send + Sync>),
     /// Anything else, described in words.
@@ -250,6 +257,11 @@ impl fmt::Display for Error {
             Error::TypeMismatch(what) => write!(f, "type mismatch: {what}"),
             Error::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
             Error::ResourceLimit(what) => write!(f, "resource limit: {what}"),
+            Error::StoreInUse => f.write_str(
+                "a promising call was polled where its store is in use further down the same \
+                 thread's stack (by a synchronous host function of that store?); it could never \
+                 get the store",
+            ),
             Error::Host(error) => error.fmt(f),
             Error::Message(message) => f.write_str(message),
         }

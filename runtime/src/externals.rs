@@ -226,7 +226,7 @@ impl Table {
                 init.ty()
             )));
         }
-        let init = init.to_raw(store).get_u64() as usize;
+        let init = init.to_raw(store)?.get_u64() as usize;
         let table =
             vm::table::Table::new(ty.minimum, ty.maximum, init).map_err(Error::ResourceLimit)?;
         store.tables.push(TableData {
@@ -301,7 +301,7 @@ impl Table {
             .ok_or_else(|| Error::ResourceLimit(format!("table cannot grow by {delta}")))
     }
 
-    fn raw_element(&self, store: &crate::store::StoreOpaque, value: Val) -> Result<usize> {
+    fn raw_element(&self, store: &mut crate::store::StoreOpaque, value: Val) -> Result<usize> {
         let ty = store.tables[self.index].ty.element;
         if value.ty() != ty {
             return Err(Error::TypeMismatch(format!(
@@ -309,7 +309,7 @@ impl Table {
                 value.ty()
             )));
         }
-        Ok(value.to_raw(store).get_u64() as usize)
+        Ok(value.to_raw(store)?.get_u64() as usize)
     }
 }
 
@@ -335,7 +335,7 @@ impl Global {
             )));
         }
         let cell = Box::new(VMGlobal::default());
-        cell.set(value.to_raw(store).get_u128());
+        cell.set(value.to_raw(store)?.get_u128());
         store.globals.push(GlobalData { cell, ty });
         Ok(Global {
             store: store.id,
@@ -381,7 +381,7 @@ impl Global {
                 value.ty()
             )));
         }
-        let raw = value.to_raw(store).get_u128();
+        let raw = value.to_raw(store)?.get_u128();
         store.globals[self.index].cell.set(raw);
         Ok(())
     }

@@ -36,9 +36,9 @@ impl Func {
 
     /// A host function of type `ty` that works on dynamically typed values.
     ///
-    /// # Panics
-    /// If no code memory is left for the type's trampoline (the process's mapping limit);
-    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
+    /// If no code memory is left for the type's trampoline (the process's mapping limit), the
+    /// function is still made, and whatever first hands it to Wasm (instantiation, a table or
+    /// global, a call's arguments) retries and reports the error.
     pub fn new<T: 'static>(
         mut store: impl AsContextMut<Data = T>,
         ty: FuncType,
@@ -52,9 +52,9 @@ impl Func {
     /// [`crate::Linker::func_new_async`]): `f` gets the [`Caller`] and the arguments and
     /// returns a `'static` future of the results.
     ///
-    /// # Panics
-    /// If no code memory is left for the type's trampoline (the process's mapping limit);
-    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
+    /// If no code memory is left for the type's trampoline (the process's mapping limit), the
+    /// function is still made, and whatever first hands it to Wasm (instantiation, a table or
+    /// global, a call's arguments) retries and reports the error.
     pub fn new_async<T, F, Fut>(mut store: impl AsContextMut<Data = T>, ty: FuncType, f: F) -> Func
     where
         T: 'static,
@@ -68,9 +68,9 @@ impl Func {
     /// A host function from a Rust closure whose parameter and result types give the Wasm
     /// type, e.g. `|caller: Caller<'_, T>, x: i32| -> i32` or `|a: f64, b: f64| a + b`.
     ///
-    /// # Panics
-    /// If no code memory is left for the type's trampoline (the process's mapping limit);
-    /// `Linker::func_wrap`/`func_new` and `instantiate` report that as an error instead.
+    /// If no code memory is left for the type's trampoline (the process's mapping limit), the
+    /// function is still made, and whatever first hands it to Wasm (instantiation, a table or
+    /// global, a call's arguments) retries and reports the error.
     pub fn wrap<T: 'static, Params, Results>(
         mut store: impl AsContextMut<Data = T>,
         f: impl IntoFunc<T, Params, Results>,
@@ -79,20 +79,24 @@ impl Func {
         Func::from_callback(store.as_context_mut(), &ty, callback)
     }
 
-    /// As [`Self::try_from_callback`], for the constructors whose signature (wasmtime's) has
-    /// no error to return.
-    ///
-    /// # Panics
-    /// If the type's trampoline cannot be compiled or mapped (no code memory left).
+    /// A host function of type `ty` calling `callback`, for the constructors whose signature
+    /// (wasmtime's) has no error to return: if the type's trampoline cannot be compiled or
+    /// mapped now (no code memory left), the function is made without it, and handing it to
+    /// Wasm later (an import, a table or global, an argument or result) compiles it then or
+    /// reports that error.
     pub(crate) fn from_callback<T: 'static>(
         store: &mut StoreContext<T>,
         ty: &FuncType,
         callback: HostCallback<T>,
     ) -> Func {
-        match Func::try_from_callback(store, ty, callback) {
-            Ok(func) => func,
-            Err(error) => panic!("compiling a host function trampoline: {error}"),
-        }
+        let type_id = store.opaque.engine.type_id(ty);
+        let trampoline = store.opaque.engine.trampolines(type_id).ok();
+        Func::register_host(
+            store,
+            type_id,
+            callback,
+            trampoline.map(|t| t.wasm_to_array),
+        )
     }
 
     /// A host function of type `ty` calling `callback`.
@@ -106,7 +110,22 @@ impl Func {
         callback: HostCallback<T>,
     ) -> Result<Func> {
         let type_id = store.opaque.engine.type_id(ty);
-        let ctx = HostFuncContext::new(store, type_id, callback)?;
+        let trampoline = store.opaque.engine.trampolines(type_id)?.wasm_to_array;
+        Ok(Func::register_host(
+            store,
+            type_id,
+            callback,
+            Some(trampoline),
+        ))
+    }
+
+    fn register_host<T: 'static>(
+        store: &mut StoreContext<T>,
+        type_id: u32,
+        callback: HostCallback<T>,
+        wasm_to_array: Option<usize>,
+    ) -> Func {
+        let ctx = HostFuncContext::new(store, type_id, callback, wasm_to_array);
         let opaque = &mut store.opaque;
         let func_ref = ctx.func_ref();
         opaque.host_funcs.push(ctx);
@@ -116,10 +135,11 @@ impl Func {
             host: Some(opaque.host_funcs.len() - 1),
             array_to_wasm: 0,
             slots: 0,
+            needs_trampoline: wasm_to_array.is_none(),
         });
         let index = opaque.funcs.len() - 1;
         opaque.func_by_ref.insert(func_ref.to_raw(), index);
-        Ok(Func::from_index(opaque.id, index))
+        Func::from_index(opaque.id, index)
     }
 
     /// The function's type.
@@ -156,7 +176,7 @@ impl Func {
         }
         let mut slots = vec![ValRaw::default(); ty.params().len().max(ty.results().len())];
         for (slot, param) in slots.iter_mut().zip(params) {
-            *slot = param.to_raw(&store.opaque);
+            *slot = param.to_raw(&mut store.opaque)?;
         }
         call_raw(store, self.index, &mut slots)?;
         for ((result, slot), &ty) in results.iter_mut().zip(&slots).zip(ty.results()) {
@@ -234,7 +254,7 @@ pub(crate) fn dynamic_callback<T: 'static>(
         )?;
         check_values("results", &results, ty.results(), &caller.store.opaque)?;
         for (slot, result) in slots.iter_mut().zip(results) {
-            *slot = result.to_raw(&caller.store.opaque);
+            *slot = result.to_raw(&mut caller.store.opaque)?;
         }
         Ok(())
     })

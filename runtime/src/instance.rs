@@ -255,7 +255,7 @@ fn instantiate_without_start<T: 'static>(
         match *import {
             Extern::Func(f) => {
                 opaque.check(f.store);
-                imported_funcs.push(opaque.funcs[f.index].func_ref);
+                imported_funcs.push(opaque.ensure_wasm_callable(f.index)?);
             }
             Extern::Memory(m) => {
                 opaque.check(m.store);

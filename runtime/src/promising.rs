@@ -352,7 +352,20 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             )
         });
         self.waiter = waiter;
-        polled.unwrap_or(Poll::Pending)
+        match polled {
+            Some(poll) => poll,
+            // The store is in use further down this thread's stack (a synchronous host function
+            // of it polling this call by hand, say), so it cannot be released before this poll
+            // returns: waiting would never end. A call that has not started fails at once;
+            // one already running stays pending (its stack holds frames that only the store
+            // can unwind, so it must be polled again, or dropped, once the store is free).
+            None if self.call.is_none() && crate::vm::entry::store_runs_on_this_thread(id) => {
+                self.waiter.leave();
+                self.done = true;
+                Poll::Ready(Err(Error::StoreInUse))
+            }
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -500,10 +513,10 @@ where
             let results = results.await?;
             access.with(|caller| -> Result<Vec<ValRaw>> {
                 check_values("results", &results, ty.results(), &caller.store.opaque)?;
-                Ok(results
+                results
                     .iter()
-                    .map(|v| v.to_raw(&caller.store.opaque))
-                    .collect::<Vec<ValRaw>>())
+                    .map(|v| v.to_raw(&mut caller.store.opaque))
+                    .collect::<Result<Vec<ValRaw>>>()
             })?
         };
         let raw = suspend.block_on(future).map_err(|_| cancelled())??;

@@ -61,7 +61,7 @@ impl<T: 'static> crate::promising::CallValues<T> for DynamicValues<'_> {
             )));
         }
         for (slot, param) in slots.iter_mut().zip(self.params) {
-            *slot = param.to_raw(&store.opaque);
+            *slot = param.to_raw(&mut store.opaque)?;
         }
         Ok(())
     }

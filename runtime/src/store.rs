@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::engine::Engine;
 use crate::module::Module;
 use crate::types::{FuncType, GlobalType, TableType};
+use crate::vm::host::HostFunc;
 use crate::vm::{self, FuncRefPtr, VMGlobal, VMStoreContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +54,10 @@ pub(crate) struct FuncData {
     /// Value slots a call needs (the larger of the parameter and result counts); set with
     /// `array_to_wasm`, so that the VM layer can check a call's buffer.
     pub slots: usize,
+    /// A host function made by a constructor without an error to return (`Func::wrap`) when
+    /// its type's trampoline could not be compiled: its funcref has no code yet, and
+    /// [`StoreOpaque::ensure_wasm_callable`] must succeed before Wasm may see it.
+    pub needs_trampoline: bool,
 }
 
 pub(crate) struct InstanceData {
@@ -88,7 +93,7 @@ pub(crate) struct StoreOpaque {
     /// Funcref (as Wasm sees it) → index in `funcs`.
     pub func_by_ref: HashMap<u64, usize>,
     /// `HostFuncContext<T>` boxes.
-    pub host_funcs: Vec<Box<dyn Any + Send>>,
+    pub host_funcs: Vec<Box<dyn HostFunc>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
     /// The stack of the last finished promising call, for the next one.
     pub spare_stack: weft_arch::SpareStack,
@@ -178,6 +183,7 @@ impl StoreOpaque {
             host: None,
             array_to_wasm: 0,
             slots: 0,
+            needs_trampoline: false,
         });
         let i = self.funcs.len() - 1;
         self.func_by_ref.insert(func_ref.to_raw(), i);
@@ -219,6 +225,25 @@ impl StoreOpaque {
             }
             trampoline => Ok(trampoline),
         }
+    }
+
+    /// Makes function `index` callable from Wasm, so that its funcref may be handed to Wasm: a
+    /// host function made without its trampoline (see `FuncData::needs_trampoline`) gets it
+    /// now. Every path by which the host hands a funcref to Wasm (imports, values in tables,
+    /// globals, arguments and results) goes through here.
+    ///
+    /// # Errors
+    /// If the trampoline still cannot be compiled or mapped.
+    #[inline]
+    pub fn ensure_wasm_callable(&mut self, index: usize) -> crate::Result<FuncRefPtr> {
+        let data = &self.funcs[index];
+        if data.needs_trampoline {
+            let trampoline = self.engine.trampolines(data.type_id)?.wasm_to_array;
+            let host = data.host.expect("only host functions lack a trampoline");
+            self.host_funcs[host].install_trampoline(trampoline);
+            self.funcs[index].needs_trampoline = false;
+        }
+        Ok(self.funcs[index].func_ref)
     }
 
     pub fn func_type(&self, index: usize) -> FuncType {

@@ -86,8 +86,10 @@ impl Val {
         }
     }
 
-    pub(crate) fn to_raw(self, store: &StoreOpaque) -> ValRaw {
-        match self {
+    /// The value as Wasm sees it. A funcref is made callable from Wasm first (see
+    /// `StoreOpaque::ensure_wasm_callable`), which is the one way this fails.
+    pub(crate) fn to_raw(self, store: &mut StoreOpaque) -> crate::Result<ValRaw> {
+        Ok(match self {
             Val::I32(v) => ValRaw::from_u32(v as u32),
             Val::I64(v) => ValRaw::from_u64(v as u64),
             Val::F32(v) => ValRaw::from_u32(v),
@@ -96,13 +98,13 @@ impl Val {
             Val::FuncRef(None) | Val::ExternRef(None) => ValRaw::default(),
             Val::FuncRef(Some(f)) => {
                 store.check(f.store);
-                ValRaw::from_u64(store.funcs[f.index].func_ref.to_raw())
+                ValRaw::from_u64(store.ensure_wasm_callable(f.index)?.to_raw())
             }
             Val::ExternRef(Some(r)) => {
                 store.check(r.store);
                 ValRaw::from_u64(r.index as u64 + 1)
             }
-        }
+        })
     }
 
     pub(crate) fn from_raw(raw: ValRaw, ty: ValType, store: &mut StoreOpaque) -> Val {

@@ -222,3 +222,92 @@ fn control_characters_in_name_section_names_are_escaped_when_printed() {
     );
     assert_eq!(printed.lines().count(), 2, "{printed}");
 }
+
+/// Issue 12: `Func::wrap` (whose signature has no error to return) panicked when its type's
+/// trampoline could not be mapped, e.g. at the process's mapping limit. Now the function is
+/// made anyway, and whatever hands it to Wasm retries: an error while mappings are exhausted,
+/// a working import once they are free again. In a child process, since it exhausts the
+/// process's memory mappings.
+#[test]
+fn func_wrap_at_the_mapping_limit_defers_its_trampoline_error_to_instantiation() {
+    const CHILD: &str = "WEFT_TEST_MAPPING_LIMIT_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let output = crate::common::rerun_test_in_child(
+            "errors::func_wrap_at_the_mapping_limit_defers_its_trampoline_error_to_instantiation",
+            CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+        return;
+    }
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "host" "f" (func $f (param i64 f32 i32 i64 f64) (result f64)))
+             (func (export "run") (result f64)
+               (call $f (i64.const 1) (f32.const 2) (i32.const 3) (i64.const 4) (f64.const 5))))"#,
+    )
+    .unwrap();
+    // Take every mapping the process can still get: single pages, alternately readable and
+    // inaccessible so that neighbours cannot merge into one mapping.
+    let mut pages = Vec::new();
+    loop {
+        let protection = if pages.len() % 2 == 0 {
+            libc::PROT_READ
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: a fresh anonymous mapping that nothing else refers to; it is unmapped below.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                protection,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if page == libc::MAP_FAILED {
+            break;
+        }
+        pages.push(page as usize);
+        assert!(pages.len() < 10_000_000, "no mapping limit reached");
+    }
+    // A host function of a type no trampoline exists for yet: made, not panicking.
+    let mut store = Store::new(&engine, ());
+    let f = weft::Func::wrap(&mut store, |a: i64, b: f32, c: i32, d: i64, e: f64| {
+        a as f64 + f64::from(b) + f64::from(c) + d as f64 + e
+    });
+    let error = Linker::new(&engine)
+        .define(&mut store, "host", "f", f)
+        .unwrap()
+        .instantiate(&mut store, &module)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        !matches!(error, Error::Trap { .. }),
+        "an instantiation error, not a trap: {error}"
+    );
+    println!(
+        "with {} pages mapped, instantiating reported: {error}",
+        pages.len()
+    );
+    // Mappings free again: the same function now instantiates and runs.
+    for page in pages {
+        // SAFETY: mapped above, of this size, and referred to by nothing.
+        unsafe { libc::munmap(page as *mut libc::c_void, 4096) };
+    }
+    let instance = Linker::new(&engine)
+        .define(&mut store, "host", "f", f)
+        .unwrap()
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let run = instance
+        .get_typed_func::<(), f64>(&mut store, "run")
+        .unwrap();
+    assert_eq!(run.call(&mut store, ()).unwrap(), 15.0);
+}

@@ -159,3 +159,63 @@ fn cancelling_an_outer_call_suspended_in_a_nested_call_unwinds_both() {
     let mut guard = store.try_lock().expect("the store is free again");
     assert_eq!(g.call(&mut *guard, ()).unwrap(), 101);
 }
+
+/// Issue 12: a *synchronous* host function that polls a promising call on its own store by
+/// hand used to wait forever: the store is held by the call running the host function, further
+/// down the same stack. Now the inner call fails at once with `Error::StoreInUse`, and both the
+/// outer call and the store carry on.
+#[test]
+fn sync_host_function_polling_a_call_on_its_own_store_fails_instead_of_hanging() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "host" "poll_by_hand" (func $poll (param i32) (result i32)))
+             (func (export "leaf") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+             (func (export "outer") (param i32) (result i32) (call $poll (local.get 0))))"#,
+    )
+    .unwrap();
+    type PlainLeaf = (SharedStore<()>, TypedFunc<i32, i32>);
+    let slot: Arc<OnceLock<PlainLeaf>> = Arc::new(OnceLock::new());
+    let seen = Arc::new(std::sync::Mutex::new(None::<String>));
+    let mut linker = Linker::<()>::new(&engine);
+    let (leaf_slot, seen_in_host) = (slot.clone(), seen.clone());
+    linker
+        .func_wrap("host", "poll_by_hand", move |x: i32| -> i32 {
+            let (store, leaf) = leaf_slot.get().unwrap().clone();
+            let mut call = pin!(leaf.call_async(store, x));
+            let mut cx = Context::from_waker(Waker::noop());
+            // A few polls at most: the old behaviour was Pending for ever.
+            for _ in 0..100 {
+                if let Poll::Ready(result) = call.as_mut().poll(&mut cx) {
+                    *seen_in_host.lock().unwrap() = Some(match result {
+                        Ok(v) => format!("ok {v}"),
+                        Err(e) => format!("{e:?}"),
+                    });
+                    return -1;
+                }
+            }
+            -2
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let leaf = instance
+        .get_typed_func::<i32, i32>(&mut store, "leaf")
+        .unwrap();
+    let outer = instance
+        .get_typed_func::<i32, i32>(&mut store, "outer")
+        .unwrap();
+    let store = SharedStore::new(store);
+    assert!(slot.set((store.clone(), leaf)).is_ok());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = pin!(outer.call_async(store.clone(), 41));
+    let Poll::Ready(result) = call.as_mut().poll(&mut cx) else {
+        panic!("the outer call has nothing to wait for");
+    };
+    assert_eq!(result.unwrap(), -1, "the inner call never finished");
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("StoreInUse"));
+    // The store is free and works: the inner call itself, polled on its own.
+    let mut again = pin!(leaf.call_async(store, 1));
+    assert!(matches!(again.as_mut().poll(&mut cx), Poll::Ready(Ok(2))));
+}

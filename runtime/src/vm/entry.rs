@@ -382,6 +382,24 @@ pub(super) fn current_store() -> Option<*const VMStoreContext> {
     (!activation.is_null()).then(|| unsafe { (*activation).store })
 }
 
+/// Whether Wasm of the store with id `store_id` is running on this thread: an activation of
+/// that store anywhere in this thread's chain of running activations. The store is then in
+/// use by a caller further down this very stack (a synchronous host function, or a poll that
+/// did not lend it), which cannot give it up before the code asking returns.
+pub fn store_runs_on_this_thread(store_id: u64) -> bool {
+    let mut activation = current();
+    while !activation.is_null() {
+        // SAFETY: a non-null link is a live activation of this thread (each is unlinked
+        // before its frame is popped), and its store context is live while it runs.
+        let (store, prev) = unsafe { ((*(*activation).store).store_id, (*activation).prev) };
+        if store == store_id {
+            return true;
+        }
+        activation = prev;
+    }
+    false
+}
+
 fn approximate_sp() -> usize {
     let marker = 0u8;
     std::hint::black_box(&marker) as *const u8 as usize

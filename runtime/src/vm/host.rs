@@ -1,6 +1,7 @@
 //! Host functions as compiled code sees them: a context whose first field is the array-call
 //! shim the Wasm-to-host trampoline calls (see `vmoffsets::host_func`).
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::entry::{Recorded, record};
@@ -28,29 +29,28 @@ unsafe impl<T> Sync for HostFuncContext<T> {}
 
 impl<T: 'static> HostFuncContext<T> {
     /// A host function of `store` (which keeps the returned box until it is dropped) of
-    /// engine type `type_id`, callable from Wasm through the engine's Wasm-to-host trampoline
-    /// for that type.
-    ///
-    /// # Errors
-    /// If the trampoline cannot be compiled.
+    /// engine type `type_id`, callable from Wasm through `wasm_to_array`, the engine's
+    /// Wasm-to-host trampoline for that type. With `None` (the trampoline could not be
+    /// compiled) the funcref has no code yet: the store must not hand it to Wasm before
+    /// [`HostFunc::install_trampoline`] gave it one.
     pub fn new(
         store: &StoreContext<T>,
         type_id: u32,
         callback: HostCallback<T>,
-    ) -> crate::Result<Box<Self>> {
-        let trampoline = store.opaque.engine.trampolines(type_id)?.wasm_to_array;
+        wasm_to_array: Option<usize>,
+    ) -> Box<Self> {
         let mut ctx = Box::new(HostFuncContext {
             array_call: array_call::<T>,
             store: std::ptr::from_ref(&*store.opaque.vm),
             func_ref: VMFuncRef {
-                wasm_call: trampoline as *const u8,
+                wasm_call: wasm_to_array.map_or(std::ptr::null(), |t| t as *const u8),
                 vmctx: std::ptr::null_mut(),
                 type_id,
             },
             callback,
         });
         ctx.func_ref.vmctx = (&raw mut *ctx).cast();
-        Ok(ctx)
+        ctx
     }
 
     /// The funcref Wasm calls this function through; stable while the box lives.
@@ -61,6 +61,24 @@ impl<T: 'static> HostFuncContext<T> {
 
     pub fn callback(&self) -> &HostCallback<T> {
         &self.callback
+    }
+}
+
+/// A host function context with its store's `T` erased, as the store keeps them.
+pub trait HostFunc: Any + Send {
+    /// Gives a funcref made without code (see [`HostFuncContext::new`]) its Wasm-to-host
+    /// trampoline; a funcref that has code keeps it.
+    fn install_trampoline(&mut self, wasm_to_array: usize);
+}
+
+impl<T: 'static> HostFunc for HostFuncContext<T> {
+    fn install_trampoline(&mut self, wasm_to_array: usize) {
+        // Written through the owner's `&mut` (so nothing reads it meanwhile), and only while
+        // it is null: the store hands a funcref to Wasm only once it has code, so no Wasm
+        // holds this one yet (the exception `FuncRefPtr`'s invariant allows).
+        if self.func_ref.wasm_call.is_null() {
+            self.func_ref.wasm_call = wasm_to_array as *const u8;
+        }
     }
 }
 

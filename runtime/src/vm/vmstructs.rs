@@ -160,7 +160,9 @@ unsafe impl Sync for FuncRefPtr {}
 impl FuncRefPtr {
     /// # Safety
     /// `func_ref` must point to a `VMFuncRef` owned by a store, initialized and never written
-    /// again, that lives as long as that store.
+    /// again, that lives as long as that store. One exception: a host function's funcref made
+    /// without code gets its `wasm_call` once, through its owner's `&mut`, before the store
+    /// hands it to Wasm (`HostFunc::install_trampoline`).
     pub(super) unsafe fn new(func_ref: NonNull<VMFuncRef>) -> Self {
         FuncRefPtr(func_ref)
     }
