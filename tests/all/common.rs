@@ -32,3 +32,19 @@ pub fn rerun_test_in_child(name: &str, child_var: &str) -> Output {
         .output()
         .expect("the test binary runs again")
 }
+
+/// For a test that needs a process to itself: `true` in the child, which then does the work;
+/// in the parent, runs the test `name` in a child with `child_var` set, asserts that it passed
+/// (and ran, not zero tests), and returns `false`.
+#[allow(dead_code)] // The CLI's tests include this file but re-run nothing.
+pub fn in_own_process(name: &str, child_var: &str) -> bool {
+    if std::env::var_os(child_var).is_some() {
+        return true;
+    }
+    let output = rerun_test_in_child(name, child_var);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    false
+}

@@ -230,16 +230,10 @@ fn control_characters_in_name_section_names_are_escaped_when_printed() {
 /// process's memory mappings.
 #[test]
 fn func_wrap_at_the_mapping_limit_defers_its_trampoline_error_to_instantiation() {
-    const CHILD: &str = "WEFT_TEST_MAPPING_LIMIT_CHILD";
-    if std::env::var_os(CHILD).is_none() {
-        let output = crate::common::rerun_test_in_child(
-            "errors::func_wrap_at_the_mapping_limit_defers_its_trampoline_error_to_instantiation",
-            CHILD,
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stdout}\n{stderr}");
-        assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    if !crate::common::in_own_process(
+        "errors::func_wrap_at_the_mapping_limit_defers_its_trampoline_error_to_instantiation",
+        "WEFT_TEST_MAPPING_LIMIT_CHILD",
+    ) {
         return;
     }
     let engine = Engine::default();
