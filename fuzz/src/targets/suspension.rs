@@ -11,12 +11,15 @@
 //!   work: the whole sequence on a fresh instance in the same store equals the synchronous run.
 //!
 //! Modules are wasm-smith's (weft's features, terminating, NaNs canonicalized, every item exported),
-//! importing only from a fixed set of host functions.
+//! importing only from a fixed set of host functions: typed ones of 0 to 16 parameters and an
+//! untyped one (`func_new` / `func_new_async`).
 
 use std::sync::OnceLock;
 
 use arbitrary::Unstructured;
-use weft::{Caller, ExternType, Instance, Linker, Module, SharedStore, Store, Val, ValType};
+use weft::{
+    Caller, ExternType, FuncType, Instance, Linker, Module, SharedStore, Store, Val, ValType,
+};
 
 use super::{engine, error_kind};
 use crate::executor::{PendingFor, Poller};
@@ -35,7 +38,42 @@ const IMPORTS: &str = r#"(module
   (import "host" "s_i" (func (param i32) (result i32)))
   (import "host" "s_l" (func (param i64) (result i64)))
   (import "host" "s_ii" (func (param i32 i32) (result i32)))
-  (import "host" "s_d" (func (param f64) (result f64))))"#;
+  (import "host" "s_d" (func (param f64) (result f64)))
+  (import "host" "s_wide" (func (param i32 i64 f32 f64 i32 i64 f32 f64 i32 i64 f32 f64 i32 i64 f32 f64) (result i64)))
+  (import "host" "s_dyn" (func (param i32 i64 f32 f64) (result i64 f64))))"#;
+
+/// `s_wide`'s 16 parameters (the most a typed host function takes) folded into one word.
+fn wide(
+    a: (i32, i64, f32, f64),
+    b: (i32, i64, f32, f64),
+    c: (i32, i64, f32, f64),
+    d: (i32, i64, f32, f64),
+) -> u64 {
+    [a, b, c, d].iter().fold(0u64, |acc, &(w, x, y, z)| {
+        let v = (w as u32 as u64)
+            ^ (x as u64).rotate_left(7)
+            ^ (u64::from(y.to_bits()) << 13)
+            ^ z.to_bits().rotate_left(29);
+        acc.rotate_left(5) ^ v
+    })
+}
+
+/// The type of `s_dyn`, defined through the untyped `func_new`/`func_new_async`.
+fn dyn_type() -> FuncType {
+    FuncType::new(
+        [ValType::I32, ValType::I64, ValType::F32, ValType::F64],
+        [ValType::I64, ValType::F64],
+    )
+}
+
+/// `s_dyn`'s results from its arguments (already type-checked by weft).
+fn dyn_results(state: &mut HostState, args: &[Val]) -> Vec<Val> {
+    let folded = args.iter().fold(0u64, |acc, v| {
+        acc.rotate_left(11) ^ bits(v).unwrap_or(0) as u64
+    });
+    let m = mix(state, folded);
+    vec![Val::I64(m as i64), Val::F64((m as u32 as f64).to_bits())]
+}
 
 fn available_imports() -> Vec<u8> {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
@@ -71,6 +109,39 @@ fn sync_linker() -> Linker<HostState> {
         )?;
         linker.func_wrap("host", "s_d", |mut c: Caller<'_, HostState>, x: f64| {
             mix(c.data_mut(), x.to_bits()) as u32 as f64
+        })?;
+        linker.func_wrap(
+            "host",
+            "s_wide",
+            |mut c: Caller<'_, HostState>,
+             a0: i32,
+             a1: i64,
+             a2: f32,
+             a3: f64,
+             b0: i32,
+             b1: i64,
+             b2: f32,
+             b3: f64,
+             c0: i32,
+             c1: i64,
+             c2: f32,
+             c3: f64,
+             d0: i32,
+             d1: i64,
+             d2: f32,
+             d3: f64| {
+                let w = wide(
+                    (a0, a1, a2, a3),
+                    (b0, b1, b2, b3),
+                    (c0, c1, c2, c3),
+                    (d0, d1, d2, d3),
+                );
+                mix(c.data_mut(), w) as i64
+            },
+        )?;
+        linker.func_new("host", "s_dyn", dyn_type(), |mut c, args, results| {
+            results.copy_from_slice(&dyn_results(c.data_mut(), args));
+            Ok(())
         })?;
         Ok(())
     })();
@@ -116,6 +187,46 @@ fn async_linker() -> Linker<HostState> {
             let s = c.data_mut();
             let v = mix(s, x.to_bits()) as u32 as f64;
             pending(s, v)
+        })?;
+        linker.func_wrap_async(
+            "host",
+            "s_wide",
+            |mut c: Caller<'_, HostState>,
+             a0: i32,
+             a1: i64,
+             a2: f32,
+             a3: f64,
+             b0: i32,
+             b1: i64,
+             b2: f32,
+             b3: f64,
+             c0: i32,
+             c1: i64,
+             c2: f32,
+             c3: f64,
+             d0: i32,
+             d1: i64,
+             d2: f32,
+             d3: f64| {
+                let w = wide(
+                    (a0, a1, a2, a3),
+                    (b0, b1, b2, b3),
+                    (c0, c1, c2, c3),
+                    (d0, d1, d2, d3),
+                );
+                let s = c.data_mut();
+                let v = mix(s, w) as i64;
+                pending(s, v)
+            },
+        )?;
+        linker.func_new_async("host", "s_dyn", dyn_type(), |mut c, args| {
+            let s = c.data_mut();
+            let results = dyn_results(s, args);
+            let wait = pending(s, ());
+            async move {
+                wait.await;
+                Ok(results)
+            }
         })?;
         Ok(())
     })();
