@@ -48,6 +48,11 @@ pub struct CompilerOptions {
     /// Accept modules with several memories (WebAssembly 3.0's multi-memory). The compiler and
     /// runtime index memories everywhere already; only validation needs to allow it.
     pub multi_memory: bool,
+    /// Check the engine's epoch against the store's deadline at every function entry and loop
+    /// header (`vmoffsets::store_context::EPOCH_DEADLINE`).
+    pub epoch_interruption: bool,
+    /// Count fuel per block of Wasm operators (`vmoffsets::store_context::FUEL`).
+    pub consume_fuel: bool,
 }
 
 impl CompilerOptions {
@@ -73,6 +78,8 @@ impl Default for CompilerOptions {
             verify: cfg!(debug_assertions),
             threads: 0,
             multi_memory: true,
+            epoch_interruption: false,
+            consume_fuel: false,
         }
     }
 }
@@ -232,6 +239,8 @@ impl Compiler {
             memory_mode: self.options.memory_mode,
             pointer_type: self.pointer_type(),
             host_call_conv: self.host_call_conv(),
+            epoch_interruption: self.options.epoch_interruption,
+            consume_fuel: self.options.consume_fuel,
         };
         translate::translate_function(
             &mut env,

@@ -193,6 +193,19 @@ pub trait FuncEnvironment {
     /// `ref.func`: a non-null funcref.
     fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value;
 
-    /// Called at the top of every loop body (a place for fuel or epoch checks).
+    /// Called at the top of every loop body (a place for epoch checks).
     fn loop_header(&mut self, _builder: &mut FunctionBuilder) {}
+
+    /// Called once at the start of every function body, after the locals are set up.
+    fn function_entry(&mut self, _builder: &mut FunctionBuilder) {}
+
+    /// Whether [`Self::consume_fuel`] is wanted: the translator then counts the cost of the
+    /// operators it translates and reports it at each control-flow operator.
+    fn fuel_enabled(&self) -> bool {
+        false
+    }
+
+    /// The straight-line operators just translated cost `cost` units of fuel (emitted before
+    /// the control-flow operator that ends them).
+    fn consume_fuel(&mut self, _builder: &mut FunctionBuilder, _cost: u32) {}
 }

@@ -31,9 +31,69 @@ pub struct WeftFuncEnvironment<'a> {
     pub pointer_type: ir::Type,
     /// The platform calling convention, used for builtins.
     pub host_call_conv: CallConv,
+    /// Emit epoch checks at function entries and loop headers.
+    pub epoch_interruption: bool,
+    /// Emit fuel accounting.
+    pub consume_fuel: bool,
 }
 
 impl WeftFuncEnvironment<'_> {
+    /// The store context's address.
+    fn store_context(&self, builder: &mut FunctionBuilder) -> Value {
+        let vmctx = self.vmctx(builder);
+        builder.ins().load(
+            self.pointer_type,
+            readonly(),
+            vmctx,
+            VMOffsets::STORE_CONTEXT as i32,
+        )
+    }
+
+    /// Branches to a cold block that calls `builtin` (a status builtin: it traps or returns)
+    /// when `condition` holds, and continues in a fresh block either way.
+    fn call_builtin_if(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        condition: Value,
+        builtin: BuiltinFunction,
+    ) {
+        let cold = builder.create_block();
+        let next = builder.create_block();
+        builder.set_cold_block(cold);
+        builder.ins().brif(condition, cold, &[], next, &[]);
+        builder.seal_block(cold);
+        builder.switch_to_block(cold);
+        self.call_builtin(builder, builtin, &[]);
+        builder.ins().jump(next, &[]);
+        builder.seal_block(next);
+        builder.switch_to_block(next);
+    }
+
+    /// The epoch check: calls `epoch_interrupt` once the engine's epoch reaches the store's
+    /// deadline. The epoch is loaded atomically, so no optimization reuses an older value.
+    fn epoch_check(&mut self, builder: &mut FunctionBuilder) {
+        let store = self.store_context(builder);
+        let counter = builder.ins().load(
+            self.pointer_type,
+            readonly(),
+            store,
+            store_context::EPOCH_COUNTER,
+        );
+        let epoch = builder
+            .ins()
+            .atomic_load(I64, MemFlagsData::trusted(), counter);
+        let deadline = builder.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            store,
+            store_context::EPOCH_DEADLINE,
+        );
+        let reached = builder
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, epoch, deadline);
+        self.call_builtin_if(builder, reached, BuiltinFunction::EpochInterrupt);
+    }
+
     fn vmctx(&self, builder: &FunctionBuilder) -> Value {
         builder
             .func
@@ -541,6 +601,35 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         builder
             .ins()
             .iadd_imm_u(vmctx, i64::from(self.offsets.func_ref(func)))
+    }
+
+    fn loop_header(&mut self, builder: &mut FunctionBuilder) {
+        if self.epoch_interruption {
+            self.epoch_check(builder);
+        }
+    }
+
+    fn function_entry(&mut self, builder: &mut FunctionBuilder) {
+        if self.epoch_interruption {
+            self.epoch_check(builder);
+        }
+    }
+
+    fn fuel_enabled(&self) -> bool {
+        self.consume_fuel
+    }
+
+    fn consume_fuel(&mut self, builder: &mut FunctionBuilder, cost: u32) {
+        let store = self.store_context(builder);
+        let fuel = builder
+            .ins()
+            .load(I64, MemFlagsData::trusted(), store, store_context::FUEL);
+        let left = builder.ins().iadd_imm_s(fuel, -i64::from(cost));
+        builder
+            .ins()
+            .store(MemFlagsData::trusted(), left, store, store_context::FUEL);
+        let overdrawn = builder.ins().icmp_imm_s(IntCC::SignedLessThan, left, 0);
+        self.call_builtin_if(builder, overdrawn, BuiltinFunction::OutOfFuel);
     }
 }
 

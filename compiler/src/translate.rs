@@ -145,6 +145,12 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
         unreachable_depth: 0,
     };
 
+    translator.env.function_entry(&mut translator.builder);
+    let fuel = translator.env.fuel_enabled();
+    // Fuel of the straight-line operators since the last control-flow operator, charged just
+    // before the next one (so each stretch is charged where it runs, once per execution).
+    let mut fuel_pending: u32 = 0;
+
     let mut reader = body.get_operators_reader()?;
     while !reader.eof() {
         let (op, offset) = reader.read_with_offset()?;
@@ -153,6 +159,15 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
         })?;
         translator.builder.set_srcloc(ir::SourceLoc::new(offset));
         if translator.reachable {
+            if fuel {
+                fuel_pending = fuel_pending.saturating_add(fuel_cost(&op));
+                if ends_straight_line(&op) && fuel_pending > 0 {
+                    translator
+                        .env
+                        .consume_fuel(&mut translator.builder, fuel_pending);
+                    fuel_pending = 0;
+                }
+            }
             translator.translate_operator(&op)?;
         } else {
             translator.skip_unreachable_operator(&op);
@@ -163,6 +178,42 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
     builder.seal_all_blocks();
     builder.finalize(frontend_config);
     Ok(())
+}
+
+/// What an operator costs in fuel (see `Config::consume_fuel`): one unit, except for the
+/// operators that do no work of their own.
+fn fuel_cost(op: &Operator<'_>) -> u32 {
+    match op {
+        Operator::Nop
+        | Operator::Drop
+        | Operator::Block { .. }
+        | Operator::Loop { .. }
+        | Operator::End
+        | Operator::Else => 0,
+        _ => 1,
+    }
+}
+
+/// Whether `op` ends a stretch of straight-line code: control flow, calls (the callee sees the
+/// fuel counter), and `unreachable`. The fuel of the stretch is charged just before it.
+fn ends_straight_line(op: &Operator<'_>) -> bool {
+    matches!(
+        op,
+        Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::Else
+            | Operator::End
+            | Operator::Br { .. }
+            | Operator::BrIf { .. }
+            | Operator::BrTable { .. }
+            | Operator::Return
+            | Operator::Unreachable
+            | Operator::Call { .. }
+            | Operator::CallIndirect { .. }
+            | Operator::ReturnCall { .. }
+            | Operator::ReturnCallIndirect { .. }
+    )
 }
 
 /// The memory a load or store accesses. Without GC there are no arrays, so `MemArgTarget::Array`

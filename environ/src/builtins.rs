@@ -67,6 +67,12 @@ macro_rules! foreach_builtin {
             TableInit = table_init(table: u32, elem: u32, dst: u32, src: u32, len: u32) -> status;
             /// `elem.drop`.
             ElemDrop = elem_drop(elem: u32);
+            /// The epoch reached the store's deadline: trap, or (in a promising call whose
+            /// store says so) yield to the executor and extend the deadline.
+            EpochInterrupt = epoch_interrupt() -> status;
+            /// The store's fuel went below zero: trap, or (in a promising call whose store has
+            /// a yield interval) yield and refuel from the store's reserve.
+            OutOfFuel = out_of_fuel() -> status;
         }
     };
 }

@@ -31,7 +31,15 @@ pub const PTR: u32 = 8;
 pub mod store_context {
     /// Lowest address the stack pointer may reach in Wasm code (the prologue check).
     pub const STACK_LIMIT: i32 = 0;
-    pub const SIZE: u32 = 8;
+    /// `*const AtomicU64`: the engine's epoch counter (code compiled with epoch interruption
+    /// loads it atomically at function entries and loop headers).
+    pub const EPOCH_COUNTER: i32 = 8;
+    /// `u64`: the epoch at which this store's Wasm is interrupted.
+    pub const EPOCH_DEADLINE: i32 = 16;
+    /// `i64`: fuel left; code compiled to consume fuel subtracts each block's cost and calls
+    /// the `out_of_fuel` builtin when it goes below zero.
+    pub const FUEL: i32 = 24;
+    pub const SIZE: u32 = 32;
 }
 
 /// `VMMemoryDefinition { base: *mut u8, current_length: usize }`.

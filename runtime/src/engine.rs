@@ -2,6 +2,7 @@
 //! store of one engine (canonical function types and their trampolines).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weft_compiler::{Compiler, CompilerOptions, MemoryMode};
@@ -20,6 +21,8 @@ pub struct Config {
     pub(crate) verify: bool,
     pub(crate) compile_threads: usize,
     pub(crate) multi_memory: bool,
+    pub(crate) epoch_interruption: bool,
+    pub(crate) consume_fuel: bool,
 }
 
 impl Default for Config {
@@ -31,6 +34,8 @@ impl Default for Config {
             verify: false,
             compile_threads: 0,
             multi_memory: true,
+            epoch_interruption: false,
+            consume_fuel: false,
         }
     }
 }
@@ -123,6 +128,39 @@ impl Config {
         self.compile_threads
     }
 
+    /// Compiles code that checks the engine's epoch (see [`Engine::increment_epoch`]) at every
+    /// function entry and loop header, so that a store's epoch deadline
+    /// ([`crate::Store::set_epoch_deadline`]) can interrupt Wasm that never returns: a
+    /// synchronous call traps with [`crate::Trap::Interrupt`], and a promising call traps or
+    /// yields to its executor ([`crate::Store::epoch_deadline_async_yield_and_update`]). Off by
+    /// default; when off, compiled code has no checks at all. The check is an atomic load, a
+    /// load, a compare and a branch.
+    pub fn epoch_interruption(&mut self, enable: bool) -> &mut Self {
+        self.epoch_interruption = enable;
+        self
+    }
+
+    /// Whether compiled code checks the epoch (see [`Config::epoch_interruption`]).
+    pub fn get_epoch_interruption(&self) -> bool {
+        self.epoch_interruption
+    }
+
+    /// Compiles code that consumes fuel as it runs: each Wasm operator costs one unit, except
+    /// `nop`, `drop`, `block`, `loop`, `end` and `else`, which cost nothing. A store's fuel
+    /// ([`crate::Store::set_fuel`]) then bounds how much Wasm it runs: running out traps with
+    /// [`crate::Trap::OutOfFuel`], and a promising call can yield to its executor at a fixed
+    /// interval of fuel ([`crate::Store::fuel_async_yield_interval`]). Off by default, and then
+    /// compiled code carries no fuel accounting.
+    pub fn consume_fuel(&mut self, enable: bool) -> &mut Self {
+        self.consume_fuel = enable;
+        self
+    }
+
+    /// Whether compiled code consumes fuel (see [`Config::consume_fuel`]).
+    pub fn get_consume_fuel(&self) -> bool {
+        self.consume_fuel
+    }
+
     /// Checks that the settings go together.
     fn validate(&self) -> Result<()> {
         if self.async_stack_size > MAX_STACK_SETTING {
@@ -186,6 +224,8 @@ struct EngineInner {
     types: Mutex<TypeRegistry>,
     /// Stacks for promising calls.
     stacks: weft_arch::StackPool,
+    /// The epoch (see [`Engine::increment_epoch`]); every store's context shares it.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -201,6 +241,8 @@ impl Engine {
             verify: config.verify,
             threads: config.compile_threads,
             multi_memory: config.multi_memory,
+            epoch_interruption: config.epoch_interruption,
+            consume_fuel: config.consume_fuel,
         })
         .map_err(Error::from_compile)?;
         Ok(Engine {
@@ -208,6 +250,7 @@ impl Engine {
                 config: config.clone(),
                 compiler,
                 types: Mutex::default(),
+                epoch: Arc::default(),
                 stacks: weft_arch::StackPool::new(weft_arch::StackConfig {
                     size: config.async_stack_size,
                     ..weft_arch::StackConfig::default()
@@ -219,6 +262,19 @@ impl Engine {
     /// The settings this engine was made with.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Advances the engine's epoch by one: every store of this engine whose epoch deadline is
+    /// now reached is interrupted at its next function entry or loop header (see
+    /// [`Config::epoch_interruption`]). One atomic add; callable from any thread, a timer or a
+    /// signal-free watchdog.
+    pub fn increment_epoch(&self) {
+        self.inner.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The epoch counter every store's context shares.
+    pub(crate) fn epoch_counter(&self) -> Arc<AtomicU64> {
+        self.inner.epoch.clone()
     }
 
     pub(crate) fn stack_pool(&self) -> &weft_arch::StackPool {

@@ -30,6 +30,10 @@ pub enum Trap {
     /// A suspending import was called from a call that cannot suspend (a synchronous `call`
     /// rather than `call_async`), like JSPI's `SuspendError`.
     SuspendOutsidePromisingCall,
+    /// The store's epoch deadline passed (see `Config::epoch_interruption`).
+    Interrupt,
+    /// The store ran out of fuel (see `Config::consume_fuel`).
+    OutOfFuel,
 }
 
 impl Trap {
@@ -49,6 +53,8 @@ impl Trap {
             Trap::SuspendOutsidePromisingCall => {
                 "suspending import called outside a promising call"
             }
+            Trap::Interrupt => "interrupted: the epoch deadline was reached",
+            Trap::OutOfFuel => "all fuel consumed",
         }
     }
 }

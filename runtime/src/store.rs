@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::module::Module;
 use crate::types::{FuncType, GlobalType, TableType};
 use crate::vm::host::HostFunc;
@@ -108,7 +109,7 @@ impl<T: 'static> Store<T> {
                 opaque: StoreOpaque {
                     id,
                     engine: engine.clone(),
-                    vm: VMStoreContext::new::<T>(id.as_u64()),
+                    vm: VMStoreContext::new::<T>(id.as_u64(), engine.epoch_counter()),
                     instances: Vec::new(),
                     memories: Vec::new(),
                     tables: Vec::new(),
@@ -142,6 +143,79 @@ impl<T: 'static> Store<T> {
     /// Drops the store and returns the host's data.
     pub fn into_data(self) -> T {
         self.inner.data
+    }
+
+    /// Interrupts this store's Wasm once the engine's epoch has advanced `ticks` beyond its
+    /// current value ([`Engine::increment_epoch`]), at the next function entry or loop header.
+    /// Needs [`crate::Config::epoch_interruption`]; without a deadline (the default) Wasm is
+    /// never interrupted.
+    pub fn set_epoch_deadline(&mut self, ticks: u64) {
+        let vm = &mut self.inner.opaque.vm;
+        let deadline = vm.epoch().saturating_add(ticks);
+        vm.set_epoch_deadline(deadline);
+    }
+
+    /// At the epoch deadline, trap with [`crate::Trap::Interrupt`] (the default), in
+    /// synchronous and promising calls alike.
+    pub fn epoch_deadline_trap(&mut self) {
+        self.inner.opaque.vm.interruption().epoch_yield_delta = None;
+    }
+
+    /// At the epoch deadline, a promising call yields to its executor (its future returns
+    /// `Pending` after waking its task, so everything else ready runs first) and the deadline
+    /// moves `delta` ticks past the epoch it resumes at. Synchronous calls, which cannot yield,
+    /// still trap with [`crate::Trap::Interrupt`].
+    pub fn epoch_deadline_async_yield_and_update(&mut self, delta: u64) {
+        self.inner.opaque.vm.interruption().epoch_yield_delta = Some(delta);
+    }
+
+    /// Sets the fuel this store's Wasm may consume (see [`crate::Config::consume_fuel`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the engine does not consume fuel.
+    pub fn set_fuel(&mut self, fuel: u64) -> crate::Result<()> {
+        self.check_fuel_enabled()?;
+        self.inner.opaque.vm.set_fuel(fuel);
+        Ok(())
+    }
+
+    /// The fuel left.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the engine does not consume fuel.
+    pub fn get_fuel(&self) -> crate::Result<u64> {
+        self.check_fuel_enabled()?;
+        Ok(self.inner.opaque.vm.fuel())
+    }
+
+    /// With `Some(n)`, a promising call yields to its executor each time it has consumed `n`
+    /// more fuel (and runs on while fuel is left); `None` (the default) runs until the fuel is
+    /// gone. Synchronous calls never yield.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the engine does not consume fuel, or `n` is 0.
+    pub fn fuel_async_yield_interval(&mut self, interval: Option<u64>) -> crate::Result<()> {
+        self.check_fuel_enabled()?;
+        if interval == Some(0) {
+            return Err(Error::InvalidConfig(
+                "a fuel yield interval must be at least 1".into(),
+            ));
+        }
+        let vm = &mut self.inner.opaque.vm;
+        let fuel = vm.fuel();
+        vm.interruption().fuel_yield_interval = interval;
+        vm.set_fuel(fuel);
+        Ok(())
+    }
+
+    fn check_fuel_enabled(&self) -> crate::Result<()> {
+        if self.inner.opaque.engine.config().consume_fuel {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(
+                "fuel is not enabled: use Config::consume_fuel(true)".into(),
+            ))
+        }
     }
 }
 

@@ -10,5 +10,6 @@ mod common;
 mod config;
 mod errors;
 mod host_funcs;
+mod interrupt;
 mod nested_calls;
 mod simd;

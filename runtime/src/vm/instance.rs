@@ -318,6 +318,8 @@ static BUILTINS: BuiltinTable = BuiltinTable {
     table_copy,
     table_init,
     elem_drop,
+    epoch_interrupt,
+    out_of_fuel,
 };
 
 /// # Safety
@@ -353,6 +355,52 @@ unsafe fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
             0
         }
     }
+}
+
+/// The store context of the instance whose vmctx is `vmctx`.
+///
+/// # Safety
+/// `vmctx` must be the vmctx of a live instance whose compiled code is calling a builtin.
+unsafe fn store_context<'a>(vmctx: *mut u8) -> &'a VMStoreContext {
+    // SAFETY: the caller's contract; a live instance's store context is live while its code
+    // runs.
+    unsafe {
+        &*vmctx
+            .add(VMOffsets::STORE_CONTEXT as usize)
+            .cast::<*const VMStoreContext>()
+            .read()
+    }
+}
+
+/// Turns a check's outcome into the status compiled code expects, recording what stopped it.
+///
+/// # Safety
+/// `store` must be the context of the store whose compiled code is calling the builtin.
+unsafe fn check_status(store: &VMStoreContext, result: Result<(), Recorded>) -> u8 {
+    match result {
+        Ok(()) => 1,
+        Err(what) => {
+            // SAFETY: the caller's contract.
+            unsafe { record(store, what) };
+            0
+        }
+    }
+}
+
+unsafe extern "C" fn epoch_interrupt(vmctx: *mut u8) -> u8 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let store = unsafe { store_context(vmctx) };
+    let result = super::interrupt::epoch_reached(store);
+    // SAFETY: the context of the store whose code called us.
+    unsafe { check_status(store, result) }
+}
+
+unsafe extern "C" fn out_of_fuel(vmctx: *mut u8) -> u8 {
+    // SAFETY: called by compiled code with its own vmctx.
+    let store = unsafe { store_context(vmctx) };
+    let result = super::interrupt::fuel_exhausted(store);
+    // SAFETY: the context of the store whose code called us.
+    unsafe { check_status(store, result) }
 }
 
 unsafe extern "C" fn memory_grow(vmctx: *mut u8, memory: u32, delta: u64) -> u64 {

@@ -24,6 +24,7 @@ pub mod entry;
 pub mod fiber;
 pub mod host;
 pub mod instance;
+mod interrupt;
 pub mod memory;
 mod signals;
 pub mod suspend;

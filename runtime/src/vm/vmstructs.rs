@@ -5,6 +5,8 @@
 use std::any::TypeId;
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_environ::vmoffsets;
 
@@ -19,6 +21,19 @@ use crate::store::StoreContext;
 pub struct VMStoreContext {
     /// Lowest stack address Wasm may use; checked in every Wasm prologue.
     pub(super) stack_limit: UnsafeCell<usize>,
+    /// The engine's epoch counter: `epoch_owner`'s.
+    epoch_counter: *const AtomicU64,
+    /// The epoch at which Wasm of this store is interrupted (`u64::MAX`: never).
+    epoch_deadline: UnsafeCell<u64>,
+    /// Fuel compiled code may still use before it calls `out_of_fuel`.
+    fuel: UnsafeCell<i64>,
+    // Compiled code reads nothing below.
+    /// Fuel held back from `fuel` for the yield interval (see [`Self::set_fuel`]).
+    fuel_reserve: UnsafeCell<u64>,
+    /// Per-store policies for interruptions: see [`Interruption`].
+    pub(super) interruption: UnsafeCell<Interruption>,
+    /// Keeps the counter `epoch_counter` points to alive.
+    epoch_owner: Arc<AtomicU64>,
     /// The innermost active Wasm activation of this store, or null.
     pub(super) activation: UnsafeCell<*mut Activation>,
     /// The `StoreContext<T>` that owns this context, as lent by the latest entry into Wasm
@@ -45,9 +60,15 @@ unsafe impl Sync for VMStoreContext {}
 
 impl VMStoreContext {
     /// The context of the `StoreContext<T>` whose id is `store_id`.
-    pub fn new<T: 'static>(store_id: u64) -> Box<Self> {
+    pub fn new<T: 'static>(store_id: u64, epoch: Arc<AtomicU64>) -> Box<Self> {
         Box::new(VMStoreContext {
             stack_limit: UnsafeCell::new(usize::MAX),
+            epoch_counter: Arc::as_ptr(&epoch),
+            epoch_owner: epoch,
+            epoch_deadline: UnsafeCell::new(u64::MAX),
+            fuel: UnsafeCell::new(0),
+            fuel_reserve: UnsafeCell::new(0),
+            interruption: UnsafeCell::new(Interruption::default()),
             activation: UnsafeCell::new(ptr::null_mut()),
             store: UnsafeCell::new(ptr::null_mut()),
             store_type: TypeId::of::<StoreContext<T>>(),
@@ -59,7 +80,85 @@ impl VMStoreContext {
 
     #[cfg(test)]
     pub(super) fn new_for_tests() -> Box<Self> {
-        Self::new::<()>(u64::MAX)
+        Self::new::<()>(u64::MAX, Arc::default())
+    }
+
+    /// The engine's current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch_owner.load(Ordering::Relaxed)
+    }
+
+    /// The epoch deadline (see `vmoffsets::store_context::EPOCH_DEADLINE`).
+    pub fn epoch_deadline(&self) -> u64 {
+        // SAFETY: compiled code only reads the cell, and writes happen through `&mut self` or
+        // from a builtin of this store's running Wasm, never concurrently.
+        unsafe { *self.epoch_deadline.get() }
+    }
+
+    /// Sets the epoch at which Wasm of this store is interrupted.
+    pub fn set_epoch_deadline(&mut self, deadline: u64) {
+        *self.epoch_deadline.get_mut() = deadline;
+    }
+
+    /// What happens at the deadline or when fuel runs out.
+    pub fn interruption(&mut self) -> &mut Interruption {
+        self.interruption.get_mut()
+    }
+
+    /// Fuel left: the part compiled code may use before its next check plus the reserve.
+    pub fn fuel(&self) -> u64 {
+        // SAFETY: as in `epoch_deadline`; compiled code writes `fuel` only while this store's
+        // Wasm runs, which a `&self` caller outside the VM layer is not inside of (or is, as a
+        // host function, while that Wasm waits for it).
+        unsafe { self.fuel_total() }.clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// Sets the fuel left to `fuel`, of which compiled code gets at most the store's yield
+    /// interval before it checks in (the rest is the reserve).
+    pub fn set_fuel(&mut self, fuel: u64) {
+        // SAFETY: `&mut self`: nothing else uses the cells.
+        unsafe { self.refuel(fuel) }
+    }
+
+    /// Splits `fuel` into the part compiled code may use before it checks in and the reserve.
+    ///
+    /// # Safety
+    /// Only the thread running Wasm of this store, or holding it exclusively, may call this
+    /// (no other access to the cells meanwhile).
+    pub(super) unsafe fn refuel(&self, fuel: u64) {
+        // SAFETY: the caller's contract.
+        let interval = unsafe { (*self.interruption.get()).fuel_yield_interval };
+        let active = fuel.min(interval.unwrap_or(u64::MAX)).min(i64::MAX as u64);
+        // SAFETY: the caller's contract.
+        unsafe {
+            *self.fuel.get() = active as i64;
+            *self.fuel_reserve.get() = fuel - active;
+        }
+    }
+
+    /// Fuel left in all, negative if compiled code overdrew it.
+    ///
+    /// # Safety
+    /// As for [`Self::refuel`].
+    pub(super) unsafe fn fuel_total(&self) -> i128 {
+        // SAFETY: the caller's contract.
+        unsafe { i128::from(*self.fuel.get()) + i128::from(*self.fuel_reserve.get()) }
+    }
+
+    /// Moves the epoch deadline.
+    ///
+    /// # Safety
+    /// As for [`Self::refuel`].
+    pub(super) unsafe fn write_epoch_deadline(&self, deadline: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.epoch_deadline.get() = deadline };
+    }
+
+    /// The interruption policies, read by a builtin of this store's running Wasm.
+    pub(super) fn interruption_now(&self) -> Interruption {
+        // SAFETY: written only through `&mut self` (`Self::interruption`), which nobody can
+        // hold while this store's Wasm runs a builtin.
+        unsafe { *self.interruption.get() }
     }
 
     /// The store as lent by the latest entry into Wasm.
@@ -211,11 +310,32 @@ impl ValRaw {
     }
 }
 
+/// What a store does when its epoch deadline passes or its fuel runs out (see
+/// `builtins::epoch_interrupt` and `out_of_fuel`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Interruption {
+    /// In a promising call at the deadline: yield to the executor, then move the deadline this
+    /// many ticks past the current epoch. `None`: trap with `Trap::Interrupt`.
+    pub epoch_yield_delta: Option<u64>,
+    /// In a promising call: yield to the executor after every this much fuel. `None`: run until
+    /// the fuel is gone.
+    pub fuel_yield_interval: Option<u64>,
+}
+
 const _: () = {
     use std::mem::{offset_of, size_of};
     assert!(
         offset_of!(VMStoreContext, stack_limit) == vmoffsets::store_context::STACK_LIMIT as usize
     );
+    assert!(
+        offset_of!(VMStoreContext, epoch_counter)
+            == vmoffsets::store_context::EPOCH_COUNTER as usize
+    );
+    assert!(
+        offset_of!(VMStoreContext, epoch_deadline)
+            == vmoffsets::store_context::EPOCH_DEADLINE as usize
+    );
+    assert!(offset_of!(VMStoreContext, fuel) == vmoffsets::store_context::FUEL as usize);
     assert!(offset_of!(VMMemoryDefinition, base) == vmoffsets::memory::BASE as usize);
     assert!(
         offset_of!(VMMemoryDefinition, current_length)
