@@ -130,6 +130,28 @@
 //! the alternate signal stack) is behind a thread-local flag, and a suspending import's poll
 //! marks the store as lent in the store context rather than in a thread-local.
 //!
+//! ## Interruption: epochs and fuel
+//!
+//! Wasm that computes without calling out holds its thread: a synchronous call cannot be
+//! stopped, and a promising call keeps its executor from everything else. Two opt-in checks,
+//! compiled in only when [`Config::epoch_interruption`] or [`Config::consume_fuel`] asks (code
+//! without them has none), give control back:
+//! - **Epochs**: [`Engine::increment_epoch`] is one atomic add, from any thread or timer; at
+//!   every function entry and loop header compiled code loads the epoch (atomically, so no
+//!   optimization keeps an old value in a register) and compares it with the store's deadline
+//!   ([`Store::set_epoch_deadline`]).
+//! - **Fuel**: each stretch of straight-line operators subtracts its cost from the store's fuel
+//!   just before the control-flow operator or call that ends it, so fuel is exact to the
+//!   operator and a callee sees the caller's count.
+//!
+//! Either check calls a builtin when it fires (a cold block, off the hot path), which traps
+//! ([`Trap::Interrupt`], [`Trap::OutOfFuel`], with the backtrace) in a synchronous call. In a
+//! promising call the store can ask it to *yield* instead: the builtin suspends the call
+//! exactly like a suspending import does, on a future that is pending once after waking its
+//! own task, so the executor runs every other ready task before it polls the call again (a
+//! yield to the back of the queue); then the deadline moves on or the next slice of fuel is
+//! handed out. A call dropped while it yields unwinds like any cancelled call.
+//!
 //! # Files
 //!
 //! The API half (safe, `#![deny(unsafe_code)]` outside `vm/`):

@@ -166,6 +166,11 @@ fn run_suite(mode: MemoryMode, suite: &Suite) -> WastReport {
     let engine = |multi_memory| {
         let mut config = Config::new();
         config.memory_mode(mode).wasm_multi_memory(multi_memory);
+        // WEFT_WAST_INSTRUMENT=1: the same scripts with epoch checks and fuel counting compiled
+        // in (no deadline, unlimited fuel), which must not change any result.
+        if std::env::var_os("WEFT_WAST_INSTRUMENT").is_some() {
+            config.epoch_interruption(true).consume_fuel(true);
+        }
         Engine::new(&config).expect("engine")
     };
     let (engine_suite, engine_multi_memory) = (engine(suite.multi_memory), engine(true));

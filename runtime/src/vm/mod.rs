@@ -12,7 +12,9 @@
 //! - `call`: the synchronous call path, host to Wasm.
 //! - `fiber`: a stack that code switches into and out of, with its per-activation state.
 //! - `async_call`: the VM half of a promising call (a Wasm call on a fiber, polled by a
-//!   future); `suspend`: how a suspending import switches out of it and polls its future.
+//!   future); `suspend`: how a suspending import switches out of it and polls its future;
+//!   `interrupt`: the epoch-deadline and out-of-fuel builtins (trap, or yield through the same
+//!   suspend point).
 //! - `instance` (vmctx and builtins), `host` (host functions as Wasm calls them), `memory`,
 //!   `table`, `code_memory` (published machine code and its trap/frame tables).
 
