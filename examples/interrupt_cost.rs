@@ -3,6 +3,10 @@
 //! (best of several runs each), with the ratio to plain.
 //!
 //! `cargo run --release --example interrupt_cost`
+//!
+//! With arguments `KERNEL MODE N` (`plain`, `epoch` or `fuel`) it runs one kernel once, for
+//! instruction counts that load on the machine does not disturb: the difference between the
+//! counts of two sizes under `valgrind --tool=callgrind` is the kernel's own.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +63,10 @@ enum Mode {
 }
 
 fn time(mode: Mode, kernel: &str, arg: i32) -> (Duration, i64) {
+    time_runs(mode, kernel, arg, 7)
+}
+
+fn time_runs(mode: Mode, kernel: &str, arg: i32, runs: usize) -> (Duration, i64) {
     let mut config = Config::new();
     match mode {
         Mode::Plain => &mut config,
@@ -77,7 +85,7 @@ fn time(mode: Mode, kernel: &str, arg: i32) -> (Duration, i64) {
     let func = instance.get_func(&mut store, kernel).unwrap();
     let mut best = Duration::MAX;
     let mut result = 0;
-    for _ in 0..7 {
+    for _ in 0..runs {
         let mut out = [weft::Val::I64(0)];
         let start = Instant::now();
         func.call(&mut store, &[weft::Val::I32(arg)], &mut out)
@@ -93,6 +101,18 @@ fn time(mode: Mode, kernel: &str, arg: i32) -> (Duration, i64) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [kernel, mode, n] = args.as_slice() {
+        let mode = match mode.as_str() {
+            "plain" => Mode::Plain,
+            "epoch" => Mode::Epoch,
+            "fuel" => Mode::Fuel,
+            other => panic!("unknown mode {other}"),
+        };
+        let (took, result) = time_runs(mode, kernel, n.parse().expect("N"), 1);
+        println!("{kernel} = {result} in {took:?}");
+        return;
+    }
     println!(
         "{:<10} {:>10} {:>10} {:>8} {:>10} {:>8}",
         "kernel", "plain", "epoch", "ratio", "fuel", "ratio"

@@ -241,6 +241,8 @@ impl Compiler {
             host_call_conv: self.host_call_conv(),
             epoch_interruption: self.options.epoch_interruption,
             consume_fuel: self.options.consume_fuel,
+            fuel_var: None,
+            deadline_var: None,
         };
         translate::translate_function(
             &mut env,

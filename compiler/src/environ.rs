@@ -199,6 +199,10 @@ pub trait FuncEnvironment {
     /// Called once at the start of every function body, after the locals are set up.
     fn function_entry(&mut self, _builder: &mut FunctionBuilder) {}
 
+    /// Called just before each `return` the translator emits (tail calls go through
+    /// [`Self::call`] and [`Self::call_indirect`], which see their kind).
+    fn before_return(&mut self, _builder: &mut FunctionBuilder) {}
+
     /// Whether [`Self::consume_fuel`] is wanted: the translator then counts the cost of the
     /// operators it translates and reports it at each control-flow operator.
     fn fuel_enabled(&self) -> bool {

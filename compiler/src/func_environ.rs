@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{
     Signature, UserExternalName, Value,
 };
 use cranelift_codegen::isa::CallConv;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use weft_environ::vmoffsets::{VMOffsets, func_ref, memory, store_context, table};
 use weft_environ::{BuiltinFunction, BuiltinType, ModuleInfo, TrapKind};
 
@@ -35,6 +35,11 @@ pub struct WeftFuncEnvironment<'a> {
     pub epoch_interruption: bool,
     /// Emit fuel accounting.
     pub consume_fuel: bool,
+    /// The store's fuel while this function runs (with fuel): kept in a variable, written
+    /// back to the store context before calls and returns and read again after calls.
+    pub fuel_var: Option<Variable>,
+    /// The store's epoch deadline (with epoch checks), likewise: it changes only in calls.
+    pub deadline_var: Option<Variable>,
 }
 
 impl WeftFuncEnvironment<'_> {
@@ -49,8 +54,9 @@ impl WeftFuncEnvironment<'_> {
         )
     }
 
-    /// Branches to a cold block that calls `builtin` (a status builtin: it traps or returns)
-    /// when `condition` holds, and continues in a fresh block either way.
+    /// Branches to a cold block that writes the counters back, calls `builtin` (a status
+    /// builtin: it traps or returns) and reads them again, when `condition` holds; continues in
+    /// a fresh block either way.
     fn call_builtin_if(
         &mut self,
         builder: &mut FunctionBuilder,
@@ -63,15 +69,60 @@ impl WeftFuncEnvironment<'_> {
         builder.ins().brif(condition, cold, &[], next, &[]);
         builder.seal_block(cold);
         builder.switch_to_block(cold);
+        self.spill_counters(builder);
         self.call_builtin(builder, builtin, &[]);
+        self.reload_counters_after(builder, true);
         builder.ins().jump(next, &[]);
         builder.seal_block(next);
         builder.switch_to_block(next);
     }
 
+    /// Writes the fuel variable back to the store context (before a call, a return, or a
+    /// builtin that reads it).
+    fn spill_counters(&mut self, builder: &mut FunctionBuilder) {
+        if let Some(fuel) = self.fuel_var {
+            let value = builder.use_var(fuel);
+            let store = self.store_context(builder);
+            builder
+                .ins()
+                .store(MemFlagsData::trusted(), value, store, store_context::FUEL);
+        }
+    }
+
+    /// Reads the fuel and (with `deadline`) the epoch deadline into their variables: both at
+    /// entry and after the builtins, the fuel alone after calls. A callee can move the deadline
+    /// only by yielding, and a stale deadline costs at most one call of `epoch_interrupt`,
+    /// which compares with the store's own value and reloads; fuel must be exact.
+    fn reload_counters_after(&mut self, builder: &mut FunctionBuilder, deadline: bool) {
+        let deadline = self.deadline_var.filter(|_| deadline);
+        if self.fuel_var.is_none() && deadline.is_none() {
+            return;
+        }
+        let store = self.store_context(builder);
+        if let Some(fuel) = self.fuel_var {
+            let value =
+                builder
+                    .ins()
+                    .load(I64, MemFlagsData::trusted(), store, store_context::FUEL);
+            builder.def_var(fuel, value);
+        }
+        if let Some(deadline) = deadline {
+            let value = builder.ins().load(
+                I64,
+                MemFlagsData::trusted(),
+                store,
+                store_context::EPOCH_DEADLINE,
+            );
+            builder.def_var(deadline, value);
+        }
+    }
+
     /// The epoch check: calls `epoch_interrupt` once the engine's epoch reaches the store's
     /// deadline. The epoch is loaded atomically, so no optimization reuses an older value.
     fn epoch_check(&mut self, builder: &mut FunctionBuilder) {
+        let Some(deadline) = self.deadline_var else {
+            return;
+        };
         let store = self.store_context(builder);
         let counter = builder.ins().load(
             self.pointer_type,
@@ -82,16 +133,113 @@ impl WeftFuncEnvironment<'_> {
         let epoch = builder
             .ins()
             .atomic_load(I64, MemFlagsData::trusted(), counter);
-        let deadline = builder.ins().load(
-            I64,
-            MemFlagsData::trusted(),
-            store,
-            store_context::EPOCH_DEADLINE,
-        );
+        let deadline = builder.use_var(deadline);
         let reached = builder
             .ins()
             .icmp(IntCC::UnsignedGreaterThanOrEqual, epoch, deadline);
         self.call_builtin_if(builder, reached, BuiltinFunction::EpochInterrupt);
+    }
+
+    fn emit_call(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        callee: u32,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
+        let type_index = self.module.funcs[callee as usize];
+        if self.module.is_imported_func(callee) {
+            let vmctx = self.vmctx(builder);
+            let offset = self.offsets.func_ref(callee) as i32;
+            let code = builder.ins().load(
+                self.pointer_type,
+                readonly(),
+                vmctx,
+                offset + func_ref::WASM_CALL,
+            );
+            let callee_vmctx = builder.ins().load(
+                self.pointer_type,
+                readonly(),
+                vmctx,
+                offset + func_ref::VMCTX,
+            );
+            return self.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
+        }
+        // A defined function of this module: a direct, PC-relative call with our own vmctx.
+        let sig = builder.import_signature(wasm_signature(
+            &self.module.types[type_index as usize],
+            self.pointer_type,
+        ));
+        let name = builder
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, callee));
+        let func_ref = builder.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature: sig,
+            colocated: true,
+            patchable: false,
+        });
+        let vmctx = self.vmctx(builder);
+        let mut all_args = vec![vmctx, vmctx];
+        all_args.extend_from_slice(args);
+        match kind {
+            CallKind::Normal => {
+                let call = builder.ins().call(func_ref, &all_args);
+                builder.inst_results(call).to_vec()
+            }
+            CallKind::Tail => {
+                builder.ins().return_call(func_ref, &all_args);
+                Vec::new()
+            }
+        }
+    }
+
+    fn emit_call_indirect(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        table: u32,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
+        let address =
+            self.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
+        let func_ref = builder
+            .ins()
+            .load(self.pointer_type, MemFlagsData::trusted(), address, 0);
+        builder
+            .ins()
+            .trapz(func_ref, trap_code(TrapKind::UninitializedElement));
+        let actual = builder
+            .ins()
+            .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
+        // The engine's id for the expected type lives in the vmctx, so the code does not depend
+        // on the engine that compiled it.
+        let vmctx = self.vmctx(builder);
+        let expected = builder.ins().load(
+            I32,
+            readonly(),
+            vmctx,
+            self.offsets.type_id(type_index) as i32,
+        );
+        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
+        builder
+            .ins()
+            .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
+        let code = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            func_ref,
+            func_ref::WASM_CALL,
+        );
+        let callee_vmctx = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            func_ref,
+            func_ref::VMCTX,
+        );
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
     }
 
     fn vmctx(&self, builder: &FunctionBuilder) -> Value {
@@ -322,51 +470,12 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         args: &[Value],
         kind: CallKind,
     ) -> Vec<Value> {
-        let type_index = self.module.funcs[callee as usize];
-        if self.module.is_imported_func(callee) {
-            let vmctx = self.vmctx(builder);
-            let offset = self.offsets.func_ref(callee) as i32;
-            let code = builder.ins().load(
-                self.pointer_type,
-                readonly(),
-                vmctx,
-                offset + func_ref::WASM_CALL,
-            );
-            let callee_vmctx = builder.ins().load(
-                self.pointer_type,
-                readonly(),
-                vmctx,
-                offset + func_ref::VMCTX,
-            );
-            return self.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
+        self.spill_counters(builder);
+        let results = self.emit_call(builder, callee, args, kind);
+        if kind == CallKind::Normal {
+            self.reload_counters_after(builder, false);
         }
-        // A defined function of this module: a direct, PC-relative call with our own vmctx.
-        let sig = builder.import_signature(wasm_signature(
-            &self.module.types[type_index as usize],
-            self.pointer_type,
-        ));
-        let name = builder
-            .func
-            .declare_imported_user_function(UserExternalName::new(0, callee));
-        let func_ref = builder.import_function(ExtFuncData {
-            name: ExternalName::user(name),
-            signature: sig,
-            colocated: true,
-            patchable: false,
-        });
-        let vmctx = self.vmctx(builder);
-        let mut all_args = vec![vmctx, vmctx];
-        all_args.extend_from_slice(args);
-        match kind {
-            CallKind::Normal => {
-                let call = builder.ins().call(func_ref, &all_args);
-                builder.inst_results(call).to_vec()
-            }
-            CallKind::Tail => {
-                builder.ins().return_call(func_ref, &all_args);
-                Vec::new()
-            }
-        }
+        results
     }
 
     fn call_indirect(
@@ -378,43 +487,12 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         args: &[Value],
         kind: CallKind,
     ) -> Vec<Value> {
-        let address =
-            self.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
-        let func_ref = builder
-            .ins()
-            .load(self.pointer_type, MemFlagsData::trusted(), address, 0);
-        builder
-            .ins()
-            .trapz(func_ref, trap_code(TrapKind::UninitializedElement));
-        let actual = builder
-            .ins()
-            .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
-        // The engine's id for the expected type lives in the vmctx, so the code does not depend
-        // on the engine that compiled it.
-        let vmctx = self.vmctx(builder);
-        let expected = builder.ins().load(
-            I32,
-            readonly(),
-            vmctx,
-            self.offsets.type_id(type_index) as i32,
-        );
-        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
-        builder
-            .ins()
-            .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
-        let code = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted(),
-            func_ref,
-            func_ref::WASM_CALL,
-        );
-        let callee_vmctx = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted(),
-            func_ref,
-            func_ref::VMCTX,
-        );
-        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+        self.spill_counters(builder);
+        let results = self.emit_call_indirect(builder, table, type_index, callee, args, kind);
+        if kind == CallKind::Normal {
+            self.reload_counters_after(builder, false);
+        }
+        results
     }
 
     fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {
@@ -604,15 +682,22 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     }
 
     fn loop_header(&mut self, builder: &mut FunctionBuilder) {
-        if self.epoch_interruption {
-            self.epoch_check(builder);
-        }
+        self.epoch_check(builder);
     }
 
     fn function_entry(&mut self, builder: &mut FunctionBuilder) {
-        if self.epoch_interruption {
-            self.epoch_check(builder);
+        if self.consume_fuel {
+            self.fuel_var = Some(builder.declare_var(I64));
         }
+        if self.epoch_interruption {
+            self.deadline_var = Some(builder.declare_var(I64));
+        }
+        self.reload_counters_after(builder, true);
+        self.epoch_check(builder);
+    }
+
+    fn before_return(&mut self, builder: &mut FunctionBuilder) {
+        self.spill_counters(builder);
     }
 
     fn fuel_enabled(&self) -> bool {
@@ -620,14 +705,12 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     }
 
     fn consume_fuel(&mut self, builder: &mut FunctionBuilder, cost: u32) {
-        let store = self.store_context(builder);
-        let fuel = builder
-            .ins()
-            .load(I64, MemFlagsData::trusted(), store, store_context::FUEL);
-        let left = builder.ins().iadd_imm_s(fuel, -i64::from(cost));
-        builder
-            .ins()
-            .store(MemFlagsData::trusted(), left, store, store_context::FUEL);
+        let Some(fuel) = self.fuel_var else {
+            return;
+        };
+        let value = builder.use_var(fuel);
+        let left = builder.ins().iadd_imm_s(value, -i64::from(cost));
+        builder.def_var(fuel, left);
         let overdrawn = builder.ins().icmp_imm_s(IntCC::SignedLessThan, left, 0);
         self.call_builtin_if(builder, overdrawn, BuiltinFunction::OutOfFuel);
     }

@@ -492,6 +492,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             Return => {
                 let n = self.control[0].num_results;
                 let results = self.peek_n(n).to_vec();
+                self.env.before_return(&mut self.builder);
                 self.builder.ins().return_(&results);
                 self.reachable = false;
             }
@@ -1323,6 +1324,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
         if self.control.is_empty() {
             // The end of the function body.
             let results = self.stack.clone();
+            self.env.before_return(&mut self.builder);
             self.builder.ins().return_(&results);
             self.reachable = false;
         }
