@@ -140,106 +140,20 @@ impl WeftFuncEnvironment<'_> {
         self.call_builtin_if(builder, reached, BuiltinFunction::EpochInterrupt);
     }
 
-    fn emit_call(
+    /// Emits a call with `emit`: the fuel is written back before it and read again after it
+    /// (a tail call does not come back).
+    fn around_call(
         &mut self,
         builder: &mut FunctionBuilder,
-        callee: u32,
-        args: &[Value],
         kind: CallKind,
+        emit: impl FnOnce(&mut Self, &mut FunctionBuilder) -> Vec<Value>,
     ) -> Vec<Value> {
-        let type_index = self.module.funcs[callee as usize];
-        if self.module.is_imported_func(callee) {
-            let vmctx = self.vmctx(builder);
-            let offset = self.offsets.func_ref(callee) as i32;
-            let code = builder.ins().load(
-                self.pointer_type,
-                readonly(),
-                vmctx,
-                offset + func_ref::WASM_CALL,
-            );
-            let callee_vmctx = builder.ins().load(
-                self.pointer_type,
-                readonly(),
-                vmctx,
-                offset + func_ref::VMCTX,
-            );
-            return self.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
+        self.spill_counters(builder);
+        let results = emit(self, builder);
+        if kind == CallKind::Normal {
+            self.reload_counters_after(builder, false);
         }
-        // A defined function of this module: a direct, PC-relative call with our own vmctx.
-        let sig = builder.import_signature(wasm_signature(
-            &self.module.types[type_index as usize],
-            self.pointer_type,
-        ));
-        let name = builder
-            .func
-            .declare_imported_user_function(UserExternalName::new(0, callee));
-        let func_ref = builder.import_function(ExtFuncData {
-            name: ExternalName::user(name),
-            signature: sig,
-            colocated: true,
-            patchable: false,
-        });
-        let vmctx = self.vmctx(builder);
-        let mut all_args = vec![vmctx, vmctx];
-        all_args.extend_from_slice(args);
-        match kind {
-            CallKind::Normal => {
-                let call = builder.ins().call(func_ref, &all_args);
-                builder.inst_results(call).to_vec()
-            }
-            CallKind::Tail => {
-                builder.ins().return_call(func_ref, &all_args);
-                Vec::new()
-            }
-        }
-    }
-
-    fn emit_call_indirect(
-        &mut self,
-        builder: &mut FunctionBuilder,
-        table: u32,
-        type_index: u32,
-        callee: Value,
-        args: &[Value],
-        kind: CallKind,
-    ) -> Vec<Value> {
-        let address =
-            self.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
-        let func_ref = builder
-            .ins()
-            .load(self.pointer_type, MemFlagsData::trusted(), address, 0);
-        builder
-            .ins()
-            .trapz(func_ref, trap_code(TrapKind::UninitializedElement));
-        let actual = builder
-            .ins()
-            .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
-        // The engine's id for the expected type lives in the vmctx, so the code does not depend
-        // on the engine that compiled it.
-        let vmctx = self.vmctx(builder);
-        let expected = builder.ins().load(
-            I32,
-            readonly(),
-            vmctx,
-            self.offsets.type_id(type_index) as i32,
-        );
-        let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
-        builder
-            .ins()
-            .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
-        let code = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted(),
-            func_ref,
-            func_ref::WASM_CALL,
-        );
-        let callee_vmctx = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted(),
-            func_ref,
-            func_ref::VMCTX,
-        );
-        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+        results
     }
 
     fn vmctx(&self, builder: &FunctionBuilder) -> Value {
@@ -470,12 +384,53 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         args: &[Value],
         kind: CallKind,
     ) -> Vec<Value> {
-        self.spill_counters(builder);
-        let results = self.emit_call(builder, callee, args, kind);
-        if kind == CallKind::Normal {
-            self.reload_counters_after(builder, false);
-        }
-        results
+        self.around_call(builder, kind, |env, builder| {
+            let type_index = env.module.funcs[callee as usize];
+            if env.module.is_imported_func(callee) {
+                let vmctx = env.vmctx(builder);
+                let offset = env.offsets.func_ref(callee) as i32;
+                let code = builder.ins().load(
+                    env.pointer_type,
+                    readonly(),
+                    vmctx,
+                    offset + func_ref::WASM_CALL,
+                );
+                let callee_vmctx = builder.ins().load(
+                    env.pointer_type,
+                    readonly(),
+                    vmctx,
+                    offset + func_ref::VMCTX,
+                );
+                return env.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
+            }
+            // A defined function of this module: a direct, PC-relative call with our own vmctx.
+            let sig = builder.import_signature(wasm_signature(
+                &env.module.types[type_index as usize],
+                env.pointer_type,
+            ));
+            let name = builder
+                .func
+                .declare_imported_user_function(UserExternalName::new(0, callee));
+            let func_ref = builder.import_function(ExtFuncData {
+                name: ExternalName::user(name),
+                signature: sig,
+                colocated: true,
+                patchable: false,
+            });
+            let vmctx = env.vmctx(builder);
+            let mut all_args = vec![vmctx, vmctx];
+            all_args.extend_from_slice(args);
+            match kind {
+                CallKind::Normal => {
+                    let call = builder.ins().call(func_ref, &all_args);
+                    builder.inst_results(call).to_vec()
+                }
+                CallKind::Tail => {
+                    builder.ins().return_call(func_ref, &all_args);
+                    Vec::new()
+                }
+            }
+        })
     }
 
     fn call_indirect(
@@ -487,12 +442,47 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         args: &[Value],
         kind: CallKind,
     ) -> Vec<Value> {
-        self.spill_counters(builder);
-        let results = self.emit_call_indirect(builder, table, type_index, callee, args, kind);
-        if kind == CallKind::Normal {
-            self.reload_counters_after(builder, false);
-        }
-        results
+        self.around_call(builder, kind, |env, builder| {
+            let address =
+                env.table_element_address(builder, table, callee, TrapKind::UndefinedElement);
+            let func_ref =
+                builder
+                    .ins()
+                    .load(env.pointer_type, MemFlagsData::trusted(), address, 0);
+            builder
+                .ins()
+                .trapz(func_ref, trap_code(TrapKind::UninitializedElement));
+            let actual =
+                builder
+                    .ins()
+                    .load(I32, MemFlagsData::trusted(), func_ref, func_ref::TYPE_ID);
+            // The engine's id for the expected type lives in the vmctx, so the code does not depend
+            // on the engine that compiled it.
+            let vmctx = env.vmctx(builder);
+            let expected = builder.ins().load(
+                I32,
+                readonly(),
+                vmctx,
+                env.offsets.type_id(type_index) as i32,
+            );
+            let mismatch = builder.ins().icmp(IntCC::NotEqual, actual, expected);
+            builder
+                .ins()
+                .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
+            let code = builder.ins().load(
+                env.pointer_type,
+                MemFlagsData::trusted(),
+                func_ref,
+                func_ref::WASM_CALL,
+            );
+            let callee_vmctx = builder.ins().load(
+                env.pointer_type,
+                MemFlagsData::trusted(),
+                func_ref,
+                func_ref::VMCTX,
+            );
+            env.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+        })
     }
 
     fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {
