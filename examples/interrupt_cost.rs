@@ -68,6 +68,8 @@ fn time(mode: Mode, kernel: &str, arg: i32) -> (Duration, i64) {
 
 fn time_runs(mode: Mode, kernel: &str, arg: i32, runs: usize) -> (Duration, i64) {
     let mut config = Config::new();
+    // One compile thread: the same work in every run, so instruction counts subtract cleanly.
+    config.compile_threads(1);
     match mode {
         Mode::Plain => &mut config,
         Mode::Epoch => config.epoch_interruption(true),

@@ -214,10 +214,22 @@ impl WeftFuncEnvironment<'_> {
                 .map(|t| AbiParam::new(self.builtin_type(t))),
         );
         let sig = builder.import_signature(sig);
-        let builtins = self.vmctx_ptr(builder, VMOffsets::BUILTINS);
-        let callee = builder
-            .ins()
-            .load(self.pointer_type, readonly(), builtins, builtin.offset());
+        // Neither load `can_move`: hoisted out of a loop whose only builtin call sits in a cold
+        // block (an epoch or fuel check), the address would take a callee-saved register for
+        // the whole loop and push the loop's own values to the stack.
+        let vmctx = self.vmctx(builder);
+        let builtins = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted().with_readonly(),
+            vmctx,
+            VMOffsets::BUILTINS as i32,
+        );
+        let callee = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted().with_readonly(),
+            builtins,
+            builtin.offset(),
+        );
         let vmctx = self.vmctx(builder);
         let mut all_args = vec![vmctx];
         all_args.extend_from_slice(args);
