@@ -5,8 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use weft::{Engine, Error, Linker, Module, Store, Val, ValType};
+use weft::{Config, Engine, Error, Linker, Module, Store, Val, ValType};
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
+
+mod limits;
+
+use limits::Limits;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +45,11 @@ enum Command {
         /// The program's `argv[0]` (default: FILE as given).
         #[arg(long, value_name = "ARG")]
         argv0: Option<String>,
+        /// Limits, as in wasmtime: `-W fuel=N` stops the program after N Wasm operators,
+        /// `-W timeout=DURATION` (`1s`, `500ms`, `2m`) after that long. Repeatable, or
+        /// comma-separated.
+        #[arg(short = 'W', value_name = "KEY=VALUE")]
+        limits: Vec<String>,
         /// The module to run.
         file: PathBuf,
         /// The program's arguments (or the invoked export's).
@@ -62,6 +71,7 @@ struct RunOptions {
     envs: Vec<String>,
     argv0: Option<String>,
     args: Vec<String>,
+    limits: Limits,
 }
 
 fn main() -> ExitCode {
@@ -73,8 +83,16 @@ fn main() -> ExitCode {
             dirs,
             envs,
             argv0,
+            limits,
             mut args,
         } => {
+            let limits = match Limits::parse(&limits) {
+                Ok(limits) => limits,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::FAILURE;
+                }
+            };
             // The older form `weft run FILE --invoke NAME ARGS...` still works: a leading
             // `--invoke NAME` after FILE is the option, when it was not given before FILE.
             let mut invoke = invoke;
@@ -93,6 +111,7 @@ fn main() -> ExitCode {
                 envs,
                 argv0,
                 args,
+                limits,
             })
         }
         Command::Wast { files } => wast(&files),
@@ -142,7 +161,9 @@ fn wasi_context(options: &RunOptions) -> Result<WasiCtx, String> {
 fn run(options: RunOptions) -> Result<ExitCode, String> {
     let file = &options.file;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let engine = Engine::default();
+    let mut config = Config::new();
+    options.limits.configure(&mut config);
+    let engine = Engine::new(&config).map_err(|e| e.to_string())?;
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let wasi = wasi_context(&options)?;
     let mut linker = Linker::new(&engine);
@@ -172,7 +193,8 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut store = Store::new(&engine, wasi);
-    let outcome = runtime.block_on(async {
+    options.limits.start(&engine, &mut store)?;
+    let program = async {
         let instance = linker.instantiate_async(&mut store, &module).await?;
         match &options.invoke {
             None => {
@@ -223,7 +245,18 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
                 Ok(Some(results))
             }
         }
+    };
+    let outcome = runtime.block_on(async {
+        match options.limits.timeout {
+            // Computing Wasm is stopped by the epoch; a program waiting in a WASI call, where
+            // no epoch check runs, by this timer (dropping the call cancels it).
+            Some(timeout) => tokio::time::timeout(timeout, program).await.ok(),
+            None => Some(program.await),
+        }
     });
+    let Some(outcome) = outcome else {
+        return Err(options.limits.timed_out());
+    };
     match outcome {
         Ok(Some(results)) => {
             for result in results {
@@ -235,7 +268,11 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         Err(error) => match weft_wasi::exit_code(&error) {
             // `proc_exit(n)`: the program's status (the low 8 bits, as the OS keeps them).
             Some(code) => Ok(ExitCode::from(code as u8)),
-            None => Err(describe(&error)),
+            None => Err(match options.limits.explain(&error) {
+                // Where it was stopped, too: the backtrace names the function that ran on.
+                Some(limit) => format!("{limit}\n{}", describe(&error)),
+                None => describe(&error),
+            }),
         },
     }
 }

@@ -135,3 +135,68 @@ fn wast_reports_each_file_and_fails_on_a_failed_directive() {
         text(&out.stderr)
     );
 }
+
+/// A module that never returns, and one that counts down.
+fn spin_module(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("spin.wat");
+    std::fs::write(
+        &file,
+        r#"(module
+             (func $spin (export "spin") (loop $l (br $l)))
+             (func (export "count") (param $n i32) (result i32)
+               (loop $l
+                 (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                 (br_if $l (local.get $n)))
+               (local.get $n)))"#,
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn timeout_stops_an_infinite_loop_and_names_the_function() {
+    let file = spin_module("timeout");
+    let out = weft(&[
+        "run",
+        "-W",
+        "timeout=200ms",
+        "--invoke",
+        "spin",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "error: the program ran longer than its time limit (-W timeout=200ms) and was stopped\n"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spin"), "{stderr}");
+}
+
+#[test]
+fn fuel_limits_how_much_a_program_runs() {
+    let file = spin_module("fuel");
+    let file = file.to_str().unwrap();
+    // 6 units an iteration: 1,000 iterations need 6,000.
+    let out = weft(&["run", "-W", "fuel=5000", "--invoke", "count", file, "1000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error: the program used all its fuel (-W fuel=5000)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = weft(&["run", "-W", "fuel=7000", "--invoke", "count", file, "1000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0\n");
+    let out = weft(&["run", "-W", "speed=3", "--invoke", "count", file, "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown option"),
+        "{}",
+        text(&out.stderr)
+    );
+}

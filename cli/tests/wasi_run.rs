@@ -187,3 +187,27 @@ fn proc_exit_status_is_the_process_status_and_a_trap_is_a_failure() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).starts_with("error: wasm trap: unreachable"));
 }
+
+#[test]
+fn timeout_stops_a_program_waiting_in_poll_oneoff() {
+    let start = std::time::Instant::now();
+    let out = weft(
+        &[
+            "run",
+            "-W",
+            "timeout=200ms",
+            "--dir",
+            "programs/sleeper::/data",
+            "programs/wasm/sleeper.wasm",
+            "60000",
+            "/data/greeting.txt",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: the program ran longer than its time limit (-W timeout=200ms) and was stopped\n"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+}
