@@ -165,6 +165,166 @@ pub use isa::{
 };
 pub use stack::{SpareStack, Stack, StackConfig, StackPool};
 
+/// Defines `unsafe extern "C" fn $thunk(vmctx: *mut u8)`, a thunk that compiled code calls
+/// with Cranelift's `preserve_all` convention (the argument in the first C argument register,
+/// every register preserved, nothing returned): it saves every register the C convention lets
+/// a callee clobber, calls `$target(vmctx)` (an `unsafe extern "C" fn(*mut u8)`), and restores
+/// them. The thunk has a frame record, so frame-pointer walks pass through it.
+///
+/// The Rust signature is only a name for its address: Rust code must never call the thunk
+/// (its real convention is not `extern "C"`'s).
+///
+/// x86-64 saves `rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r8`–`r11` and `xmm0`–`xmm15` (every vector
+/// register is caller-saved in System V); AArch64 saves `x0`–`x18` and all of `q0`–`q31` (AAPCS64
+/// keeps only the low halves of `v8`–`v15`).
+#[cfg(target_arch = "x86_64")]
+#[macro_export]
+macro_rules! preserve_all_thunk {
+    ($(#[$attr:meta])* $thunk:ident => $target:path) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        unsafe extern "C" fn $thunk(_vmctx: *mut u8) {
+            ::core::arch::naked_asm!(
+            "push rbp",
+            "mov rbp, rsp",
+            "push rax",
+            "push rcx",
+            "push rdx",
+            "push rsi",
+            "push rdi",
+            "push r8",
+            "push r9",
+            "push r10",
+            "push r11",
+            // 9 pushes after rbp leave rsp 8 below a 16-byte boundary: 256 bytes of vector
+            // registers and 8 of padding realign it for the call.
+            "sub rsp, 264",
+            "movdqu [rsp + 0], xmm0",
+            "movdqu [rsp + 16], xmm1",
+            "movdqu [rsp + 32], xmm2",
+            "movdqu [rsp + 48], xmm3",
+            "movdqu [rsp + 64], xmm4",
+            "movdqu [rsp + 80], xmm5",
+            "movdqu [rsp + 96], xmm6",
+            "movdqu [rsp + 112], xmm7",
+            "movdqu [rsp + 128], xmm8",
+            "movdqu [rsp + 144], xmm9",
+            "movdqu [rsp + 160], xmm10",
+            "movdqu [rsp + 176], xmm11",
+            "movdqu [rsp + 192], xmm12",
+            "movdqu [rsp + 208], xmm13",
+            "movdqu [rsp + 224], xmm14",
+            "movdqu [rsp + 240], xmm15",
+            "call {target}",
+            "movdqu xmm0, [rsp + 0]",
+            "movdqu xmm1, [rsp + 16]",
+            "movdqu xmm2, [rsp + 32]",
+            "movdqu xmm3, [rsp + 48]",
+            "movdqu xmm4, [rsp + 64]",
+            "movdqu xmm5, [rsp + 80]",
+            "movdqu xmm6, [rsp + 96]",
+            "movdqu xmm7, [rsp + 112]",
+            "movdqu xmm8, [rsp + 128]",
+            "movdqu xmm9, [rsp + 144]",
+            "movdqu xmm10, [rsp + 160]",
+            "movdqu xmm11, [rsp + 176]",
+            "movdqu xmm12, [rsp + 192]",
+            "movdqu xmm13, [rsp + 208]",
+            "movdqu xmm14, [rsp + 224]",
+            "movdqu xmm15, [rsp + 240]",
+            "add rsp, 264",
+            "pop r11",
+            "pop r10",
+            "pop r9",
+            "pop r8",
+            "pop rdi",
+            "pop rsi",
+            "pop rdx",
+            "pop rcx",
+            "pop rax",
+            "pop rbp",
+            "ret",
+            target = sym $target,
+            )
+        }
+    };
+}
+
+/// See the x86-64 version above.
+#[cfg(target_arch = "aarch64")]
+#[macro_export]
+macro_rules! preserve_all_thunk {
+    ($(#[$attr:meta])* $thunk:ident => $target:path) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        unsafe extern "C" fn $thunk(_vmctx: *mut u8) {
+            ::core::arch::naked_asm!(
+            "stp x29, x30, [sp, #-16]!",
+            "mov x29, sp",
+            // x0..x18 in 160 bytes (19 registers, one slot of padding).
+            "stp x0, x1, [sp, #-160]!",
+            "stp x2, x3, [sp, #16]",
+            "stp x4, x5, [sp, #32]",
+            "stp x6, x7, [sp, #48]",
+            "stp x8, x9, [sp, #64]",
+            "stp x10, x11, [sp, #80]",
+            "stp x12, x13, [sp, #96]",
+            "stp x14, x15, [sp, #112]",
+            "stp x16, x17, [sp, #128]",
+            "str x18, [sp, #144]",
+            "sub sp, sp, #512",
+            "stp q0, q1, [sp, #0]",
+            "stp q2, q3, [sp, #32]",
+            "stp q4, q5, [sp, #64]",
+            "stp q6, q7, [sp, #96]",
+            "stp q8, q9, [sp, #128]",
+            "stp q10, q11, [sp, #160]",
+            "stp q12, q13, [sp, #192]",
+            "stp q14, q15, [sp, #224]",
+            "stp q16, q17, [sp, #256]",
+            "stp q18, q19, [sp, #288]",
+            "stp q20, q21, [sp, #320]",
+            "stp q22, q23, [sp, #352]",
+            "stp q24, q25, [sp, #384]",
+            "stp q26, q27, [sp, #416]",
+            "stp q28, q29, [sp, #448]",
+            "stp q30, q31, [sp, #480]",
+            "bl {target}",
+            "ldp q0, q1, [sp, #0]",
+            "ldp q2, q3, [sp, #32]",
+            "ldp q4, q5, [sp, #64]",
+            "ldp q6, q7, [sp, #96]",
+            "ldp q8, q9, [sp, #128]",
+            "ldp q10, q11, [sp, #160]",
+            "ldp q12, q13, [sp, #192]",
+            "ldp q14, q15, [sp, #224]",
+            "ldp q16, q17, [sp, #256]",
+            "ldp q18, q19, [sp, #288]",
+            "ldp q20, q21, [sp, #320]",
+            "ldp q22, q23, [sp, #352]",
+            "ldp q24, q25, [sp, #384]",
+            "ldp q26, q27, [sp, #416]",
+            "ldp q28, q29, [sp, #448]",
+            "ldp q30, q31, [sp, #480]",
+            "add sp, sp, #512",
+            "ldr x18, [sp, #144]",
+            "ldp x16, x17, [sp, #128]",
+            "ldp x14, x15, [sp, #112]",
+            "ldp x12, x13, [sp, #96]",
+            "ldp x10, x11, [sp, #80]",
+            "ldp x8, x9, [sp, #64]",
+            "ldp x6, x7, [sp, #48]",
+            "ldp x4, x5, [sp, #32]",
+            "ldp x2, x3, [sp, #16]",
+            "ldp x0, x1, [sp], #160",
+            "ldp x29, x30, [sp], #16",
+            "ret",
+            target = sym $target,
+            )
+        }
+    };
+}
+
 /// The function a stack prepared by [`init_stack`] runs: `entry(arg, value, stack_top)`, where
 /// `arg` was given to `init_stack`, `value` to the first [`switch_and_link`], and `stack_top` is
 /// what [`switch_yield`] needs. Its return value reaches the resumer as `(value, None)`.

@@ -200,7 +200,12 @@ impl WeftFuncEnvironment<'_> {
             "arguments of {} do not match its declaration",
             builtin.name()
         );
-        let mut sig = Signature::new(self.host_call_conv);
+        let call_conv = if builtin.preserves_registers() {
+            CallConv::PreserveAll
+        } else {
+            self.host_call_conv
+        };
+        let mut sig = Signature::new(call_conv);
         sig.params.push(AbiParam::new(self.pointer_type));
         sig.params.extend(
             builtin
@@ -235,6 +240,18 @@ impl WeftFuncEnvironment<'_> {
         all_args.extend_from_slice(args);
         let call = builder.ins().call_indirect(sig, callee, &all_args);
         let result = builder.inst_results(call).first().copied();
+        if builtin.preserves_registers() {
+            // Its outcome is in the store context (it returns nothing).
+            let store = self.store_context(builder);
+            let ok = builder.ins().load(
+                I8,
+                MemFlagsData::trusted(),
+                store,
+                store_context::CHECK_STATUS,
+            );
+            builder.ins().trapz(ok, trap_code(TrapKind::Recorded));
+            return None;
+        }
         if builtin.result() == Some(BuiltinType::Status) {
             let ok = result.expect("a status result");
             builder.ins().trapz(ok, trap_code(TrapKind::Recorded));

@@ -68,11 +68,13 @@ macro_rules! foreach_builtin {
             /// `elem.drop`.
             ElemDrop = elem_drop(elem: u32);
             /// The epoch reached the store's deadline: trap, or (in a promising call whose
-            /// store says so) yield to the executor and extend the deadline.
-            EpochInterrupt = epoch_interrupt() -> status;
+            /// store says so) yield to the executor and extend the deadline. Preserves every
+            /// register (see [`BuiltinFunction::preserves_registers`]).
+            EpochInterrupt = epoch_interrupt();
             /// The store's fuel went below zero: trap, or (in a promising call whose store has
-            /// a yield interval) yield and refuel from the store's reserve.
-            OutOfFuel = out_of_fuel() -> status;
+            /// a yield interval) yield and refuel from the store's reserve. Preserves every
+            /// register.
+            OutOfFuel = out_of_fuel();
         }
     };
 }
@@ -183,6 +185,20 @@ macro_rules! declare_builtins {
 foreach_builtin!(declare_builtins);
 
 impl BuiltinFunction {
+    /// Whether compiled code calls this builtin with a convention that preserves every
+    /// register (Cranelift's `preserve_all`), through a thunk of the runtime's that saves what
+    /// the C convention would clobber. These are the epoch and fuel checks' builtins: they sit
+    /// in cold blocks inside hot loops, where a call that clobbers registers would push the
+    /// loop's own values into callee-saved registers or onto the stack on every iteration.
+    /// Such a builtin returns nothing; it reports its outcome in the store context
+    /// (`vmoffsets::store_context::CHECK_STATUS`: 0 after recording a trap).
+    pub fn preserves_registers(self) -> bool {
+        matches!(
+            self,
+            BuiltinFunction::EpochInterrupt | BuiltinFunction::OutOfFuel
+        )
+    }
+
     /// Offset of this builtin's address within the [`BuiltinTable`].
     pub fn offset(self) -> i32 {
         self as i32 * crate::vmoffsets::PTR as i32

@@ -39,7 +39,10 @@ pub mod store_context {
     /// `i64`: fuel left; code compiled to consume fuel subtracts each block's cost and calls
     /// the `out_of_fuel` builtin when it goes below zero.
     pub const FUEL: i32 = 24;
-    pub const SIZE: u32 = 32;
+    /// `u8`: what the last register-preserving builtin (the epoch and fuel checks') decided:
+    /// 1 to go on, 0 after recording a trap.
+    pub const CHECK_STATUS: i32 = 32;
+    pub const SIZE: u32 = 40;
 }
 
 /// `VMMemoryDefinition { base: *mut u8, current_length: usize }`.

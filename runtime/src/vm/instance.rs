@@ -372,35 +372,47 @@ unsafe fn store_context<'a>(vmctx: *mut u8) -> &'a VMStoreContext {
     }
 }
 
-/// Turns a check's outcome into the status compiled code expects, recording what stopped it.
+/// Reports a check's outcome to compiled code (in the store context: these builtins preserve
+/// every register and return nothing), recording what stopped it.
 ///
 /// # Safety
 /// `store` must be the context of the store whose compiled code is calling the builtin.
-unsafe fn check_status(store: &VMStoreContext, result: Result<(), Recorded>) -> u8 {
-    match result {
-        Ok(()) => 1,
+unsafe fn report_check(store: &VMStoreContext, result: Result<(), Recorded>) {
+    let go_on = match result {
+        Ok(()) => true,
         Err(what) => {
             // SAFETY: the caller's contract.
             unsafe { record(store, what) };
-            0
+            false
         }
-    }
+    };
+    // SAFETY: the caller's contract: we run as a builtin of this store's running Wasm.
+    unsafe { store.write_check_status(go_on) };
 }
 
-unsafe extern "C" fn epoch_interrupt(vmctx: *mut u8) -> u8 {
-    // SAFETY: called by compiled code with its own vmctx.
+weft_arch::preserve_all_thunk!(
+    /// What compiled code calls for `epoch_interrupt` (see `weft_arch::preserve_all_thunk`).
+    epoch_interrupt => epoch_interrupt_c
+);
+weft_arch::preserve_all_thunk!(
+    /// What compiled code calls for `out_of_fuel`.
+    out_of_fuel => out_of_fuel_c
+);
+
+unsafe extern "C" fn epoch_interrupt_c(vmctx: *mut u8) {
+    // SAFETY: called (through its thunk) by compiled code with its own vmctx.
     let store = unsafe { store_context(vmctx) };
     let result = super::interrupt::epoch_reached(store);
     // SAFETY: the context of the store whose code called us.
-    unsafe { check_status(store, result) }
+    unsafe { report_check(store, result) }
 }
 
-unsafe extern "C" fn out_of_fuel(vmctx: *mut u8) -> u8 {
-    // SAFETY: called by compiled code with its own vmctx.
+unsafe extern "C" fn out_of_fuel_c(vmctx: *mut u8) {
+    // SAFETY: called (through its thunk) by compiled code with its own vmctx.
     let store = unsafe { store_context(vmctx) };
     let result = super::interrupt::fuel_exhausted(store);
     // SAFETY: the context of the store whose code called us.
-    unsafe { check_status(store, result) }
+    unsafe { report_check(store, result) }
 }
 
 unsafe extern "C" fn memory_grow(vmctx: *mut u8, memory: u32, delta: u64) -> u64 {

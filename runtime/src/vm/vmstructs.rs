@@ -27,6 +27,9 @@ pub struct VMStoreContext {
     epoch_deadline: UnsafeCell<u64>,
     /// Fuel compiled code may still use before it calls `out_of_fuel`.
     fuel: UnsafeCell<i64>,
+    /// The outcome of the last epoch or fuel check's builtin, which returns nothing (it
+    /// preserves every register): 1 to go on, 0 after recording a trap.
+    check_status: UnsafeCell<u8>,
     // Compiled code reads nothing below.
     /// Fuel held back from `fuel` for the yield interval (see [`Self::set_fuel`]).
     fuel_reserve: UnsafeCell<u64>,
@@ -67,6 +70,7 @@ impl VMStoreContext {
             epoch_owner: epoch,
             epoch_deadline: UnsafeCell::new(u64::MAX),
             fuel: UnsafeCell::new(0),
+            check_status: UnsafeCell::new(1),
             fuel_reserve: UnsafeCell::new(0),
             interruption: UnsafeCell::new(Interruption::default()),
             activation: UnsafeCell::new(ptr::null_mut()),
@@ -152,6 +156,15 @@ impl VMStoreContext {
     pub(super) unsafe fn write_epoch_deadline(&self, deadline: u64) {
         // SAFETY: the caller's contract.
         unsafe { *self.epoch_deadline.get() = deadline };
+    }
+
+    /// Reports a check builtin's outcome to the compiled code that called it.
+    ///
+    /// # Safety
+    /// As for [`Self::refuel`].
+    pub(super) unsafe fn write_check_status(&self, go_on: bool) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.check_status.get() = u8::from(go_on) };
     }
 
     /// The interruption policies, read by a builtin of this store's running Wasm.
@@ -336,6 +349,9 @@ const _: () = {
             == vmoffsets::store_context::EPOCH_DEADLINE as usize
     );
     assert!(offset_of!(VMStoreContext, fuel) == vmoffsets::store_context::FUEL as usize);
+    assert!(
+        offset_of!(VMStoreContext, check_status) == vmoffsets::store_context::CHECK_STATUS as usize
+    );
     assert!(offset_of!(VMMemoryDefinition, base) == vmoffsets::memory::BASE as usize);
     assert!(
         offset_of!(VMMemoryDefinition, current_length)
