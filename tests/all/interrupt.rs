@@ -186,3 +186,85 @@ fn fuel_settings_without_fuel_enabled_are_config_errors() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+/// A loop with many integer, float and vector values live across its checks, so that the
+/// checks' builtin calls (which must preserve every register) run between uses of them.
+const MIXER: &str = r#"(module
+  (func (export "mix") (param $n i32) (result i64)
+    (local $a i64) (local $b i64) (local $c i64) (local $d i64)
+    (local $e i64) (local $f i64) (local $g i64) (local $h i64)
+    (local $x f64) (local $y f64) (local $z f64)
+    (local $v v128) (local $w v128)
+    (local.set $a (i64.const 1)) (local.set $b (i64.const 2)) (local.set $c (i64.const 3))
+    (local.set $d (i64.const 4)) (local.set $e (i64.const 5)) (local.set $f (i64.const 6))
+    (local.set $g (i64.const 7)) (local.set $h (i64.const 8))
+    (local.set $x (f64.const 0.5)) (local.set $y (f64.const 1.25)) (local.set $z (f64.const 2))
+    (local.set $v (v128.const i64x2 11 12)) (local.set $w (v128.const i64x2 13 14))
+    (loop $l
+      (local.set $a (i64.add (local.get $a) (local.get $h)))
+      (local.set $b (i64.xor (local.get $b) (i64.rotl (local.get $a) (i64.const 7))))
+      (local.set $c (i64.mul (local.get $c) (i64.or (local.get $b) (i64.const 1))))
+      (local.set $d (i64.sub (local.get $d) (local.get $c)))
+      (local.set $e (i64.add (local.get $e) (i64.shr_u (local.get $d) (i64.const 3))))
+      (local.set $f (i64.xor (local.get $f) (local.get $e)))
+      (local.set $g (i64.add (local.get $g) (i64.rotr (local.get $f) (i64.const 13))))
+      (local.set $h (i64.xor (local.get $h) (local.get $g)))
+      (local.set $x (f64.add (f64.mul (local.get $x) (f64.const 1.0001)) (local.get $y)))
+      (local.set $y (f64.sub (local.get $y) (f64.div (local.get $z) (f64.const 3))))
+      (local.set $z (f64.add (local.get $z) (f64.const 0.125)))
+      (local.set $v (i64x2.add (local.get $v) (local.get $w)))
+      (local.set $w (v128.xor (local.get $w) (i64x2.shl (local.get $v) (i32.const 1))))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (local.get $n)))
+    (local.set $a (i64.xor (local.get $a) (local.get $b)))
+    (local.set $a (i64.xor (local.get $a) (local.get $c)))
+    (local.set $a (i64.xor (local.get $a) (local.get $d)))
+    (local.set $a (i64.xor (local.get $a) (local.get $e)))
+    (local.set $a (i64.xor (local.get $a) (local.get $f)))
+    (local.set $a (i64.xor (local.get $a) (local.get $g)))
+    (local.set $a (i64.xor (local.get $a) (local.get $h)))
+    (local.set $a (i64.add (local.get $a) (i64.reinterpret_f64 (local.get $x))))
+    (local.set $a (i64.add (local.get $a) (i64.reinterpret_f64 (local.get $y))))
+    (local.set $a (i64.add (local.get $a) (i64.reinterpret_f64 (local.get $z))))
+    (local.set $a (i64.add (local.get $a) (i64x2.extract_lane 0 (local.get $v))))
+    (i64.add (local.get $a) (i64x2.extract_lane 1 (local.get $w)))))"#;
+
+fn mix(engine: &Engine, prepare: impl FnOnce(&mut Store<()>), promising: bool) -> i64 {
+    let module = Module::new(engine, MIXER).unwrap();
+    let mut store = Store::new(engine, ());
+    prepare(&mut store);
+    let instance = Linker::new(engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let mix = instance
+        .get_typed_func::<i32, i64>(&mut store, "mix")
+        .unwrap();
+    if promising {
+        current_thread()
+            .block_on(mix.call_async(&mut store, 1_000))
+            .unwrap()
+    } else {
+        mix.call(&mut store, 1_000).unwrap()
+    }
+}
+
+#[test]
+fn checks_keep_every_register_of_the_code_around_them() {
+    let expected = mix(&engine(false, false), |_| {}, false);
+    // Fuel checked in every few operators, synchronously (refuelled from the reserve) and in
+    // a promising call (yielding each time).
+    let fuel = engine(false, true);
+    let refuel = |store: &mut Store<()>| {
+        store.set_fuel(u64::MAX).unwrap();
+        store.fuel_async_yield_interval(Some(7)).unwrap();
+    };
+    assert_eq!(mix(&fuel, refuel, false), expected);
+    assert_eq!(mix(&fuel, refuel, true), expected);
+    // The epoch deadline reached at every check: a promising call yields at each.
+    let epochs = engine(true, false);
+    let always = |store: &mut Store<()>| {
+        store.set_epoch_deadline(0);
+        store.epoch_deadline_async_yield_and_update(0);
+    };
+    assert_eq!(mix(&epochs, always, true), expected);
+}
