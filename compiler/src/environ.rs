@@ -210,6 +210,7 @@ pub trait FuncEnvironment {
     }
 
     /// The straight-line operators just translated cost `cost` units of fuel (emitted before
-    /// the control-flow operator that ends them).
-    fn consume_fuel(&mut self, _builder: &mut FunctionBuilder, _cost: u32) {}
+    /// the control-flow operator that ends them); with `check`, that operator branches back to a
+    /// loop's header, and the fuel left is checked here.
+    fn consume_fuel(&mut self, _builder: &mut FunctionBuilder, _cost: u32, _check: bool) {}
 }

@@ -117,6 +117,20 @@ impl WeftFuncEnvironment<'_> {
         }
     }
 
+    /// The fuel check: calls `out_of_fuel` once the fuel is below zero. Stretches of code only
+    /// subtract their cost; the check runs where control can go on for long or leave: at
+    /// backward branches (every loop iteration takes one), calls and returns. So the operators between
+    /// the point where the fuel ran out and the next check still run (never a loop's worth),
+    /// and the count itself stays exact.
+    fn fuel_check(&mut self, builder: &mut FunctionBuilder) {
+        let Some(fuel) = self.fuel_var else {
+            return;
+        };
+        let value = builder.use_var(fuel);
+        let overdrawn = builder.ins().icmp_imm_s(IntCC::SignedLessThan, value, 0);
+        self.call_builtin_if(builder, overdrawn, BuiltinFunction::OutOfFuel);
+    }
+
     /// The epoch check: calls `epoch_interrupt` once the engine's epoch reaches the store's
     /// deadline. The epoch is loaded atomically, so no optimization reuses an older value.
     fn epoch_check(&mut self, builder: &mut FunctionBuilder) {
@@ -148,6 +162,7 @@ impl WeftFuncEnvironment<'_> {
         kind: CallKind,
         emit: impl FnOnce(&mut Self, &mut FunctionBuilder) -> Vec<Value>,
     ) -> Vec<Value> {
+        self.fuel_check(builder);
         self.spill_counters(builder);
         let results = emit(self, builder);
         if kind == CallKind::Normal {
@@ -716,6 +731,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     }
 
     fn before_return(&mut self, builder: &mut FunctionBuilder) {
+        self.fuel_check(builder);
         self.spill_counters(builder);
     }
 
@@ -723,15 +739,16 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         self.consume_fuel
     }
 
-    fn consume_fuel(&mut self, builder: &mut FunctionBuilder, cost: u32) {
+    fn consume_fuel(&mut self, builder: &mut FunctionBuilder, cost: u32, check: bool) {
         let Some(fuel) = self.fuel_var else {
             return;
         };
         let value = builder.use_var(fuel);
         let left = builder.ins().iadd_imm_s(value, -i64::from(cost));
         builder.def_var(fuel, left);
-        let overdrawn = builder.ins().icmp_imm_s(IntCC::SignedLessThan, left, 0);
-        self.call_builtin_if(builder, overdrawn, BuiltinFunction::OutOfFuel);
+        if check {
+            self.fuel_check(builder);
+        }
     }
 }
 

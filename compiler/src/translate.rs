@@ -162,9 +162,19 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
             if fuel {
                 fuel_pending = fuel_pending.saturating_add(fuel_cost(&op));
                 if ends_straight_line(&op) && fuel_pending > 0 {
+                    // Every loop iteration branches back to its header, so checking at
+                    // backward branches (and at calls and returns, which the environment does)
+                    // bounds how far Wasm runs on empty.
+                    let backward = match op {
+                        Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
+                            translator.targets_loop(relative_depth)
+                        }
+                        Operator::BrTable { .. } => true,
+                        _ => false,
+                    };
                     translator
                         .env
-                        .consume_fuel(&mut translator.builder, fuel_pending);
+                        .consume_fuel(&mut translator.builder, fuel_pending, backward);
                     fuel_pending = 0;
                 }
             }
@@ -1338,6 +1348,12 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
 
     /// The target block of a branch to `relative_depth`, and the values it carries (left on the
     /// stack). Records that the frame's `next` is branched to.
+    /// Whether a branch `relative_depth` frames out goes back to a loop's header.
+    fn targets_loop(&self, relative_depth: u32) -> bool {
+        let index = self.control.len() - 1 - relative_depth as usize;
+        matches!(self.control[index].kind, FrameKind::Loop { .. })
+    }
+
     fn branch_target_and_args(&mut self, relative_depth: u32) -> (ir::Block, Vec<Value>) {
         let index = self.control.len() - 1 - relative_depth as usize;
         let frame = &mut self.control[index];
