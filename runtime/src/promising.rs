@@ -38,9 +38,11 @@ mod sealed {
             waiter: &mut LockWaiter<Self::StoreData>,
             cx: &mut Context<'_>,
         ) -> Poll<StoreLock<'_, Self::StoreData>>;
-        /// Runs `f` with the store, without a context to wait in (for `Drop`): once no poll
-        /// holds it, or at once if it is lent to a suspending import's poll on this thread.
-        fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<Self::StoreData>));
+        /// Finishes (cancels) `call` with the store, without a context to wait in (for
+        /// `Drop`): once no poll holds it, or at once if it is lent to a suspending import's
+        /// poll on this thread; if the store is in use further down this thread's stack, when
+        /// that user releases it.
+        fn finish_call_blocking(&mut self, call: AsyncCall);
         /// For a [`SharedStore`], its id: a call polled from inside a poll of one of the same
         /// store's suspending imports runs on the store lent to that poll.
         fn shared_id(&self) -> Option<u64> {
@@ -81,8 +83,8 @@ impl<T: 'static> sealed::Sealed for &mut Store<T> {
     fn poll_store(&mut self, _: &mut LockWaiter<T>, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
-    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
-        f(self.as_context_mut())
+    fn finish_call_blocking(&mut self, call: AsyncCall) {
+        call.finish(self.as_context_mut())
     }
 }
 
@@ -98,8 +100,8 @@ impl<T: 'static> sealed::Sealed for SharedStore<T> {
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
-    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
-        shared_with_store_blocking(self, f)
+    fn finish_call_blocking(&mut self, call: AsyncCall) {
+        shared_finish_call_blocking(self, call)
     }
     fn shared_id(&self) -> Option<u64> {
         Some(self.id())
@@ -118,8 +120,8 @@ impl<T: 'static> sealed::Sealed for &SharedStore<T> {
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
     }
-    fn with_store_blocking(&mut self, f: &mut dyn FnMut(&mut StoreContext<T>)) {
-        shared_with_store_blocking(self, f)
+    fn finish_call_blocking(&mut self, call: AsyncCall) {
+        shared_finish_call_blocking(self, call)
     }
     fn shared_id(&self) -> Option<u64> {
         Some(self.id())
@@ -139,19 +141,33 @@ impl<T: 'static> AsContextMut for SharedStoreGuard<'_, T> {
     }
 }
 
-/// [`sealed::Sealed::with_store_blocking`] for a [`SharedStore`]: spins until no poll holds
+/// [`sealed::Sealed::finish_call_blocking`] for a [`SharedStore`]: spins until no poll holds
 /// the store, unless the store is lent to a suspending import's poll (or the drop of its
 /// future) on this thread, as when a call nested in an import's future is cancelled together
-/// with the outer call: that poll holds the lock and waits for us.
-fn shared_with_store_blocking<T: 'static>(
-    store: &SharedStore<T>,
-    f: &mut dyn FnMut(&mut StoreContext<T>),
-) {
+/// with the outer call: that poll holds the lock and waits for us. If instead the store is in
+/// use further down this very stack (a synchronous host function of it dropping the call),
+/// spinning would never end: the call is finished when that user releases the store.
+fn shared_finish_call_blocking<T: 'static>(store: &SharedStore<T>, call: AsyncCall) {
+    let mut call = Some(call);
     loop {
         if let Some(mut guard) = store.try_lock() {
-            return f(guard.as_context_mut());
+            if let Some(call) = call.take() {
+                call.finish(guard.as_context_mut());
+            }
+            return;
         }
-        if with_polling_store::<T, ()>(store.id(), &mut *f).is_some() {
+        let lent = with_polling_store::<T, ()>(store.id(), |lent| {
+            if let Some(call) = call.take() {
+                call.finish(lent);
+            }
+        });
+        if lent.is_some() {
+            return;
+        }
+        if crate::vm::entry::store_runs_on_this_thread(store.id()) {
+            if let Some(call) = call.take() {
+                store.defer(Box::new(move |store| call.finish(store)));
+            }
             return;
         }
         std::thread::yield_now();
@@ -356,10 +372,10 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             Some(poll) => poll,
             // The store is in use further down this thread's stack (a synchronous host function
             // of it polling this call by hand, say), so it cannot be released before this poll
-            // returns: waiting would never end. A call that has not started fails at once;
-            // one already running stays pending (its stack holds frames that only the store
-            // can unwind, so it must be polled again, or dropped, once the store is free).
-            None if self.call.is_none() && crate::vm::entry::store_runs_on_this_thread(id) => {
+            // returns: waiting would never end, so the call fails. One that had started is
+            // cancelled when this future is dropped, or by the store's user as it releases the
+            // store if that drop happens here too.
+            None if crate::vm::entry::store_runs_on_this_thread(id) => {
                 self.waiter.leave();
                 self.done = true;
                 Poll::Ready(Err(Error::StoreInUse))
@@ -376,12 +392,7 @@ impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
         self.waiter.leave();
         if let Some(call) = self.call.take() {
             // Cancels the call (its host frames run with the store) before the stack goes back.
-            let mut call = Some(call);
-            self.store.with_store_blocking(&mut |store| {
-                if let Some(call) = call.take() {
-                    call.finish(store);
-                }
-            });
+            self.store.finish_call_blocking(call);
         }
     }
 }

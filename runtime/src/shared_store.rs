@@ -39,7 +39,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::store::{AsContext, Store};
+use crate::store::{AsContext, AsContextMut, Store};
 
 /// A [`Store`] shared by reference counting, so that promising calls can be `'static`, and
 /// several of them can be in flight on one store (see the crate docs).
@@ -59,7 +59,14 @@ struct State<T: 'static> {
     waiters: VecDeque<(u64, Waker)>,
     /// The ticket the store was handed to, with the store, until its poll claims it.
     granted: Option<(u64, Waker, Store<T>)>,
+    /// Work that needs the store and was handed in while the store was in use further down
+    /// the handing thread's stack (a dropped call's cancellation): done by the holder as it
+    /// releases the store.
+    deferred: Vec<Deferred<T>>,
 }
+
+/// See `State::deferred`.
+type Deferred<T> = Box<dyn FnOnce(&mut crate::store::StoreContext<T>) + Send>;
 
 impl<T: 'static> State<T> {
     /// Gives `store` up: to the oldest waiter if there is one (returning its waker, to be woken
@@ -181,6 +188,7 @@ impl<T: 'static> SharedStore<T> {
                 next_ticket: 0,
                 waiters: VecDeque::new(),
                 granted: None,
+                deferred: Vec::new(),
             })),
         }
     }
@@ -253,6 +261,12 @@ impl<T: 'static> SharedStore<T> {
         Poll::Pending
     }
 
+    /// Has `work` done with the store by its current holder as it releases it (see
+    /// `State::deferred`).
+    pub(crate) fn defer(&self, work: Deferred<T>) {
+        lock(&self.inner).deferred.push(work);
+    }
+
     /// The store, once no promising call is running on it (in turn with other waiters).
     pub async fn lock(&self) -> SharedStoreGuard<'_, T> {
         let mut waiter = LockWaiter::new();
@@ -273,11 +287,38 @@ impl<T: 'static> SharedStore<T> {
 
 impl<T: 'static> Drop for SharedStoreGuard<'_, T> {
     fn drop(&mut self) {
-        if let Some(store) = self.store.take() {
-            let wake = lock(self.inner).release(store);
-            if let Some(waker) = wake {
-                waker.wake();
+        let Some(mut store) = self.store.take() else {
+            return;
+        };
+        let mut panic = None;
+        loop {
+            let mut state = lock(self.inner);
+            if state.deferred.is_empty() {
+                let wake = state.release(store);
+                drop(state);
+                if let Some(waker) = wake {
+                    waker.wake();
+                }
+                break;
             }
+            // Work handed in while we held the store: done before anyone else gets it, outside
+            // the mutex; a panic in it is re-raised once the store is released, not lost with
+            // the store.
+            let work = std::mem::take(&mut state.deferred);
+            drop(state);
+            for work in work {
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work(store.as_context_mut())
+                }));
+                if let Err(payload) = done {
+                    panic.get_or_insert(payload);
+                }
+            }
+        }
+        if let Some(payload) = panic
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(payload);
         }
     }
 }

@@ -160,21 +160,38 @@ fn cancelling_an_outer_call_suspended_in_a_nested_call_unwinds_both() {
     assert_eq!(g.call(&mut *guard, ()).unwrap(), 101);
 }
 
+/// A default engine and `wat` compiled on it.
+fn compile(wat: &str) -> (Engine, Module) {
+    let engine = Engine::default();
+    let module = Module::new(&engine, wat).unwrap();
+    (engine, module)
+}
+
+/// A shared store with an instance of `module`, and its `leaf` and `outer` exports.
+fn shared_leaf_and_outer<P: weft::WasmParams>(
+    engine: &Engine,
+    linker: &Linker<()>,
+    module: &Module,
+) -> (SharedStore<()>, TypedFunc<i32, i32>, TypedFunc<P, i32>) {
+    let mut store = Store::new(engine, ());
+    let instance = linker.instantiate(&mut store, module).unwrap();
+    let leaf = instance.get_typed_func(&mut store, "leaf").unwrap();
+    let outer = instance.get_typed_func(&mut store, "outer").unwrap();
+    (SharedStore::new(store), leaf, outer)
+}
+
 /// Issue 12: a *synchronous* host function that polls a promising call on its own store by
 /// hand used to wait forever: the store is held by the call running the host function, further
 /// down the same stack. Now the inner call fails at once with `Error::StoreInUse`, and both the
 /// outer call and the store carry on.
 #[test]
 fn sync_host_function_polling_a_call_on_its_own_store_fails_instead_of_hanging() {
-    let engine = Engine::default();
-    let module = Module::new(
-        &engine,
+    let (engine, module) = compile(
         r#"(module
              (import "host" "poll_by_hand" (func $poll (param i32) (result i32)))
              (func (export "leaf") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
              (func (export "outer") (param i32) (result i32) (call $poll (local.get 0))))"#,
-    )
-    .unwrap();
+    );
     type PlainLeaf = (SharedStore<()>, TypedFunc<i32, i32>);
     let slot: Arc<OnceLock<PlainLeaf>> = Arc::new(OnceLock::new());
     let seen = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -198,15 +215,7 @@ fn sync_host_function_polling_a_call_on_its_own_store_fails_instead_of_hanging()
             -2
         })
         .unwrap();
-    let mut store = Store::new(&engine, ());
-    let instance = linker.instantiate(&mut store, &module).unwrap();
-    let leaf = instance
-        .get_typed_func::<i32, i32>(&mut store, "leaf")
-        .unwrap();
-    let outer = instance
-        .get_typed_func::<i32, i32>(&mut store, "outer")
-        .unwrap();
-    let store = SharedStore::new(store);
+    let (store, leaf, outer) = shared_leaf_and_outer(&engine, &linker, &module);
     assert!(slot.set((store.clone(), leaf)).is_ok());
     let mut cx = Context::from_waker(Waker::noop());
     let mut call = pin!(outer.call_async(store.clone(), 41));
@@ -218,4 +227,70 @@ fn sync_host_function_polling_a_call_on_its_own_store_fails_instead_of_hanging()
     // The store is free and works: the inner call itself, polled on its own.
     let mut again = pin!(leaf.call_async(store, 1));
     assert!(matches!(again.as_mut().poll(&mut cx), Poll::Ready(Ok(2))));
+}
+
+type PendingCall = Pin<Box<dyn Future<Output = weft::Result<i32>> + Send>>;
+
+/// The same with a call that had already started (it is suspended in an import): polled by
+/// hand inside a synchronous host function of its store, it fails with `StoreInUse` too, and
+/// dropping it there cancels it once the host function's caller releases the store (the import
+/// future is dropped then), instead of spinning for a store that cannot be released.
+#[test]
+fn started_call_dropped_inside_a_sync_host_function_of_its_store_is_cancelled_afterwards() {
+    let (engine, module) = compile(
+        r#"(module
+             (import "host" "wait" (func $wait (param i32) (result i32)))
+             (import "host" "poll_by_hand" (func $poll (result i32)))
+             (func (export "leaf") (param i32) (result i32) (call $wait (local.get 0)))
+             (func (export "outer") (result i32) (call $poll)))"#,
+    );
+    let slot: Arc<std::sync::Mutex<Option<PendingCall>>> = Arc::default();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(None::<String>));
+    let mut linker = Linker::<()>::new(&engine);
+    let dropped_in_import = dropped.clone();
+    linker
+        .func_wrap_async("host", "wait", move |_: Caller<'_, ()>, x: i32| {
+            let guard = CountDrop(dropped_in_import.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                x
+            }
+        })
+        .unwrap();
+    let (slot_in_host, seen_in_host) = (slot.clone(), seen.clone());
+    linker
+        .func_wrap("host", "poll_by_hand", move || -> i32 {
+            let mut call = slot_in_host.lock().unwrap().take().unwrap();
+            let mut cx = Context::from_waker(Waker::noop());
+            let outcome = match call.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(v)) => format!("ok {v}"),
+                Poll::Ready(Err(e)) => format!("{e:?}"),
+                Poll::Pending => "pending".to_string(),
+            };
+            *seen_in_host.lock().unwrap() = Some(outcome);
+            drop(call);
+            7
+        })
+        .unwrap();
+    let (store, leaf, outer) = shared_leaf_and_outer(&engine, &linker, &module);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Start the leaf: it suspends in `wait`.
+    let mut started: PendingCall = Box::pin(leaf.call_async(store.clone(), 5));
+    assert!(started.as_mut().poll(&mut cx).is_pending());
+    *slot.lock().unwrap() = Some(started);
+    let mut call = pin!(outer.call_async(store.clone(), ()));
+    let Poll::Ready(result) = call.as_mut().poll(&mut cx) else {
+        panic!("the outer call has nothing to wait for");
+    };
+    assert_eq!(result.unwrap(), 7);
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("StoreInUse"));
+    // Cancelled when the outer call's poll released the store: its import future is gone.
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    // And the store works.
+    let mut again = pin!(outer.call_async(store.clone(), ()));
+    *slot.lock().unwrap() = Some(Box::pin(leaf.call_async(store, 6)));
+    assert!(matches!(again.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("StoreInUse"));
 }
