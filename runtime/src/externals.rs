@@ -173,6 +173,24 @@ impl Memory {
         store.memories[self.index].data_mut()
     }
 
+    /// The memory's bytes and the store's data at once, both mutable (as wasmtime's
+    /// `Memory::data_and_store_mut`): for host code that works on guest memory with its own
+    /// state, such as a WASI implementation.
+    ///
+    /// # Panics
+    /// If `store` is not the memory's store.
+    pub fn data_and_store_mut<'a, T: 'static>(
+        &self,
+        store: &'a mut impl AsContextMut<Data = T>,
+    ) -> (&'a mut [u8], &'a mut T) {
+        let store = store.as_context_mut();
+        store.opaque.check(self.store);
+        (
+            store.opaque.memories[self.index].data_mut(),
+            &mut store.data,
+        )
+    }
+
     /// Copies `buffer.len()` bytes at `offset` into `buffer`.
     ///
     /// # Errors

@@ -40,7 +40,7 @@ pub struct Store<T: 'static> {
 /// The contents of a store: what both `&mut Store<T>` and `&mut Caller<'_, T>` give access to.
 pub struct StoreContext<T: 'static> {
     pub(crate) opaque: StoreOpaque,
-    data: T,
+    pub(crate) data: T,
 }
 
 pub(crate) struct FuncData {

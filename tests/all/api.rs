@@ -513,3 +513,25 @@ fn fault_in_host_code_is_not_taken_for_a_trap() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(output.status.signal(), Some(libc::SIGSEGV), "{stderr}");
 }
+
+/// `Memory::data_and_store_mut` lends the memory's bytes and the store's data together, as a
+/// host function that copies between them needs.
+#[test]
+fn memory_bytes_and_store_data_borrowed_together() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module (memory (export "memory") 1) (data (i32.const 8) "weft"))"#,
+    )
+    .unwrap();
+    let mut store = Store::new(&engine, Vec::<u8>::new());
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    let (bytes, data) = memory.data_and_store_mut(&mut store);
+    data.extend_from_slice(&bytes[8..12]);
+    bytes[0] = b'!';
+    assert_eq!(store.data().as_slice(), b"weft");
+    assert_eq!(memory.data(&store)[0], b'!');
+}

@@ -18,11 +18,8 @@ pub const MODULE: &str = "wasi_snapshot_preview1";
 
 type Getter<T> = Arc<dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync>;
 
-/// Lends `f` the context and the calling instance's memory export.
-///
-/// weft's API hands out the store's data and a memory's bytes as two borrows of the same
-/// `Caller`, so the context is moved out of the data for the duration of `f` (an empty
-/// `WasiCtx` holds its place; nothing else can observe it, since `f` is synchronous).
+/// Lends `f` the context and the calling instance's memory export, both borrowed from the
+/// caller at once.
 fn lend<T: 'static, R>(
     caller: &mut Caller<'_, T>,
     get: &(dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync),
@@ -32,10 +29,8 @@ fn lend<T: 'static, R>(
         .get_export("memory")
         .and_then(Extern::into_memory)
         .ok_or_else(|| HostError::new("a WASI module must export its memory as \"memory\""))?;
-    let mut ctx = std::mem::take(get(caller.data_mut()));
-    let result = f(&mut ctx, memory.data_mut(caller));
-    *get(caller.data_mut()) = ctx;
-    Ok(result)
+    let (bytes, data) = memory.data_and_store_mut(caller);
+    Ok(f(get(data), bytes))
 }
 
 /// The synchronous binding's host: the caller, borrowed for the whole call.
