@@ -125,10 +125,13 @@
 //!
 //! # Stacks
 //!
-//! [`stack`] maps each stack with a guard page below it, reserves its whole size up front and
-//! lets the kernel commit pages on first touch; [`StackPool`] reuses stacks and gives back the
-//! pages below a small resident watermark when a stack is released. See that module for the
-//! `vm.max_map_count` budget (two VMAs per stack) and why the pool is the only interface.
+//! [`stack`] carves stacks from a few large reservations (slabs), each stack with a guard page
+//! below it, and lets the kernel commit pages on first touch; [`StackPool`] reuses stacks and
+//! gives back the pages below a small resident watermark when a stack is released. Guards are
+//! installed with `madvise(MADV_GUARD_INSTALL)` where the kernel enforces it, so a million
+//! stacks cost a few thousand mappings, not two million (`vm.max_map_count` is 65,530); elsewhere
+//! (old kernels, qemu-user) they fall back to `mprotect`. See that module for why, and why the
+//! pool is the only interface.
 //!
 //! # Instruction-cache coherence
 //!
@@ -163,7 +166,7 @@ pub use isa::{
     STACK_ALIGNMENT, call_with_landing_pad, context_registers, flush_icache, init_stack,
     redirect_to_landing_pad, switch_and_link, switch_yield,
 };
-pub use stack::{SpareStack, Stack, StackConfig, StackPool};
+pub use stack::{GuardKind, SpareStack, Stack, StackConfig, StackPool, guard_kind};
 
 /// Defines `unsafe extern "C" fn $thunk(vmctx: *mut u8)`, a thunk that compiled code calls
 /// with Cranelift's `preserve_all` convention (the argument in the first C argument register,

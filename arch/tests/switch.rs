@@ -211,6 +211,7 @@ fn pool_reuse_releases_the_memory_of_a_deep_call() {
         max_pooled: 8,
         // Straight to the shared list, whose release gives the pages back.
         warm_per_thread: 0,
+        ..StackConfig::default()
     });
     let mut routine = Routine::new(pool.allocate().unwrap(), fill_entry, 600);
     routine.resume(0);

@@ -18,6 +18,7 @@ pub struct Config {
     pub(crate) memory_mode: MemoryMode,
     pub(crate) max_wasm_stack: usize,
     pub(crate) async_stack_size: usize,
+    pub(crate) max_async_stacks: usize,
     pub(crate) verify: bool,
     pub(crate) compile_threads: usize,
     pub(crate) multi_memory: bool,
@@ -31,6 +32,7 @@ impl Default for Config {
             memory_mode: MemoryMode::GuardPages,
             max_wasm_stack: 512 * 1024,
             async_stack_size: 2 << 20,
+            max_async_stacks: 1 << 20,
             verify: false,
             compile_threads: 0,
             multi_memory: true,
@@ -92,6 +94,23 @@ impl Config {
     /// The stack size of promising calls (see [`Config::async_stack_size`]).
     pub fn get_async_stack_size(&self) -> usize {
         self.async_stack_size
+    }
+
+    /// The most stacks for promising calls that exist at once (default 1,048,576): one per call
+    /// in flight, plus the idle ones kept for reuse (one per store, a few per thread, and
+    /// those the engine pools). A promising call started when all of them are in use fails
+    /// with [`Error::ResourceLimit`] and the store stays usable; so does one for which the OS
+    /// refuses the memory. Stacks are carved from reservations of 1 GiB each, so the count
+    /// costs address space (about `async_stack_size` each, reserved as they are first needed),
+    /// not memory mappings. [`Engine::new`] refuses 0.
+    pub fn max_async_stacks(&mut self, count: usize) -> &mut Self {
+        self.max_async_stacks = count;
+        self
+    }
+
+    /// The limit on stacks for promising calls (see [`Config::max_async_stacks`]).
+    pub fn get_max_async_stacks(&self) -> usize {
+        self.max_async_stacks
     }
 
     /// Runs Cranelift's IR verifier on all generated code (slow; for testing weft itself).
@@ -175,6 +194,11 @@ impl Config {
                 self.max_wasm_stack, MAX_STACK_SETTING
             )));
         }
+        if self.max_async_stacks == 0 {
+            return Err(Error::InvalidConfig(
+                "max_async_stacks is 0: no promising call could run".into(),
+            ));
+        }
         // What a stack with exactly `max_wasm_stack` of room for Wasm measures (no overflow:
         // both are bounded above).
         let needed = crate::vm::async_call::stack_size(self.max_wasm_stack);
@@ -253,6 +277,7 @@ impl Engine {
                 epoch: Arc::default(),
                 stacks: weft_arch::StackPool::new(weft_arch::StackConfig {
                     size: config.async_stack_size,
+                    max_stacks: config.max_async_stacks,
                     ..weft_arch::StackConfig::default()
                 }),
             }),

@@ -42,7 +42,9 @@
 //! (an async host function); [`Func::call_async`]/[`TypedFunc::call_async`] make a *promising
 //! call*, whose future runs the Wasm on a stack of its own, taken from the engine's pool
 //! (`weft_arch::StackPool`; its whole size is [`Config::async_stack_size`], default 2 MiB, of
-//! which the lowest 64 KiB are headroom for host code below the Wasm limit). When the import's future is
+//! which the lowest 64 KiB are headroom for host code below the Wasm limit; at most
+//! [`Config::max_async_stacks`] exist, carved from 1 GiB reservations so that a million
+//! suspended calls do not cost a mapping each). When the import's future is
 //! pending, the call's fiber switches out and the call's `poll` returns `Pending`; the next
 //! poll switches back in and polls the import's future again, with the new `Context`. When it
 //! is ready the import returns to Wasm like a synchronous one. The machine code is the same in

@@ -13,3 +13,4 @@ mod host_funcs;
 mod interrupt;
 mod nested_calls;
 mod simd;
+mod stacks;

@@ -159,7 +159,11 @@ impl AsyncCall {
         let fiber =
             unsafe { Fiber::new(opaque.engine.stack_pool(), &mut opaque.spare_stack, init) }
                 .map_err(|e| {
-                    crate::Error::ResourceLimit(format!("no stack for a promising call: {e}"))
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::QuotaExceeded => " (Config::max_async_stacks)",
+                        _ => "",
+                    };
+                    crate::Error::ResourceLimit(format!("no stack for a promising call: {e}{hint}"))
                 })?;
         Ok(AsyncCall { fiber })
     }
