@@ -118,7 +118,7 @@ fn exhausting_max_async_stacks_is_a_resource_limit_and_the_store_stays_usable() 
 #[test]
 #[cfg_attr(
     target_arch = "aarch64",
-    ignore = "qemu-user's cost of a mapping grows with its size: 127 TiB would take minutes"
+    ignore = "under qemu-user, mapping 127 TiB one TiB at a time takes over a minute"
 )]
 fn os_refusing_a_stack_is_a_resource_limit_and_the_store_stays_usable() {
     const CHILD: &str = "WEFT_TEST_STACK_ENOMEM_CHILD";
