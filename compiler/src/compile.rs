@@ -84,6 +84,20 @@ impl Default for CompilerOptions {
     }
 }
 
+/// What the code a [`Compiler`] produces depends on besides the module, as text a serialized
+/// module records and a loader compares ([`Compiler::code_fingerprint`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CodeFingerprint {
+    /// The target triple.
+    pub target: String,
+    /// Cranelift's ISA-specific flags: the CPU features the code may use, `name=value` joined
+    /// by commas.
+    pub cpu_features: String,
+    /// Cranelift's shared flags and weft's options that change code or what a module may
+    /// contain (memory mode, multi-memory), the same way.
+    pub settings: String,
+}
+
 /// A configured Cranelift for the host.
 pub struct Compiler {
     isa: OwnedTargetIsa,
@@ -128,6 +142,35 @@ impl Compiler {
 
     pub fn options(&self) -> &CompilerOptions {
         &self.options
+    }
+
+    /// What this compiler's code depends on besides the module: two compilers with equal
+    /// fingerprints (and the same weft build) produce the same code for a module. The
+    /// verifier setting and the thread count are left out: they do not change the code.
+    pub fn code_fingerprint(&self) -> CodeFingerprint {
+        let join = |values: Vec<settings::Value>| {
+            values
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.value_string()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let shared = self
+            .isa
+            .flags()
+            .iter()
+            .filter(|v| v.name != "enable_verifier")
+            .collect();
+        CodeFingerprint {
+            target: self.isa.triple().to_string(),
+            cpu_features: join(self.isa.isa_flags()),
+            settings: format!(
+                "{},memory_mode={:?},multi_memory={}",
+                join(shared),
+                self.options.memory_mode,
+                self.options.multi_memory
+            ),
+        }
     }
 
     fn pointer_type(&self) -> ir::Type {

@@ -16,7 +16,7 @@ pub struct CompiledFunction {
 }
 
 /// A place in a function's code the runtime patches once it knows where everything lives.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relocation {
     /// Offset of the patched bytes from the start of the function.
     pub offset: u32,
@@ -59,4 +59,26 @@ pub enum LibCall {
     NearestF64,
     FmaF32,
     FmaF64,
+}
+
+impl LibCall {
+    /// Every routine (a serialized module names one by its position here).
+    pub const ALL: &'static [LibCall] = &[
+        LibCall::CeilF32,
+        LibCall::CeilF64,
+        LibCall::FloorF32,
+        LibCall::FloorF64,
+        LibCall::TruncF32,
+        LibCall::TruncF64,
+        LibCall::NearestF32,
+        LibCall::NearestF64,
+        LibCall::FmaF32,
+        LibCall::FmaF64,
+    ];
+}
+
+impl RelocKind {
+    /// Every kind (a serialized module names one by its position here).
+    pub const ALL: &'static [RelocKind] =
+        &[RelocKind::Abs8, RelocKind::X86PcRel4, RelocKind::Arm64Call];
 }

@@ -24,6 +24,7 @@ pub struct Config {
     pub(crate) multi_memory: bool,
     pub(crate) epoch_interruption: bool,
     pub(crate) consume_fuel: bool,
+    pub(crate) cache: Option<crate::CacheConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +39,7 @@ impl Default for Config {
             multi_memory: true,
             epoch_interruption: false,
             consume_fuel: false,
+            cache: None,
         }
     }
 }
@@ -178,6 +180,21 @@ impl Config {
     /// Whether compiled code consumes fuel (see [`Config::consume_fuel`]).
     pub fn get_consume_fuel(&self) -> bool {
         self.consume_fuel
+    }
+
+    /// Keeps compiled code on disk so that compiling the same module again (in this process or
+    /// another) loads it instead: `Some` turns the cache on ([`crate::CacheConfig::user_default`]
+    /// is the user's cache directory, as `weft run` uses), `None` (the default) turns it off.
+    /// See [`crate::Module::from_binary`]; the cache trusts its directory's contents as
+    /// [`crate::Module::deserialize`] trusts a file.
+    pub fn cache(&mut self, cache: Option<crate::CacheConfig>) -> &mut Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The code cache, if on (see [`Config::cache`]).
+    pub fn get_cache(&self) -> Option<&crate::CacheConfig> {
+        self.cache.as_ref()
     }
 
     /// Checks that the settings go together.

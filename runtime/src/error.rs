@@ -235,6 +235,9 @@ pub enum Error {
     /// [`crate::Caller`], make the import a suspending one (`func_wrap_async`), whose future
     /// may await the call, or poll the call elsewhere.
     StoreInUse,
+    /// A serialized module was refused: another weft build, target, CPU or configuration, or
+    /// a damaged file (see [`crate::Module::deserialize`]).
+    Deserialize(crate::DeserializeError),
     /// An error from outside weft: raised by a host function or converted with `?`.
     Host(Box<dyn std::error::Error + Send + Sync>),
     /// Anything else, described in words.
@@ -268,6 +271,7 @@ impl fmt::Display for Error {
                  thread's stack (by a synchronous host function of that store?); it could never \
                  get the store",
             ),
+            Error::Deserialize(why) => write!(f, "cannot load the compiled module: {why}"),
             Error::Host(error) => error.fmt(f),
             Error::Message(message) => f.write_str(message),
         }

@@ -190,6 +190,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod call;
 mod caller;
 mod engine;
@@ -201,6 +202,7 @@ mod linker;
 mod module;
 mod promising;
 mod promising_values;
+mod serialize;
 mod shared_store;
 mod store;
 mod trap;
@@ -210,6 +212,7 @@ mod values;
 #[allow(unsafe_code)]
 mod vm;
 
+pub use cache::CacheConfig;
 pub use caller::Caller;
 pub use engine::{Config, Engine};
 pub use error::{Error, FrameInfo, Result, Trap, WasmBacktrace};
@@ -219,6 +222,7 @@ pub use instance::Instance;
 pub use linker::Linker;
 pub use module::Module;
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
+pub use serialize::{DeserializeError, is_serialized_module};
 pub use shared_store::{SharedStore, SharedStoreGuard};
 pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};

@@ -6,10 +6,21 @@ use std::sync::Arc;
 use weft_environ::ModuleInfo;
 use weft_environ::module_info::EntityIndex;
 
+use crate::DeserializeError;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
 use crate::vm::code_memory::CodeMemory;
+
+/// The header fields a serialized module is compared on, for this build and `compiler`.
+fn fingerprint(compiler: &weft_compiler::CodeFingerprint) -> crate::serialize::Fingerprint<'_> {
+    crate::serialize::Fingerprint {
+        build_id: crate::serialize::BUILD_ID,
+        target: &compiler.target,
+        cpu_features: &compiler.cpu_features,
+        settings: &compiler.settings,
+    }
+}
 
 /// A compiled module. Cheap to clone.
 #[derive(Clone)]
@@ -44,16 +55,36 @@ impl Module {
 
     /// Compiles a module from its binary form.
     ///
+    /// With a code cache configured ([`crate::Config::cache`]) the compiled code is looked up
+    /// there first and stored there after compiling; a cache that cannot be read or written
+    /// only costs the compilation.
+    ///
     /// # Errors
     /// As [`Module::new`].
     pub fn from_binary(engine: &Engine, wasm: &[u8]) -> Result<Module> {
+        let Some(cache) = engine.config().cache.as_ref() else {
+            return Module::compile(engine, wasm);
+        };
+        let fingerprint = engine.compiler().code_fingerprint();
+        let key = crate::cache::key(&fingerprint, wasm);
+        if let Some(module) = cache.load(&key, |bytes| {
+            Module::deserialize(engine, bytes)
+                .ok()
+                // The key is a hash: the entry is this module only if it holds these bytes.
+                .filter(|m| *m.inner.wasm == *wasm)
+        }) {
+            return Ok(module);
+        }
+        let module = Module::compile(engine, wasm)?;
+        if let Ok(bytes) = module.serialize() {
+            cache.store(&key, &bytes);
+        }
+        Ok(module)
+    }
+
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module> {
         let compiler = engine.compiler();
         let info = compiler.validate(wasm).map_err(Error::from_compile)?;
-        let type_ids: Vec<u32> = info
-            .types
-            .iter()
-            .map(|t| engine.type_id(&FuncType::from_wasm(t)))
-            .collect();
         let functions = compiler
             .compile_functions(&info, wasm)
             .map_err(Error::from_compile)?;
@@ -63,15 +94,100 @@ impl Module {
         let info = Arc::new(info);
         let code = CodeMemory::publish(&functions, &indices, Some(info.clone()))
             .map_err(Error::Message)?;
-        Ok(Module {
+        Ok(Module::assemble(engine, info, wasm.into(), code))
+    }
+
+    fn assemble(
+        engine: &Engine,
+        info: Arc<ModuleInfo>,
+        wasm: Arc<[u8]>,
+        code: Arc<CodeMemory>,
+    ) -> Module {
+        let type_ids: Vec<u32> = info
+            .types
+            .iter()
+            .map(|t| engine.type_id(&FuncType::from_wasm(t)))
+            .collect();
+        Module {
             inner: Arc::new(ModuleInner {
                 engine: engine.clone(),
                 info,
-                wasm: wasm.into(),
+                wasm,
                 code,
                 type_ids,
             }),
-        })
+        }
+    }
+
+    /// The compiled module as bytes that [`Module::deserialize`] loads without compiling (what
+    /// `weft compile` writes to a `.cwasm` file). The bytes hold the module's Wasm binary, its
+    /// machine code, and a header naming the weft build, target, CPU features and settings
+    /// they were compiled for; see [`Module::deserialize`] for what loading checks.
+    ///
+    /// # Errors
+    /// [`Error::ResourceLimit`] if a part of the module is 4 GiB or more (the format's limit).
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let image = inner.code.image();
+        if inner.wasm.len() > u32::MAX as usize || image.len() > u32::MAX as usize {
+            return Err(Error::ResourceLimit(
+                "a serialized module's Wasm and code must each be under 4 GiB".into(),
+            ));
+        }
+        let compiler = inner.engine.compiler().code_fingerprint();
+        Ok(crate::serialize::encode(
+            &fingerprint(&compiler),
+            &inner.wasm,
+            &image,
+            inner.code.functions(),
+        ))
+    }
+
+    /// Loads a module written by [`Module::serialize`] (or `weft compile`) without compiling
+    /// it: the code is copied into executable memory and relocated for its new address.
+    ///
+    /// # Trust
+    ///
+    /// Loading runs machine code from `bytes`, so it trusts whoever produced them, as running
+    /// a native program does. The header and checksum checks below catch accidents — a file
+    /// from another weft build or machine, or one damaged on the way — not an attacker: a
+    /// crafted file can pass them. Load only files you made or would run a program from.
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`] with a [`crate::DeserializeError`] saying why, if the bytes are
+    /// not a serialized module, come from another weft build, target, CPU feature set or
+    /// code-changing configuration (memory mode, multi-memory) than this engine's, or are
+    /// truncated or fail the checksum. Nothing is executed before all checks pass.
+    pub fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Module> {
+        let compiler = engine.compiler().code_fingerprint();
+        let parts =
+            crate::serialize::decode(bytes, &fingerprint(&compiler)).map_err(Error::Deserialize)?;
+        let malformed = |what: String| Error::Deserialize(DeserializeError::Malformed(what));
+        // The binary was validated when it was compiled, by a build that the header says is
+        // this one; parsing its module-level sections again is cheap.
+        let info = weft_compiler::parse_module(parts.wasm).map_err(|e| malformed(e.to_string()))?;
+        // Instantiation finds defined function `i`'s code at position `i` of the table.
+        let expected = (0..info.num_defined_funcs()).map(|i| Some(info.num_imported_funcs + i));
+        if !parts.functions.iter().map(|f| f.func_index).eq(expected) {
+            return Err(malformed(
+                "the code does not hold the module's functions in order".into(),
+            ));
+        }
+        let info = Arc::new(info);
+        let code = CodeMemory::load(parts.image, parts.functions, Some(info.clone()))
+            .map_err(malformed)?;
+        Ok(Module::assemble(engine, info, parts.wasm.into(), code))
+    }
+
+    /// Reads a file written by [`Module::serialize`] (a `.cwasm`) and loads it (see
+    /// [`Module::deserialize`], whose trust model applies).
+    ///
+    /// # Errors
+    /// [`Error::Host`] with the `io::Error` if the file cannot be read; otherwise as
+    /// [`Module::deserialize`].
+    pub fn deserialize_file(engine: &Engine, path: impl AsRef<std::path::Path>) -> Result<Module> {
+        let bytes = std::fs::read(path)?;
+        Module::deserialize(engine, &bytes)
     }
 
     /// Checks that `wasm` is a valid module without compiling it.

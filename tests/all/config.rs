@@ -12,6 +12,10 @@ fn config_getters_return_what_the_setters_set() {
     assert!(!defaults.get_cranelift_verifier());
     assert!(defaults.get_wasm_multi_memory());
     assert_eq!(defaults.get_compile_threads(), 0);
+    assert!(
+        defaults.get_cache().is_none(),
+        "the embedding API caches only when asked"
+    );
 
     let mut config = Config::new();
     config

@@ -12,5 +12,6 @@ mod errors;
 mod host_funcs;
 mod interrupt;
 mod nested_calls;
+mod serialize;
 mod simd;
 mod stacks;

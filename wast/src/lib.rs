@@ -50,12 +50,31 @@ impl WastReport {
 /// # Errors
 /// A message if the script itself cannot be parsed.
 pub fn run_script(engine: &Engine, name: &str, text: &str) -> Result<WastReport, String> {
+    run(engine, name, text, false)
+}
+
+/// Runs the script as [`run_script`] does, except that every module that compiles is
+/// serialized and loaded back (`Module::serialize` then `Module::deserialize`) before it is
+/// used, so the script's assertions check code that went through the `.cwasm` format.
+///
+/// # Errors
+/// As [`run_script`]; a module that does not survive the round trip fails its directive.
+pub fn run_script_serialized(
+    engine: &Engine,
+    name: &str,
+    text: &str,
+) -> Result<WastReport, String> {
+    run(engine, name, text, true)
+}
+
+fn run(engine: &Engine, name: &str, text: &str, serialized: bool) -> Result<WastReport, String> {
     let mut lexer = Lexer::new(text);
     // `names.wast` uses characters the lexer rejects by default.
     lexer.allow_confusing_unicode(true);
     let buffer = ParseBuffer::new_with_lexer(lexer).map_err(|e| located(e, name, text))?;
     let wast: Wast<'_> = parser::parse(&buffer).map_err(|e| located(e, name, text))?;
     let mut runner = Runner::new(engine);
+    runner.serialized = serialized;
     let mut report = WastReport::default();
     for directive in wast.directives {
         let line = directive.span().linecol_in(text).0 + 1;
@@ -99,6 +118,8 @@ struct Runner {
     current: Option<Instance>,
     instances: HashMap<String, Instance>,
     definitions: HashMap<String, Module>,
+    /// Round-trip every compiled module through `serialize`/`deserialize`.
+    serialized: bool,
 }
 
 impl Runner {
@@ -118,7 +139,17 @@ impl Runner {
             current: None,
             instances: HashMap::new(),
             definitions: HashMap::new(),
+            serialized: false,
         }
+    }
+
+    /// Compiles `wasm` (and round-trips it, in serialized mode).
+    fn compile(&self, wasm: impl AsRef<[u8]>) -> Result<Module, Error> {
+        let module = Module::new(&self.engine, wasm)?;
+        if !self.serialized {
+            return Ok(module);
+        }
+        Module::deserialize(&self.engine, &module.serialize()?)
     }
 
     fn run(&mut self, directive: WastDirective<'_>) -> Outcome {
@@ -129,9 +160,7 @@ impl Runner {
             }
             WastDirective::ModuleDefinition(mut module) => {
                 let id = quote_id(&module);
-                match encode(&mut module)
-                    .and_then(|w| Module::new(&self.engine, w).map_err(|e| e.to_string()))
-                {
+                match encode(&mut module).and_then(|w| self.compile(w).map_err(|e| e.to_string())) {
                     Ok(m) => {
                         if let Some(id) = id {
                             self.definitions.insert(id, m);
@@ -191,7 +220,7 @@ impl Runner {
             } => match encode(&mut module) {
                 // The text itself is malformed: the text parser rejected it, as expected.
                 Err(_) => Outcome::Pass,
-                Ok(wasm) => match Module::new(&self.engine, wasm) {
+                Ok(wasm) => match self.compile(wasm) {
                     Ok(_) => Outcome::Fail(format!("expected an invalid module ({message})")),
                     Err(Error::InvalidModule { .. }) | Err(Error::Unsupported(_)) => Outcome::Pass,
                     Err(e) => Outcome::Fail(format!("expected an invalid module, got: {e}")),
@@ -206,7 +235,7 @@ impl Runner {
                     Ok(w) => w,
                     Err(e) => return Outcome::Fail(e.to_string()),
                 };
-                let module = match Module::new(&self.engine, wasm) {
+                let module = match self.compile(wasm) {
                     Ok(m) => m,
                     Err(e) => return Outcome::Fail(format!("module does not compile: {e}")),
                 };
@@ -240,7 +269,7 @@ impl Runner {
         id: Option<String>,
     ) -> Result<(), String> {
         let wasm = encode(module)?;
-        let module = Module::new(&self.engine, wasm).map_err(|e| e.to_string())?;
+        let module = self.compile(wasm).map_err(|e| e.to_string())?;
         let instance = self
             .linker
             .instantiate(&mut self.store, &module)
@@ -257,7 +286,7 @@ impl Runner {
             WastExecute::Invoke(invoke) => self.invoke(&invoke),
             WastExecute::Wat(mut wat) => {
                 let wasm = wat.encode().map_err(|e| Error::msg(e.to_string()))?;
-                let module = Module::new(&self.engine, wasm)?;
+                let module = self.compile(wasm)?;
                 self.linker.instantiate(&mut self.store, &module)?;
                 Ok(Vec::new())
             }

@@ -6,13 +6,15 @@
 //! layout keeps each module's code in one contiguous range, makes PC → function lookups a
 //! binary search, and makes the result `Send + Sync` without wrappers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
-use weft_environ::{CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, TrapKind};
+use weft_environ::{
+    CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, Relocation, TrapKind,
+};
 
 /// What is known about one function inside a [`CodeMemory`].
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionInfo {
     /// Offset of the function's first instruction from the start of the code memory.
     pub start: usize,
@@ -21,6 +23,9 @@ pub struct FunctionInfo {
     pub func_index: Option<u32>,
     pub traps: Vec<(u32, TrapKind)>,
     pub source_locations: Vec<(u32, u32)>,
+    /// Kept so the code can be written out unrelocated ([`CodeMemory::image`]) and placed again
+    /// at another address.
+    pub relocations: Vec<Relocation>,
 }
 
 /// A published range of machine code.
@@ -70,16 +75,31 @@ impl CodeMemory {
         func_indices: &[Option<u32>],
         symbols: Option<Arc<ModuleInfo>>,
     ) -> Result<Arc<CodeMemory>, String> {
-        let mut layout = Vec::with_capacity(functions.len());
-        let mut len = 0usize;
-        for f in functions {
-            let align = f.alignment.max(16) as usize;
-            len = len.next_multiple_of(align);
-            layout.push(len);
-            len += f.code.len();
-        }
+        let (image, infos) = layout(functions, func_indices);
+        CodeMemory::load(&image, infos, symbols)
+    }
+
+    /// Places an unrelocated code image (as laid out by `publish`, or as read back by
+    /// [`CodeMemory::image`] from a serialized module) in fresh executable memory, applies the
+    /// functions' relocations for its new address, and makes it executable (flushing the
+    /// instruction cache where the ISA needs it).
+    ///
+    /// The function table is checked before anything is written: functions in address order
+    /// and inside the image, trap sites and source locations sorted, every relocation inside
+    /// its function and aimed at a function of this code. So metadata that does not describe
+    /// the image is an error, never an out-of-bounds write. (Whether the bytes are sound
+    /// machine code cannot be checked; that is the serialized module's trust model.)
+    ///
+    /// # Errors
+    /// An error string if the table does not fit the image, or the mapping fails.
+    pub fn load(
+        image: &[u8],
+        functions: Vec<FunctionInfo>,
+        symbols: Option<Arc<ModuleInfo>>,
+    ) -> Result<Arc<CodeMemory>, String> {
+        let index_of_func = check_function_table(image.len(), &functions)?;
         let page = region::page::size();
-        let mapped_len = len.max(1).next_multiple_of(page);
+        let mapped_len = image.len().max(1).next_multiple_of(page);
         // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
         let base = unsafe {
             libc::mmap(
@@ -98,40 +118,22 @@ impl CodeMemory {
             ));
         }
         let base = base.cast::<u8>();
-        let mut memory = CodeMemory {
+        // Owned from here: an early return unmaps it.
+        let memory = CodeMemory {
             base,
             mapped_len,
-            functions: Vec::with_capacity(functions.len()),
+            functions,
             symbols,
         };
-        // SAFETY: the mapping is `mapped_len >= len` bytes of writable memory owned by us.
+        // SAFETY: the mapping is `mapped_len >= image.len()` bytes of writable memory owned by
+        // `memory`, and nothing else refers to it yet.
         let bytes = unsafe { std::slice::from_raw_parts_mut(base, mapped_len) };
-        let index_of_func: std::collections::HashMap<u32, usize> = func_indices
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.map(|f| (f, i)))
-            .collect();
-        for (i, f) in functions.iter().enumerate() {
-            let start = layout[i];
-            bytes[start..start + f.code.len()].copy_from_slice(&f.code);
-            memory.functions.push(FunctionInfo {
-                start,
-                len: f.code.len(),
-                func_index: func_indices[i],
-                traps: f.traps.clone(),
-                source_locations: f.source_locations.clone(),
-            });
-        }
-        for (i, f) in functions.iter().enumerate() {
+        bytes[..image.len()].copy_from_slice(image);
+        for f in &memory.functions {
             for reloc in &f.relocations {
-                let at = layout[i] + reloc.offset as usize;
+                let at = f.start + reloc.offset as usize;
                 let target = match reloc.target {
-                    RelocTarget::Func(index) => {
-                        let j = index_of_func.get(&index).ok_or_else(|| {
-                            format!("relocation to function {index}, which is not in this code")
-                        })?;
-                        base as usize + layout[*j]
-                    }
+                    RelocTarget::Func(index) => base as usize + index_of_func[&index],
                     RelocTarget::LibCall(libcall) => libcall_address(libcall),
                 };
                 apply_relocation(
@@ -149,7 +151,7 @@ impl CodeMemory {
         unsafe {
             region::protect(base, mapped_len, region::Protection::READ_EXECUTE)
                 .map_err(|e| format!("making code executable failed: {e}"))?;
-            weft_arch::flush_icache(base, len);
+            weft_arch::flush_icache(base, image.len());
         }
         let memory = Arc::new(memory);
         REGISTRY
@@ -157,6 +159,27 @@ impl CodeMemory {
             .unwrap_or_else(|e| e.into_inner())
             .insert(base as usize + mapped_len, Arc::downgrade(&memory));
         Ok(memory)
+    }
+
+    /// The functions, in address order.
+    pub fn functions(&self) -> &[FunctionInfo] {
+        &self.functions
+    }
+
+    /// A copy of the code with every relocated field cleared: the image [`CodeMemory::load`]
+    /// takes, independent of where this copy was placed.
+    pub fn image(&self) -> Vec<u8> {
+        let len = self.functions.last().map_or(0, |f| f.start + f.len);
+        // SAFETY: `len <= mapped_len` (checked by `load`), and the mapping stays readable
+        // (read + execute) and unchanged until `Drop`.
+        let code = unsafe { std::slice::from_raw_parts(self.base, len) };
+        let mut image = code.to_vec();
+        for f in &self.functions {
+            for reloc in &f.relocations {
+                clear_relocation(&mut image, f.start + reloc.offset as usize, reloc.kind);
+            }
+        }
+        image
     }
 
     /// Address of the `i`th published function.
@@ -234,6 +257,93 @@ pub fn lookup_frame(pc: usize) -> Option<FrameInfo> {
             wasm_offset,
         })
     })
+}
+
+/// Lays out `functions` one after another at their alignment (at least 16): the code image
+/// with relocations unapplied, and the function table.
+fn layout(
+    functions: &[CompiledFunction],
+    func_indices: &[Option<u32>],
+) -> (Vec<u8>, Vec<FunctionInfo>) {
+    let mut image = Vec::new();
+    let mut infos = Vec::with_capacity(functions.len());
+    for (f, &func_index) in functions.iter().zip(func_indices) {
+        let align = f.alignment.max(16) as usize;
+        image.resize(image.len().next_multiple_of(align), 0);
+        infos.push(FunctionInfo {
+            start: image.len(),
+            len: f.code.len(),
+            func_index,
+            traps: f.traps.clone(),
+            source_locations: f.source_locations.clone(),
+            relocations: f.relocations.clone(),
+        });
+        image.extend_from_slice(&f.code);
+    }
+    (image, infos)
+}
+
+/// Checks that `functions` describes an image of `image_len` bytes (see [`CodeMemory::load`])
+/// and returns where each Wasm function starts.
+fn check_function_table(
+    image_len: usize,
+    functions: &[FunctionInfo],
+) -> Result<HashMap<u32, usize>, String> {
+    let mut index_of_func = HashMap::with_capacity(functions.len());
+    let mut end = 0usize;
+    for f in functions {
+        let f_end = f
+            .start
+            .checked_add(f.len)
+            .filter(|&e| f.start >= end && e <= image_len)
+            .ok_or("a function lies outside the code or out of order")?;
+        end = f_end;
+        if !f.traps.is_sorted_by_key(|t| t.0) || !f.source_locations.is_sorted_by_key(|s| s.0) {
+            return Err("trap sites or source locations are not sorted".into());
+        }
+        if let Some(index) = f.func_index
+            && index_of_func.insert(index, f.start).is_some()
+        {
+            return Err(format!("function {index} appears twice"));
+        }
+        for reloc in &f.relocations {
+            let size = match reloc.kind {
+                RelocKind::Abs8 => 8,
+                RelocKind::X86PcRel4 | RelocKind::Arm64Call => 4,
+            };
+            if (reloc.offset as usize)
+                .checked_add(size)
+                .is_none_or(|e| e > f.len)
+            {
+                return Err("a relocation lies outside its function".into());
+            }
+        }
+    }
+    for f in functions {
+        for reloc in &f.relocations {
+            if let RelocTarget::Func(index) = reloc.target
+                && !index_of_func.contains_key(&index)
+            {
+                return Err(format!(
+                    "relocation to function {index}, which is not in this code"
+                ));
+            }
+        }
+    }
+    Ok(index_of_func)
+}
+
+/// Undoes [`apply_relocation`]'s write at `at` (every kind overwrites its field whole, except
+/// `Arm64Call`, which fills the 26-bit offset of a `bl`).
+fn clear_relocation(bytes: &mut [u8], at: usize, kind: RelocKind) {
+    match kind {
+        RelocKind::Abs8 => bytes[at..at + 8].fill(0),
+        RelocKind::X86PcRel4 => bytes[at..at + 4].fill(0),
+        RelocKind::Arm64Call => {
+            let insn = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            bytes[at..at + 4].copy_from_slice(&(insn & !0x03ff_ffff).to_le_bytes());
+        }
+    }
 }
 
 fn apply_relocation(
