@@ -1,11 +1,16 @@
-//! The `weft` command: run a module's export, or run spec scripts. A thin layer over the
-//! `weft` crate; everything it does is available to embedders.
+//! The `weft` command: run a module's export, compile a module ahead of time, or run spec
+//! scripts. A thin layer over the `weft` crate; everything it does is available to embedders.
+//!
+//! `weft run` caches compiled code in the user's cache directory (`CacheConfig::user_default`:
+//! `$XDG_CACHE_HOME/weft`, else `~/.cache/weft`), so a program's second run skips compilation.
+//! `--no-cache` or a non-empty `WEFT_NO_CACHE` turns that off; `WEFT_CACHE_DIR` puts the cache
+//! elsewhere.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use weft::{Config, Engine, Error, Linker, Module, Store, Val, ValType};
+use weft::{CacheConfig, Config, Engine, Error, Linker, Module, Store, Val, ValType};
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
 mod limits;
@@ -50,11 +55,26 @@ enum Command {
         /// comma-separated.
         #[arg(short = 'W', value_name = "KEY=VALUE")]
         limits: Vec<String>,
-        /// The module to run.
+        /// Compile without the code cache (neither read nor write it). A non-empty
+        /// `WEFT_NO_CACHE` does the same.
+        #[arg(long)]
+        no_cache: bool,
+        /// The module to run: .wasm, .wat, or a .cwasm from `weft compile`.
         file: PathBuf,
         /// The program's arguments (or the invoked export's).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Compile a module (binary .wasm or text .wat) ahead of time to a .cwasm file, which
+    /// `weft run` loads without compiling. It holds machine code for this weft build and this
+    /// CPU: another build or machine refuses it (and anyone who can write it controls what
+    /// runs, as with any executable).
+    Compile {
+        /// The module to compile.
+        file: PathBuf,
+        /// Where to write the compiled module (default: FILE with the extension .cwasm).
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
     },
     /// Run WebAssembly spec scripts (.wast) and report each file and the total.
     Wast {
@@ -72,6 +92,7 @@ struct RunOptions {
     argv0: Option<String>,
     args: Vec<String>,
     limits: Limits,
+    no_cache: bool,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +105,7 @@ fn main() -> ExitCode {
             envs,
             argv0,
             limits,
+            no_cache,
             mut args,
         } => {
             let limits = match Limits::parse(&limits) {
@@ -112,8 +134,10 @@ fn main() -> ExitCode {
                 argv0,
                 args,
                 limits,
+                no_cache,
             })
         }
+        Command::Compile { file, output } => compile(&file, output),
         Command::Wast { files } => wast(&files),
     };
     match result {
@@ -158,13 +182,48 @@ fn wasi_context(options: &RunOptions) -> Result<WasiCtx, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
+/// The code cache `weft run` uses, unless turned off (see the crate docs).
+fn cache(no_cache: bool) -> Option<CacheConfig> {
+    let off = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    if no_cache || off("WEFT_NO_CACHE") {
+        return None;
+    }
+    match std::env::var_os("WEFT_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => Some(CacheConfig::new(dir)),
+        _ => CacheConfig::user_default(),
+    }
+}
+
+fn compile(file: &std::path::Path, output: Option<PathBuf>) -> Result<ExitCode, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if weft::is_serialized_module(&bytes) {
+        return Err(format!("{} is compiled already", file.display()));
+    }
+    let engine = Engine::default();
+    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let serialized = module
+        .serialize()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let output = output.unwrap_or_else(|| file.with_extension("cwasm"));
+    std::fs::write(&output, serialized)
+        .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(options: RunOptions) -> Result<ExitCode, String> {
     let file = &options.file;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut config = Config::new();
     options.limits.configure(&mut config);
+    config.cache(cache(options.no_cache));
     let engine = Engine::new(&config).map_err(|e| e.to_string())?;
-    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    // A .cwasm from `weft compile` is recognized by its header, whatever the file is called.
+    let module = if weft::is_serialized_module(&bytes) {
+        Module::deserialize(&engine, &bytes)
+    } else {
+        Module::new(&engine, &bytes)
+    }
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let wasi = wasi_context(&options)?;
     let mut linker = Linker::new(&engine);
     weft_wasi::add_to_linker_async(&mut linker, |wasi: &mut WasiCtx| wasi)

@@ -11,6 +11,8 @@ fn weft(args: &[&str]) -> Output {
     common::target_command(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Hermetic: the code cache has tests of its own (compile_cache.rs).
+        .env("WEFT_NO_CACHE", "1")
         .output()
         .expect("weft runs")
 }

@@ -17,6 +17,8 @@ fn weft(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = common::target_command(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .current_dir(repo())
+        // Hermetic: the code cache has tests of its own (compile_cache.rs).
+        .env("WEFT_NO_CACHE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

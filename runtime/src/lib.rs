@@ -167,6 +167,9 @@
 //!   `promising_values.rs`: a promising call's arguments and results; `shared_store.rs`: the
 //!   fair lock behind [`SharedStore`].
 //! - `externals.rs` (memories, tables, globals), `types.rs`, `values.rs`, `error.rs`.
+//! - `serialize.rs`: the `.cwasm` format of `Module::serialize`/`deserialize` (header,
+//!   checks, trust model); `cache.rs`: the on-disk code cache behind `Config::cache` (layout,
+//!   atomic writes, eviction).
 //!
 //! The VM layer, `vm/` (all of the crate's `unsafe`; its module docs list its files): the
 //! structures compiled code reads, entering Wasm and the signal handler, fibers and the
