@@ -94,7 +94,7 @@ pub struct CodeFingerprint {
     /// by commas.
     pub cpu_features: String,
     /// Cranelift's shared flags and weft's options that change code or what a module may
-    /// contain (memory mode, multi-memory), the same way.
+    /// contain (memory mode, multi-memory, epoch checks, fuel), the same way.
     pub settings: String,
 }
 
@@ -161,14 +161,23 @@ impl Compiler {
             .iter()
             .filter(|v| v.name != "enable_verifier")
             .collect();
+        // Every option named, none with `..`: a new option must be placed here or left out
+        // on purpose, or this does not compile.
+        let CompilerOptions {
+            memory_mode,
+            verify: _,
+            threads: _,
+            multi_memory,
+            epoch_interruption,
+            consume_fuel,
+        } = &self.options;
         CodeFingerprint {
             target: self.isa.triple().to_string(),
             cpu_features: join(self.isa.isa_flags()),
             settings: format!(
-                "{},memory_mode={:?},multi_memory={}",
+                "{},memory_mode={memory_mode:?},multi_memory={multi_memory},\
+                 epoch_interruption={epoch_interruption},consume_fuel={consume_fuel}",
                 join(shared),
-                self.options.memory_mode,
-                self.options.multi_memory
             ),
         }
     }

@@ -82,3 +82,36 @@ impl RelocKind {
     pub const ALL: &'static [RelocKind] =
         &[RelocKind::Abs8, RelocKind::X86PcRel4, RelocKind::Arm64Call];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A serialized module names these by their position in `ALL`; a variant missing there
+    /// could not be written. The matches have no wildcard, so a new variant stops this test
+    /// from compiling until it is listed.
+    #[test]
+    fn all_lists_every_libcall_and_relocation_kind_once() {
+        let listed_libcall = |l: LibCall| match l {
+            LibCall::CeilF32
+            | LibCall::CeilF64
+            | LibCall::FloorF32
+            | LibCall::FloorF64
+            | LibCall::TruncF32
+            | LibCall::TruncF64
+            | LibCall::NearestF32
+            | LibCall::NearestF64
+            | LibCall::FmaF32
+            | LibCall::FmaF64 => LibCall::ALL.iter().filter(|&&x| x == l).count(),
+        };
+        assert!(LibCall::ALL.iter().all(|&l| listed_libcall(l) == 1));
+        assert_eq!(LibCall::ALL.len(), 10);
+        let listed_kind = |k: RelocKind| match k {
+            RelocKind::Abs8 | RelocKind::X86PcRel4 | RelocKind::Arm64Call => {
+                RelocKind::ALL.iter().filter(|&&x| x == k).count()
+            }
+        };
+        assert!(RelocKind::ALL.iter().all(|&k| listed_kind(k) == 1));
+        assert_eq!(RelocKind::ALL.len(), 3);
+    }
+}

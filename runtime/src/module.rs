@@ -156,8 +156,9 @@ impl Module {
     /// # Errors
     /// [`Error::Deserialize`] with a [`crate::DeserializeError`] saying why, if the bytes are
     /// not a serialized module, come from another weft build, target, CPU feature set or
-    /// code-changing configuration (memory mode, multi-memory) than this engine's, or are
-    /// truncated or fail the checksum. Nothing is executed before all checks pass.
+    /// code-changing configuration (memory mode, multi-memory, epoch interruption, fuel) than
+    /// this engine's, or are truncated or fail the checksum. Nothing is executed before all
+    /// checks pass.
     pub fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Module> {
         let compiler = engine.compiler().code_fingerprint();
         let parts =

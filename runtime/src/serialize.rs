@@ -16,7 +16,7 @@
 //!                 str    target triple
 //!                 str    CPU features (Cranelift's ISA flags)
 //!                 str    settings that change code (Cranelift's shared flags, memory mode,
-//!                        multi-memory)
+//!                        multi-memory, epoch interruption, fuel)
 //!                 bytes  the module's Wasm binary
 //!                 bytes  the code image, relocations unapplied
 //!                 u32    function count, then per function:
@@ -108,8 +108,8 @@ pub enum DeserializeError {
         /// The settings that differ, as `name: file's value, this machine's value`.
         differences: String,
     },
-    /// Compiled with other settings that change code (memory mode, multi-memory, Cranelift's
-    /// shared flags).
+    /// Compiled with other settings that change code (memory mode, multi-memory, epoch
+    /// interruption, fuel, Cranelift's shared flags).
     Settings {
         /// The settings that differ, as `name: file's value, this engine's value`.
         differences: String,

@@ -138,6 +138,21 @@ fn file_from_other_settings_is_refused_naming_the_difference() {
     config.wasm_multi_memory(false);
     let why = refusal(&Engine::new(&config).unwrap(), &bytes);
     assert!(matches!(why, DeserializeError::Settings { .. }), "{why}");
+    // Code without epoch checks or fuel accounting must not run where they are expected.
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let why = refusal(&Engine::new(&config).unwrap(), &bytes);
+    assert!(
+        matches!(&why, DeserializeError::Settings { differences } if differences == "epoch_interruption: false, true"),
+        "{why}"
+    );
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    let why = refusal(&Engine::new(&config).unwrap(), &bytes);
+    assert!(
+        matches!(&why, DeserializeError::Settings { differences } if differences == "consume_fuel: false, true"),
+        "{why}"
+    );
 }
 
 /// The header's strings in order (build id, target, CPU features, settings), the rest of the
