@@ -69,12 +69,7 @@ impl Limits {
     /// What to tell the user when `error` is one of these limits being reached.
     pub fn explain(&self, error: &Error) -> Option<String> {
         match error.trap()? {
-            Trap::Interrupt => self.timeout.map(|t| {
-                format!(
-                    "the program ran longer than its time limit (-W timeout={}) and was stopped",
-                    show_duration(t)
-                )
-            }),
+            Trap::Interrupt => self.timeout.map(|_| self.timed_out()),
             Trap::OutOfFuel => self.fuel.map(|fuel| {
                 format!("the program used all its fuel (-W fuel={fuel}) and was stopped")
             }),

@@ -38,6 +38,14 @@ fn instantiate(engine: &Engine) -> (Store<()>, weft::Instance) {
     (store, instance)
 }
 
+/// After an interruption or a cancelled call: a plain call of the instance still works.
+fn assert_store_works(store: &mut Store<()>, instance: weft::Instance) {
+    let answer = instance
+        .get_typed_func::<(), i32>(&mut *store, "answer")
+        .unwrap();
+    assert_eq!(answer.call(store, ()).unwrap(), 42);
+}
+
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -65,10 +73,7 @@ fn sync_infinite_loop_is_interrupted_from_another_thread_with_a_backtrace() {
     assert_eq!(frames[0].func_name.as_deref(), Some("spin"), "{error}");
     // The store still works, and a deadline in the future lets calls finish.
     store.set_epoch_deadline(1_000);
-    let answer = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+    assert_store_works(&mut store, instance);
 }
 
 #[test]
@@ -130,10 +135,7 @@ fn promising_call_in_an_infinite_loop_yields_at_the_epoch_deadline() {
     // Dropping the spinning call cancelled it: the store works (once its deadline is ahead of
     // the epoch again).
     store.set_epoch_deadline(1_000);
-    let answer = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+    assert_store_works(&mut store, instance);
 }
 
 #[test]
@@ -167,10 +169,7 @@ fn promising_call_in_an_infinite_loop_yields_every_fuel_interval() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     let left = store.get_fuel().unwrap();
     assert!(left < u64::MAX, "the spinning call consumed no fuel");
-    let answer = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+    assert_store_works(&mut store, instance);
 }
 
 #[test]

@@ -967,12 +967,15 @@ mod imp {
         path: u32,
         path_len: u32,
     ) -> Step {
-        let (dir, path) = dir_and_path(host, fd, path, path_len, RIGHTS_PATH_CREATE_DIRECTORY)?;
-        require(dir.perms.mutate)?;
-        host.blocking()
-            .run(move || dir.dir.create_dir(path))
-            .await??;
-        Ok(())
+        change_entry(
+            host,
+            fd,
+            path,
+            path_len,
+            RIGHTS_PATH_CREATE_DIRECTORY,
+            |dir, path| dir.create_dir(path),
+        )
+        .await
     }
 
     fn dir_and_path<H: WasiHost>(
@@ -986,6 +989,22 @@ mod imp {
             let path = mem.read_str(path, path_len)?;
             Ok((dir(ctx, fd, rights)?, path))
         })
+    }
+
+    /// The calls that create or remove one entry: `path` in directory `fd` (with `rights`,
+    /// and a preopen that may be changed), then `op` on the blocking pool.
+    async fn change_entry<H: WasiHost>(
+        host: &mut H,
+        fd: u32,
+        path: u32,
+        path_len: u32,
+        rights: u64,
+        op: fn(&Dir, &str) -> std::io::Result<()>,
+    ) -> Step {
+        let (dir, path) = dir_and_path(host, fd, path, path_len, rights)?;
+        require(dir.perms.mutate)?;
+        host.blocking().run(move || op(&dir.dir, &path)).await??;
+        Ok(())
     }
 
     pub async fn path_filestat_get<H: WasiHost>(
@@ -1270,12 +1289,15 @@ mod imp {
         path: u32,
         path_len: u32,
     ) -> Step {
-        let (dir, path) = dir_and_path(host, fd, path, path_len, RIGHTS_PATH_REMOVE_DIRECTORY)?;
-        require(dir.perms.mutate)?;
-        host.blocking()
-            .run(move || dir.dir.remove_dir(&path))
-            .await??;
-        Ok(())
+        change_entry(
+            host,
+            fd,
+            path,
+            path_len,
+            RIGHTS_PATH_REMOVE_DIRECTORY,
+            |dir, path| dir.remove_dir(path),
+        )
+        .await
     }
 
     pub async fn path_rename<H: WasiHost>(
@@ -1328,12 +1350,15 @@ mod imp {
         path: u32,
         path_len: u32,
     ) -> Step {
-        let (dir, path) = dir_and_path(host, fd, path, path_len, RIGHTS_PATH_UNLINK_FILE)?;
-        require(dir.perms.mutate)?;
-        host.blocking()
-            .run(move || dir.dir.remove_file(&path))
-            .await??;
-        Ok(())
+        change_entry(
+            host,
+            fd,
+            path,
+            path_len,
+            RIGHTS_PATH_UNLINK_FILE,
+            |dir, path| dir.remove_file(path),
+        )
+        .await
     }
 
     pub async fn poll_oneoff<H: WasiHost>(

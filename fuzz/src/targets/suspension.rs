@@ -58,6 +58,42 @@ fn wide(
     })
 }
 
+/// Defines `s_wide` with `$define` (`func_wrap` or `func_wrap_async`): its 16 parameters
+/// folded by [`wide`] into `$w`, then `$body` with the caller as `$c`.
+macro_rules! wide_import {
+    ($linker:ident . $define:ident, |$c:ident, $w:ident| $body:expr) => {
+        $linker.$define(
+            "host",
+            "s_wide",
+            |mut $c: Caller<'_, HostState>,
+             a0: i32,
+             a1: i64,
+             a2: f32,
+             a3: f64,
+             b0: i32,
+             b1: i64,
+             b2: f32,
+             b3: f64,
+             c0: i32,
+             c1: i64,
+             c2: f32,
+             c3: f64,
+             d0: i32,
+             d1: i64,
+             d2: f32,
+             d3: f64| {
+                let $w = wide(
+                    (a0, a1, a2, a3),
+                    (b0, b1, b2, b3),
+                    (c0, c1, c2, c3),
+                    (d0, d1, d2, d3),
+                );
+                $body
+            },
+        )?
+    };
+}
+
 /// The type of `s_dyn`, defined through the untyped `func_new`/`func_new_async`.
 fn dyn_type() -> FuncType {
     FuncType::new(
@@ -110,35 +146,7 @@ fn sync_linker() -> Linker<HostState> {
         linker.func_wrap("host", "s_d", |mut c: Caller<'_, HostState>, x: f64| {
             mix(c.data_mut(), x.to_bits()) as u32 as f64
         })?;
-        linker.func_wrap(
-            "host",
-            "s_wide",
-            |mut c: Caller<'_, HostState>,
-             a0: i32,
-             a1: i64,
-             a2: f32,
-             a3: f64,
-             b0: i32,
-             b1: i64,
-             b2: f32,
-             b3: f64,
-             c0: i32,
-             c1: i64,
-             c2: f32,
-             c3: f64,
-             d0: i32,
-             d1: i64,
-             d2: f32,
-             d3: f64| {
-                let w = wide(
-                    (a0, a1, a2, a3),
-                    (b0, b1, b2, b3),
-                    (c0, c1, c2, c3),
-                    (d0, d1, d2, d3),
-                );
-                mix(c.data_mut(), w) as i64
-            },
-        )?;
+        wide_import!(linker.func_wrap, |c, w| mix(c.data_mut(), w) as i64);
         linker.func_new("host", "s_dyn", dyn_type(), |mut c, args, results| {
             results.copy_from_slice(&dyn_results(c.data_mut(), args));
             Ok(())
@@ -188,37 +196,11 @@ fn async_linker() -> Linker<HostState> {
             let v = mix(s, x.to_bits()) as u32 as f64;
             pending(s, v)
         })?;
-        linker.func_wrap_async(
-            "host",
-            "s_wide",
-            |mut c: Caller<'_, HostState>,
-             a0: i32,
-             a1: i64,
-             a2: f32,
-             a3: f64,
-             b0: i32,
-             b1: i64,
-             b2: f32,
-             b3: f64,
-             c0: i32,
-             c1: i64,
-             c2: f32,
-             c3: f64,
-             d0: i32,
-             d1: i64,
-             d2: f32,
-             d3: f64| {
-                let w = wide(
-                    (a0, a1, a2, a3),
-                    (b0, b1, b2, b3),
-                    (c0, c1, c2, c3),
-                    (d0, d1, d2, d3),
-                );
-                let s = c.data_mut();
-                let v = mix(s, w) as i64;
-                pending(s, v)
-            },
-        )?;
+        wide_import!(linker.func_wrap_async, |c, w| {
+            let s = c.data_mut();
+            let v = mix(s, w) as i64;
+            pending(s, v)
+        });
         linker.func_new_async("host", "s_dyn", dyn_type(), |mut c, args| {
             let s = c.data_mut();
             let results = dyn_results(s, args);

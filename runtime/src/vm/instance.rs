@@ -343,15 +343,9 @@ unsafe fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
     match result {
         Ok(()) => 1,
         Err(code) => {
-            // SAFETY: `vmctx` is a live instance's (builtin contract); its store context is
-            // live while its code runs.
-            unsafe {
-                let store = vmctx
-                    .add(VMOffsets::STORE_CONTEXT as usize)
-                    .cast::<*const VMStoreContext>()
-                    .read();
-                record(store, Recorded::Trap(code));
-            }
+            // SAFETY: `vmctx` is a live instance's whose code calls this builtin (our
+            // contract), so its store context is that of the calling code.
+            unsafe { record(store_context(vmctx), Recorded::Trap(code)) };
             0
         }
     }
