@@ -201,6 +201,53 @@ else
     check_output "sleeper.wasm on node" "$here/sleeper/expected.txt" "$work/sleeper-wasm.out"
 fi
 
+# ---------------------------------------------------------------------------------------------
+step "QuickJS (Fabrice Bellard's JavaScript engine, 2021-03-27, MIT): wasm32-wasi and native"
+# The C sources come from the PyPI package `quickjs` (its sdist carries them unchanged in
+# upstream-quickjs/); the archive's and every file's hash are pinned. quickjs-wasi.sed makes
+# the WASI edits, and the native build uses the same edited source, so both run one engine.
+QUICKJS_SDIST=quickjs-1.19.4.tar.gz
+QUICKJS_SDIST_SHA256=1205953abc24ff757f4a795304d5d61e4bf1e555c9ef6ec96a132d4b95535484
+python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$work/fetch-qjs" quickjs==1.19.4
+echo "$QUICKJS_SDIST_SHA256  $work/fetch-qjs/$QUICKJS_SDIST" | sha256sum --check --quiet \
+    || die "$QUICKJS_SDIST does not have the pinned hash"
+tar -xzf "$work/fetch-qjs/$QUICKJS_SDIST" -C "$work/fetch-qjs"
+qjs_src="$work/fetch-qjs/${QUICKJS_SDIST%.tar.gz}/upstream-quickjs"
+(cd "$qjs_src" && sha256sum --check --quiet "$here/quickjs/sources.sha256") \
+    || die "the QuickJS sources do not match quickjs/sources.sha256"
+mkdir -p "$work/quickjs-src"
+cp "$qjs_src"/*.h "$qjs_src"/*.c "$work/quickjs-src/"
+sed -f "$here/quickjs/quickjs-wasi.sed" "$qjs_src/quickjs.c" >"$work/quickjs-src/quickjs.c"
+[[ $(diff "$qjs_src/quickjs.c" "$work/quickjs-src/quickjs.c" | grep -c '^>') == 5 ]] \
+    || die "quickjs-wasi.sed did not make its five line edits"
+QJS_FLAGS=(-DCONFIG_VERSION='"2021-03-27"' -DCONFIG_BIGNUM -D_GNU_SOURCE -I"$work/quickjs-src"
+    # Warnings of QuickJS's own code, not ours.
+    -Wno-implicit-const-int-float-conversion -Wno-unused-but-set-variable)
+QJS_SOURCES=("$work"/quickjs-src/{quickjs,libregexp,libunicode,cutils,libbf}.c "$here/quickjs/driver.c")
+# A 1 MiB shadow stack: the driver limits JavaScript recursion to 768 KiB of it.
+"${WASI_CC[@]}" -Wl,-z,stack-size=1048576 "${QJS_FLAGS[@]}" "${QJS_SOURCES[@]}" -lm \
+    -o "$work/quickjs.wasm"
+wasm-strip "$work/quickjs.wasm"
+install -m 644 "$work/quickjs.wasm" "$out/quickjs.wasm"
+check_imports "$out/quickjs.wasm"
+clang -O2 -Wall "${QJS_FLAGS[@]}" "${QJS_SOURCES[@]}" -lm -o "$work/quickjs"
+status=0
+(cd "$here/quickjs" && "$work/quickjs" workload.js first second) >"$work/quickjs-native.out" \
+    || status=$?
+check_status "native quickjs" 0 "$status"
+check_output "native quickjs" "$here/quickjs/expected.txt" "$work/quickjs-native.out"
+if [[ -z "$have_node" ]]; then
+    skipped quickjs
+else
+    status=0
+    # The workload's deepest recursion (its caught stack overflow) needs more native stack than
+    # V8 gives Wasm by default; 7,000 KB stays inside the main thread's usual 8 MiB.
+    (cd "$here/quickjs" && node --no-warnings --stack-size=7000 "$here/tools/node-wasi-run.mjs" \
+        --dir . "$out/quickjs.wasm" workload.js first second) >"$work/quickjs-wasm.out" || status=$?
+    check_status "quickjs.wasm on node" 0 "$status"
+    check_output "quickjs.wasm on node" "$here/quickjs/expected.txt" "$work/quickjs-wasm.out"
+fi
+
 step "Done"
 ls -l "$out"
 (cd "$out" && sha256sum ./*.wasm)

@@ -124,6 +124,45 @@ fn rust_std_program_uses_fs_env_stdin_time_and_exit() {
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0);
 }
 
+/// A JavaScript engine (QuickJS, `programs/quickjs/`) running a workload of its interpreter,
+/// garbage collector, regular expressions, BigInt, exceptions, generators and promises; the
+/// same source built natively printed `expected.txt`. Then a script whose exception nothing
+/// catches: QuickJS reports it on stderr and exits with status 1.
+#[test]
+fn quickjs_runs_a_javascript_workload_like_its_native_build() {
+    let engine = engine();
+    let module = load(&engine, "quickjs.wasm");
+    let dir = repo().join("programs/quickjs");
+    let mut builder = WasiCtx::builder();
+    builder
+        .args(["quickjs.wasm", "/js/workload.js", "first", "second"])
+        .preopened_dir(&dir, "/js", DirPerms::READ_ONLY, FilePerms::READ_ONLY);
+    let rt = runtime();
+    let workload = rt.block_on(run(&engine, &module, &mut builder));
+    assert_eq!((workload.exit, workload.stderr.as_str()), (0, ""));
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+    assert_eq!(workload.stdout, expected);
+
+    let scripts = scratch("quickjs");
+    std::fs::write(
+        scripts.join("throws.js"),
+        "print('before');\nfunction f(n) { if (n === 0) throw new TypeError('no ' + n); f(n - 1); }\nf(3);\n",
+    )
+    .unwrap();
+    let mut builder = WasiCtx::builder();
+    builder
+        .args(["quickjs.wasm", "/js/throws.js"])
+        .preopened_dir(&scripts, "/js", DirPerms::READ_ONLY, FilePerms::READ_ONLY);
+    let thrown = rt.block_on(run(&engine, &module, &mut builder));
+    assert_eq!((thrown.exit, thrown.stdout.as_str()), (1, "before\n"));
+    assert!(
+        thrown.stderr.starts_with("uncaught: TypeError: no 0\n")
+            && thrown.stderr.contains("at f ("),
+        "{}",
+        thrown.stderr
+    );
+}
+
 /// Issue 8's "many programs, one thread": N sleepers on one current-thread runtime overlap.
 #[test]
 fn many_sleepers_on_one_thread_overlap() {
