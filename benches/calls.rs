@@ -7,8 +7,16 @@
 //! - `call/host_to_wasm`: a typed synchronous call of an empty export.
 //! - `call/wasm_to_host`: one iteration of a Wasm loop calling a synchronous host import.
 //! - `badfib/20`: fib(20) whose 10,945 additions each suspend once.
+//! - `per_add/sync_import`: fib(20) whose additions call a synchronous host import, per
+//!   addition (the whole call's time over its 10,945 additions).
+//! - `per_add/recursion`: fib(20) with its additions in Wasm, per addition (two Wasm calls).
+//! - `tokio/roundtrip`: `suspend/roundtrip` under tokio's `current_thread` runtime, and
+//!   `tokio/rust_yield`: a plain Rust future that yields once, awaited the same number of times
+//!   under the same runtime. The difference is weft's share of a round trip; the rest is the
+//!   executor's wake and re-poll.
 //!
-//! Futures are polled by hand with a no-op waker, so no executor's cost is in the figures.
+//! Futures are polled by hand with a no-op waker (except in `tokio/*`), so no executor's cost
+//! is in the other figures.
 //! Loops run inside one promising call (`iter_custom`), so per-iteration figures exclude the
 //! call's setup.
 
@@ -159,5 +167,102 @@ fn badfib(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, suspend, calls, badfib);
+/// Times `iters` additions of `f(20)` (a fib of 10,945 additions): as many whole calls as
+/// cover them, scaled to `iters`, so criterion reports the time per addition.
+fn per_add(f: &mut dyn FnMut() -> i32, iters: u64) -> Duration {
+    const ADDS: u64 = 10_945;
+    let calls = iters.div_ceil(ADDS).max(1);
+    let start = Instant::now();
+    for _ in 0..calls {
+        assert_eq!(f(), 6765);
+    }
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (calls * ADDS) as f64)
+}
+
+fn recursion(c: &mut Criterion) {
+    let engine = Engine::default();
+    let module = Module::new(&engine, include_bytes!("asyncify/fib.wasm").as_slice()).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "add", |a: i32, b: i32| a.wrapping_add(b))
+        .unwrap()
+        .func_wrap_async("env", "promise_add", |_: Caller<'_, ()>, a: i32, b: i32| {
+            PendingOnce(Some(a.wrapping_add(b)), false)
+        })
+        .unwrap()
+        .func_wrap_async("env", "leaf", |_: Caller<'_, ()>, n: i32| {
+            std::future::ready(n)
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let js_fib = instance
+        .get_typed_func::<i32, i32>(&mut store, "js_fib")
+        .unwrap();
+    let local_fib = instance
+        .get_typed_func::<i32, i32>(&mut store, "local_fib")
+        .unwrap();
+    let mut group = c.benchmark_group("per_add");
+    group.bench_function("sync_import", |b| {
+        b.iter_custom(|iters| {
+            per_add(
+                &mut || js_fib.call(&mut store, black_box(20)).unwrap(),
+                iters,
+            )
+        })
+    });
+    group.bench_function("recursion", |b| {
+        b.iter_custom(|iters| {
+            per_add(
+                &mut || local_fib.call(&mut store, black_box(20)).unwrap(),
+                iters,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn tokio_current_thread(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (mut store, instance) = setup(LOOPS);
+    let loop_wait = instance
+        .get_typed_func::<i32, ()>(&mut store, "loop_wait")
+        .unwrap();
+    let mut group = c.benchmark_group("tokio");
+    group.bench_function("roundtrip", |b| {
+        b.iter_custom(|iters| {
+            let iters = i32::try_from(iters.max(1)).unwrap();
+            let start = Instant::now();
+            runtime
+                .block_on(loop_wait.call_async(&mut store, iters))
+                .unwrap();
+            start.elapsed()
+        })
+    });
+    group.bench_function("rust_yield", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            runtime.block_on(async {
+                for i in 0..iters {
+                    black_box(PendingOnce(Some(i as i32), false).await);
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    suspend,
+    calls,
+    badfib,
+    recursion,
+    tokio_current_thread
+);
 criterion_main!(benches);

@@ -53,7 +53,7 @@ pub(crate) fn call_raw<T: 'static>(
             .expect("host functions of a Store<T> take a Caller<T>")
             .callback()
             .clone();
-        return callback(Caller::new(store, None), slots);
+        return callback.call(Caller::new(store, None), slots);
     }
     let callee = crate::vm::call::callee(store, index, slots.len())?;
     crate::vm::call::call(store, callee, slots).map_err(trap_to_error)

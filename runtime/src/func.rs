@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use crate::call::{call_raw, check_values};
 // The VM layer names the `Caller` by this path.
@@ -17,10 +16,7 @@ use crate::values::Val;
 use crate::vm::ValRaw;
 use crate::vm::host::HostFuncContext;
 
-/// A host function in its uniform shape: it reads its parameters from the slots and writes its
-/// results back into them.
-pub type HostCallback<T> =
-    Arc<dyn Fn(Caller<'_, T>, &mut [ValRaw]) -> Result<()> + Send + Sync + 'static>;
+pub(crate) use crate::vm::host::HostCallback;
 
 /// A function of a store: exported by an instance or defined by the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,7 +235,7 @@ pub(crate) fn dynamic_callback<T: 'static>(
     ty: FuncType,
     f: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<()> + Send + Sync + 'static,
 ) -> HostCallback<T> {
-    Arc::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+    HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
         let params: Vec<Val> = ty
             .params()
             .iter()

@@ -5,7 +5,6 @@
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::call::{call_raw, check_values};
@@ -477,7 +476,7 @@ macro_rules! into_async_func {
                     <($($arg,)*) as WasmParams>::valtypes(),
                     <R::Results as WasmParams>::valtypes(),
                 );
-                let callback: HostCallback<T> = Arc::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+                let callback = HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
                     let Some(suspend) = caller.suspend_point() else {
                         return Err(Error::trap_without_backtrace(Trap::SuspendOutsidePromisingCall));
                     };
@@ -504,7 +503,7 @@ where
     F: Fn(Caller<'_, T>, &[Val]) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<Val>>> + Send + 'static,
 {
-    Arc::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+    HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
         let Some(suspend) = caller.suspend_point() else {
             return Err(Error::trap_without_backtrace(
                 Trap::SuspendOutsidePromisingCall,

@@ -2,7 +2,6 @@
 //! `WasmResults`, `WasmRet`), host closures as functions (`IntoFunc`), and `TypedFunc`.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use crate::call::call_raw;
 use crate::caller::Caller;
@@ -156,7 +155,7 @@ macro_rules! into_func {
         {
             fn into_func(self) -> (FuncType, HostCallback<T>) {
                 let ty = FuncType::new(<($($arg,)*) as WasmParams>::valtypes(), R::Results::valtypes());
-                let callback: HostCallback<T> = Arc::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+                let callback = HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
                     let results = self(caller, $(args.$i),*).into_result()?;
@@ -173,7 +172,7 @@ macro_rules! into_func {
         {
             fn into_func(self) -> (FuncType, HostCallback<T>) {
                 let ty = FuncType::new(<($($arg,)*) as WasmParams>::valtypes(), R::Results::valtypes());
-                let callback: HostCallback<T> = Arc::new(move |_: Caller<'_, T>, slots: &mut [ValRaw]| {
+                let callback = HostCallback::new(move |_: Caller<'_, T>, slots: &mut [ValRaw]| {
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
                     let results = self($(args.$i),*).into_result()?;

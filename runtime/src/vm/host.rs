@@ -1,21 +1,67 @@
 //! Host functions as compiled code sees them: a context whose first field is the array-call
 //! shim the Wasm-to-host trampoline calls (see `vmoffsets::host_func`).
+//!
+//! The shim is compiled once per closure type ([`HostCallback::new`] pairs the closure with
+//! `array_call::<T, C>`), so a Wasm-to-host call reaches the closure's code directly: no call
+//! through a `dyn Fn`, and the closure's argument loads and result stores inline into the shim.
+//! Only a failure leaves that straight line (to `fail`, out of line).
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use super::entry::{Recorded, record};
 use super::instance::instance_of_vmctx;
 use super::vmstructs::{FuncRefPtr, VMFuncRef, VMStoreContext, ValRaw};
-use crate::func::{Caller, HostCallback};
+use crate::func::Caller;
 use crate::store::StoreContext;
+
+/// The array-call shim of a host function: `(context, caller_vmctx, values, len) -> status`.
+type ArrayCall<T> =
+    unsafe extern "C" fn(*mut HostFuncContext<T>, *mut u8, *mut ValRaw, usize) -> u8;
+
+/// A host function in its uniform shape: it reads its parameters from the value slots and
+/// writes its results back into them; paired with the array-call shim made for its closure.
+pub struct HostCallback<T: 'static> {
+    /// Made from an `Arc<C>` of the closure type `C` that `array_call` was instantiated with
+    /// (only [`HostCallback::new`] makes one).
+    func: Arc<dyn Fn(Caller<'_, T>, &mut [ValRaw]) -> crate::Result<()> + Send + Sync>,
+    array_call: ArrayCall<T>,
+}
+
+impl<T: 'static> Clone for HostCallback<T> {
+    fn clone(&self) -> Self {
+        HostCallback {
+            func: self.func.clone(),
+            array_call: self.array_call,
+        }
+    }
+}
+
+impl<T: 'static> HostCallback<T> {
+    /// The host function `f`.
+    pub fn new<C>(f: C) -> Self
+    where
+        C: Fn(Caller<'_, T>, &mut [ValRaw]) -> crate::Result<()> + Send + Sync + 'static,
+    {
+        HostCallback {
+            func: Arc::new(f),
+            array_call: array_call::<T, C>,
+        }
+    }
+
+    /// Calls the function from the host (not through the shim).
+    pub fn call(&self, caller: Caller<'_, T>, slots: &mut [ValRaw]) -> crate::Result<()> {
+        (self.func)(caller, slots)
+    }
+}
 
 /// A host function of a `Store<T>`. Boxed and owned by the store, so its address (the vmctx
 /// compiled code passes back to it) is stable.
 #[repr(C)]
 pub struct HostFuncContext<T: 'static> {
-    /// Must be first: read by the Wasm-to-host trampoline.
-    array_call: unsafe extern "C" fn(*mut HostFuncContext<T>, *mut u8, *mut ValRaw, usize) -> u8,
+    /// Must be first: read by the Wasm-to-host trampoline. The callback's own shim.
+    array_call: ArrayCall<T>,
     store: *const VMStoreContext,
     func_ref: VMFuncRef,
     callback: HostCallback<T>,
@@ -40,7 +86,7 @@ impl<T: 'static> HostFuncContext<T> {
         wasm_to_array: Option<usize>,
     ) -> Box<Self> {
         let mut ctx = Box::new(HostFuncContext {
-            array_call: array_call::<T>,
+            array_call: callback.array_call,
             store: std::ptr::from_ref(&*store.opaque.vm),
             func_ref: VMFuncRef {
                 wasm_call: wasm_to_array.map_or(std::ptr::null(), |t| t as *const u8),
@@ -82,41 +128,69 @@ impl<T: 'static> HostFunc for HostFuncContext<T> {
     }
 }
 
-/// Called by the Wasm-to-host trampoline: runs the host callback on the value slots and
-/// reports an error or panic as a recorded trap (status 0).
-unsafe extern "C" fn array_call<T: 'static>(
+/// Called by the Wasm-to-host trampoline: runs the host callback (of closure type `C`) on the
+/// value slots and reports an error or panic as a recorded trap (status 0).
+///
+/// # Safety
+/// `ctx` is a live context of a store whose Wasm is running below us (entered through
+/// `lend_store`), made by [`HostFuncContext::new`] from a callback whose closure is a `C`;
+/// `caller_vmctx` is a live instance of that store, and `values` points to `len` value slots.
+unsafe extern "C" fn array_call<T: 'static, C>(
     ctx: *mut HostFuncContext<T>,
     caller_vmctx: *mut u8,
     values: *mut ValRaw,
     len: usize,
-) -> u8 {
+) -> u8
+where
+    C: Fn(Caller<'_, T>, &mut [ValRaw]) -> crate::Result<()> + Send + Sync + 'static,
+{
     // SAFETY: the trampoline passes the context it was created with, which the store keeps
     // alive; the caller's vmctx is a live instance of the same store.
     let (ctx, caller_instance) = unsafe { (&*ctx, instance_of_vmctx(caller_vmctx).store_index) };
     // SAFETY: Wasm of the store is running below us, entered through `lend_store` (every
     // entry is), whose caller does not use its borrow until Wasm returns; this is the only live
-    // access meanwhile. The store is a `StoreContext<T>`: `new` took the context from one. The slots are the trampoline's stack buffer of `len` entries.
+    // access meanwhile. The store is a `StoreContext<T>`: `new` took the context from one. The
+    // slots are the trampoline's stack buffer of `len` entries.
     let (store, values) = unsafe {
         let store: &mut StoreContext<T> = (*ctx.store).lent_store::<T>();
         (store, std::slice::from_raw_parts_mut(values, len))
     };
     // Not cloned: the context is boxed and owned by the store, which outlives the call (the
     // callback cannot remove it, stores never free host functions).
-    let callback = &ctx.callback;
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    // SAFETY: this shim was paired with the callback by `HostCallback::new`, which made the
+    // `Arc<dyn Fn>` from an `Arc<C>`: its data pointer points to that `C`.
+    let callback: &C = unsafe { &*Arc::as_ptr(&ctx.callback.func).cast::<C>() };
+    match catch_unwind(AssertUnwindSafe(|| {
         callback(Caller::new(store, Some(caller_instance)), values)
-    }));
-    let recorded = match result {
-        Ok(Ok(())) => return 1,
+    })) {
+        Ok(Ok(())) => 1,
+        // SAFETY (both): as above (the store context is live, an activation of it is running).
+        Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error)) },
+        Err(panic) => unsafe { fail(ctx.store, Err(panic)) },
+    }
+}
+
+/// Records why a host function failed (status 0): kept out of line, so the shim's success
+/// path carries none of it.
+///
+/// # Safety
+/// `store` is a live store context with an activation running.
+#[cold]
+#[inline(never)]
+unsafe fn fail(
+    store: *const VMStoreContext,
+    failure: Result<crate::Error, Box<dyn Any + Send>>,
+) -> u8 {
+    let recorded = match failure {
         // A trap the host raises on Wasm's behalf gets Wasm's backtrace, like a trap of
         // compiled code (a suspending import outside a promising call, for one).
-        Ok(Err(crate::Error::Trap { trap, backtrace })) if backtrace.frames.is_empty() => {
+        Ok(crate::Error::Trap { trap, backtrace }) if backtrace.frames.is_empty() => {
             Recorded::Api(trap)
         }
-        Ok(Err(error)) => Recorded::Error(error),
+        Ok(error) => Recorded::Error(error),
         Err(panic) => Recorded::Panic(panic),
     };
-    // SAFETY: the store context is live (see above) and an activation of it is running.
-    unsafe { record(ctx.store, recorded) };
+    // SAFETY: the caller's contract.
+    unsafe { record(store, recorded) };
     0
 }

@@ -1,0 +1,142 @@
+//! A driver for counting instructions per call with callgrind: runs one case `reps` times so
+//! that two runs (`reps` = N and 2N) differ only by N operations, and setup cancels:
+//!
+//! ```text
+//! cargo build --release --example call_counts
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.N target/release/examples/call_counts CASE N
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.2N target/release/examples/call_counts CASE 2N
+//! ```
+//!
+//! (Ir of the second minus Ir of the first) / N is the instructions per operation. Cases, with
+//! what one operation is:
+//!
+//! - `local`: one `local_fib(20)` call (10,945 additions in Wasm, 21,891 Wasm calls).
+//! - `js`: one `js_fib(20)` call (10,945 additions through the synchronous import `add`).
+//! - `host_loop`: one iteration of a Wasm loop calling a synchronous import `(i32) -> i32`.
+//! - `sync_empty`: a typed synchronous call of an empty export.
+//! - `async_empty`: a promising call of an empty export, polled to completion.
+//! - `roundtrip`: one iteration of a Wasm loop whose import suspends once (spin executor).
+//!
+//! Compiles on one thread, so the instruction counts do not depend on scheduling.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
+
+use weft::{Caller, Config, Engine, Linker, Module, Store};
+
+const FIB_WASM: &[u8] = include_bytes!("../benches/asyncify/fib.wasm");
+
+const LOOPS: &str = r#"
+(module
+  (import "env" "wait" (func $wait (param i32) (result i32)))
+  (import "env" "host" (func $host (param i32) (result i32)))
+  (func (export "empty"))
+  (func (export "loop_wait") (param $n i32)
+    (loop $l
+      (drop (call $wait (local.get $n)))
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1))))))
+  (func (export "loop_host") (param $n i32)
+    (loop $l
+      (drop (call $host (local.get $n)))
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+"#;
+
+/// Pending once (waking itself), then ready with its value.
+struct PendingOnce(i32, bool);
+
+impl Future for PendingOnce {
+    type Output = i32;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
+        if self.1 {
+            return Poll::Ready(self.0);
+        }
+        self.1 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn run<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let case = args.next().expect("usage: call_counts CASE REPS");
+    let reps: i32 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("usage: call_counts CASE REPS");
+    let mut config = Config::new();
+    config.compile_threads(1);
+    let engine = Engine::new(&config).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "add", |a: i32, b: i32| a.wrapping_add(b))
+        .unwrap()
+        .func_wrap("env", "host", |x: i32| x)
+        .unwrap()
+        .func_wrap_async("env", "wait", |_: Caller<'_, ()>, x: i32| {
+            PendingOnce(x, false)
+        })
+        .unwrap()
+        .func_wrap_async("env", "promise_add", |_: Caller<'_, ()>, a: i32, b: i32| {
+            PendingOnce(a.wrapping_add(b), false)
+        })
+        .unwrap()
+        .func_wrap_async("env", "leaf", |_: Caller<'_, ()>, n: i32| {
+            PendingOnce(n, true)
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let fib = linker
+        .instantiate(&mut store, &Module::new(&engine, FIB_WASM).unwrap())
+        .unwrap();
+    let loops = linker
+        .instantiate(&mut store, &Module::new(&engine, LOOPS).unwrap())
+        .unwrap();
+    let fib_func = |store: &mut Store<()>, name| fib.get_typed_func::<i32, i32>(store, name);
+    match case.as_str() {
+        "local" | "js" => {
+            let name = if case == "local" {
+                "local_fib"
+            } else {
+                "js_fib"
+            };
+            let f = fib_func(&mut store, name).unwrap();
+            for _ in 0..reps {
+                assert_eq!(f.call(&mut store, 20).unwrap(), 6765);
+            }
+        }
+        "host_loop" => {
+            let f = loops
+                .get_typed_func::<i32, ()>(&mut store, "loop_host")
+                .unwrap();
+            f.call(&mut store, reps).unwrap();
+        }
+        "roundtrip" => {
+            let f = loops
+                .get_typed_func::<i32, ()>(&mut store, "loop_wait")
+                .unwrap();
+            run(f.call_async(&mut store, reps)).unwrap();
+        }
+        "sync_empty" | "async_empty" => {
+            let f = loops.get_typed_func::<(), ()>(&mut store, "empty").unwrap();
+            for _ in 0..reps {
+                if case == "sync_empty" {
+                    f.call(&mut store, ()).unwrap();
+                } else {
+                    run(f.call_async(&mut store, ())).unwrap();
+                }
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
