@@ -96,6 +96,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 /// The system page size.
+#[inline]
 pub fn page_size() -> usize {
     static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
     match PAGE_SIZE.load(Ordering::Relaxed) {
@@ -248,6 +249,7 @@ impl Stack {
     /// The highest address of the stack (exclusive), aligned to
     /// [`STACK_ALIGNMENT`](crate::STACK_ALIGNMENT): what [`init_stack`](crate::init_stack)
     /// takes.
+    #[inline]
     pub fn top(&self) -> usize {
         self.base + self.len
     }
@@ -255,12 +257,14 @@ impl Stack {
     /// The usable range, from just above the guard page up to [`top`](Self::top). The Wasm stack
     /// limit belongs inside it, high enough above `start` to leave headroom for host functions
     /// called from Wasm (and below the few words the switcher keeps at the top).
+    #[inline]
     pub fn usable(&self) -> Range<usize> {
         self.base + page_size()..self.top()
     }
 
     /// The guard page: a fault with an address in this range is a stack overflow by code that
     /// does not check the Wasm stack limit.
+    #[inline]
     pub fn guard(&self) -> Range<usize> {
         self.base..self.base + page_size()
     }

@@ -56,8 +56,9 @@ pub struct CallState {
     heap_slots: Option<Box<[ValRaw]>>,
     /// `Ok(())` until the body writes a trap there; read once by [`AsyncCall::take_outcome`].
     /// Not an `Option` that `resume` hands back by value: a finished call's common case then
-    /// moves no `TrapInfo`-sized value through the poll.
-    result: Result<(), TrapInfo>,
+    /// moves no `TrapInfo`-sized value through the poll. Boxed, so that dropping the state
+    /// tests one pointer inline instead of calling the `TrapInfo` drop glue out of line.
+    result: Result<(), Box<TrapInfo>>,
     /// The first `slot_count` are initialized (zeroed by `new`), unless `heap_slots` is used.
     /// Last, so that LLVM does not fold the uninitialized rest into its neighbours' writes.
     inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
@@ -92,7 +93,7 @@ impl FiberBody for CallState {
                 slots as usize,
             );
             if let Err(trap) = result {
-                (*state).result = Err(trap);
+                (*state).result = Err(Box::new(trap));
             }
         }
     }
@@ -250,7 +251,7 @@ impl AsyncCall {
             // The common case, without moving (and dropping) a `TrapInfo`-sized value.
             return Ok(());
         }
-        std::mem::replace(result, Ok(()))
+        std::mem::replace(result, Ok(())).map_err(|trap| *trap)
     }
 
     /// Unwinds a suspended call (see the module docs); nothing if it is not. [`Self::finish`]
