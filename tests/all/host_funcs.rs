@@ -400,3 +400,44 @@ fn func_new_async_as_an_instance_import() {
         .unwrap();
     assert_eq!(block_on(run.call_async(&mut store, (6, 7))).unwrap(), 42);
 }
+
+/// The Wasm-to-host shim is compiled per closure, with failures recorded out of line: calls
+/// that succeed, fail with an error, panic and succeed again, in one store, each report what
+/// that call did (the error or panic of one call does not leak into the next).
+#[test]
+fn host_function_successes_errors_and_panics_alternate_in_one_store() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "env" "check" (func $check (param i32) (result i32)))
+             (func (export "run") (param i32) (result i32)
+               (i32.add (call $check (local.get 0)) (i32.const 1))))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "check", |x: i32| -> weft::Result<i32> {
+            match x {
+                -1 => Err(Error::msg("negative")),
+                -2 => panic!("host panic on -2"),
+                x => Ok(x * 2),
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    for round in 0..3 {
+        assert_eq!(run.call(&mut store, 20 + round).unwrap(), 41 + 2 * round);
+        let error = run.call(&mut store, -1).unwrap_err();
+        assert!(error.to_string().contains("negative"), "{error}");
+        let panic =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.call(&mut store, -2)))
+                .unwrap_err();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"host panic on -2"));
+    }
+    assert_eq!(run.call(&mut store, 5).unwrap(), 11);
+}
