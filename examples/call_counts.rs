@@ -16,6 +16,9 @@
 //! - `sync_empty`: a typed synchronous call of an empty export.
 //! - `async_empty`: a promising call of an empty export, polled to completion.
 //! - `roundtrip`: one iteration of a Wasm loop whose import suspends once (spin executor).
+//! - `tokio_roundtrip`: the same under tokio's `current_thread` runtime (`block_on`).
+//! - `tokio_yield`: a plain Rust future that is pending once, awaited under the same runtime:
+//!   the executor's own share of a round trip (`tokio_roundtrip` minus this is weft's).
 //!
 //! Compiles on one thread, so the instruction counts do not depend on scheduling.
 
@@ -126,6 +129,23 @@ fn main() {
                 .get_typed_func::<i32, ()>(&mut store, "loop_wait")
                 .unwrap();
             run(f.call_async(&mut store, reps)).unwrap();
+        }
+        "tokio_roundtrip" | "tokio_yield" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            if case == "tokio_yield" {
+                runtime.block_on(async {
+                    for i in 0..reps {
+                        std::hint::black_box(PendingOnce(i, false).await);
+                    }
+                });
+            } else {
+                let f = loops
+                    .get_typed_func::<i32, ()>(&mut store, "loop_wait")
+                    .unwrap();
+                runtime.block_on(f.call_async(&mut store, reps)).unwrap();
+            }
         }
         "sync_empty" | "async_empty" => {
             let f = loops.get_typed_func::<(), ()>(&mut store, "empty").unwrap();
