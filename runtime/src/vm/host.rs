@@ -20,12 +20,16 @@ use crate::store::StoreContext;
 type ArrayCall<T> =
     unsafe extern "C" fn(*mut HostFuncContext<T>, *mut u8, *mut ValRaw, usize) -> u8;
 
+/// A host function's closure, type-erased: reads its parameters from the value slots and writes
+/// its results back into them.
+type DynHostFn<T> = dyn Fn(Caller<'_, T>, &mut [ValRaw]) -> crate::Result<()> + Send + Sync;
+
 /// A host function in its uniform shape: it reads its parameters from the value slots and
 /// writes its results back into them; paired with the array-call shim made for its closure.
 pub struct HostCallback<T: 'static> {
     /// Made from an `Arc<C>` of the closure type `C` that `array_call` was instantiated with
     /// (only [`HostCallback::new`] makes one).
-    func: Arc<dyn Fn(Caller<'_, T>, &mut [ValRaw]) -> crate::Result<()> + Send + Sync>,
+    func: Arc<DynHostFn<T>>,
     array_call: ArrayCall<T>,
 }
 
@@ -164,8 +168,9 @@ where
         callback(Caller::new(store, Some(caller_instance)), values)
     })) {
         Ok(Ok(())) => 1,
-        // SAFETY (both): as above (the store context is live, an activation of it is running).
+        // SAFETY: as above (the store context is live, an activation of it is running).
         Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error)) },
+        // SAFETY: as above.
         Err(panic) => unsafe { fail(ctx.store, Err(panic)) },
     }
 }
