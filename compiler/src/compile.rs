@@ -57,15 +57,16 @@ pub struct CompilerOptions {
 
 impl CompilerOptions {
     /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
-    /// weft implements (tail calls, extended constant expressions, relaxed SIMD, and
-    /// multi-memory when these options allow it). The rest of 3.0 (function references,
-    /// exceptions, memory64, GC) fails validation rather than reaching a translator that does
+    /// weft implements (tail calls, extended constant expressions, relaxed SIMD, typed
+    /// function references, and multi-memory when these options allow it). The rest of 3.0
+    /// (exceptions, memory64, GC) fails validation rather than reaching a translator that does
     /// not know it. The fuzzer's reference validator uses this same set.
     pub fn wasm_features(&self) -> WasmFeatures {
         let mut features = WasmFeatures::WASM2
             | WasmFeatures::TAIL_CALL
             | WasmFeatures::EXTENDED_CONST
-            | WasmFeatures::RELAXED_SIMD;
+            | WasmFeatures::RELAXED_SIMD
+            | WasmFeatures::FUNCTION_REFERENCES;
         features.set(WasmFeatures::MULTI_MEMORY, self.multi_memory);
         features
     }

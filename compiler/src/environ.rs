@@ -118,6 +118,19 @@ pub trait FuncEnvironment {
         kind: CallKind,
     ) -> Vec<Value>;
 
+    /// `call_ref` of a function of type `type_index`: `callee` is a funcref, possibly null
+    /// (which traps with `TrapKind::NullReference`). Validation has checked that a non-null
+    /// `callee` has that type, so there is no signature check. Results as for
+    /// [`FuncEnvironment::call`].
+    fn call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value>;
+
     /// `memory.size`, in pages, as an i32.
     fn memory_size(&mut self, builder: &mut FunctionBuilder, memory: u32) -> Value;
     /// `memory.grow`: returns the old size in pages, or -1, as an i32.
@@ -200,7 +213,7 @@ pub trait FuncEnvironment {
     fn function_entry(&mut self, _builder: &mut FunctionBuilder) {}
 
     /// Called just before each `return` the translator emits (tail calls go through
-    /// [`Self::call`] and [`Self::call_indirect`], which see their kind).
+    /// [`Self::call`], [`Self::call_indirect`] and [`Self::call_ref`], which see their kind).
     fn before_return(&mut self, _builder: &mut FunctionBuilder) {}
 
     /// Whether [`Self::consume_fuel`] is wanted: the translator then counts the cost of the

@@ -529,6 +529,34 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         })
     }
 
+    fn call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
+        self.around_call(builder, kind, |env, builder| {
+            builder
+                .ins()
+                .trapz(callee, trap_code(TrapKind::NullReference));
+            let code = builder.ins().load(
+                env.pointer_type,
+                MemFlagsData::trusted(),
+                callee,
+                func_ref::WASM_CALL,
+            );
+            let callee_vmctx = builder.ins().load(
+                env.pointer_type,
+                MemFlagsData::trusted(),
+                callee,
+                func_ref::VMCTX,
+            );
+            env.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+        })
+    }
+
     fn memory_size(&mut self, builder: &mut FunctionBuilder, index: u32) -> Value {
         let definition = self.vmctx_ptr(builder, self.offsets.memory(index));
         let len = builder.ins().load(

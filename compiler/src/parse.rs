@@ -22,9 +22,27 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
         match payload? {
             Payload::TypeSection(reader) => {
                 for rec_group in reader {
+                    let start = info.types.len() as u32;
                     for sub in rec_group?.into_types() {
+                        if !sub.is_final
+                            || !sub.supertype_idxs.is_empty()
+                            || sub.composite_type.shared
+                            || sub.composite_type.descriptor_idx.is_some()
+                            || sub.composite_type.describes_idx.is_some()
+                        {
+                            return Err(CompileError::Unsupported(
+                                "declared subtypes, shared or descriptor types (GC and later \
+                                 proposals)"
+                                    .into(),
+                            ));
+                        }
                         match &sub.composite_type.inner {
-                            wasmparser::CompositeInnerType::Func(f) => info.types.push(f.clone()),
+                            wasmparser::CompositeInnerType::Func(f) => {
+                                for &ty in f.params().iter().chain(f.results()) {
+                                    check_val_type(ty)?;
+                                }
+                                info.types.push(f.clone());
+                            }
                             _ => {
                                 return Err(CompileError::Unsupported(
                                     "non-function types (GC proposal)".into(),
@@ -32,6 +50,7 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             }
                         }
                     }
+                    info.rec_groups.push(start..info.types.len() as u32);
                 }
             }
             Payload::ImportSection(reader) => {
@@ -44,7 +63,9 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             EntityIndex::Func(info.funcs.len() as u32 - 1)
                         }
                         TypeRef::Table(ty) => {
+                            check_ref_type(ty.element_type)?;
                             info.tables.push(ty);
+                            info.table_inits.push(None);
                             info.num_imported_tables += 1;
                             EntityIndex::Table(info.tables.len() as u32 - 1)
                         }
@@ -54,6 +75,7 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             EntityIndex::Memory(info.memories.len() as u32 - 1)
                         }
                         TypeRef::Global(ty) => {
+                            check_val_type(ty.content_type)?;
                             info.globals.push(GlobalInfo { ty, init: None });
                             info.num_imported_globals += 1;
                             EntityIndex::Global(info.globals.len() as u32 - 1)
@@ -79,11 +101,11 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
             Payload::TableSection(reader) => {
                 for table in reader {
                     let table = table?;
-                    if !matches!(table.init, wasmparser::TableInit::RefNull) {
-                        return Err(CompileError::Unsupported(
-                            "table initializer expressions".into(),
-                        ));
-                    }
+                    check_ref_type(table.ty.element_type)?;
+                    info.table_inits.push(match &table.init {
+                        wasmparser::TableInit::RefNull => None,
+                        wasmparser::TableInit::Expr(expr) => Some(const_init(expr)?),
+                    });
                     info.tables.push(table.ty);
                 }
             }
@@ -101,6 +123,7 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
             Payload::GlobalSection(reader) => {
                 for global in reader {
                     let global = global?;
+                    check_val_type(global.ty.content_type)?;
                     let init = const_init(&global.init_expr)?;
                     info.globals.push(GlobalInfo {
                         ty: global.ty,
@@ -149,6 +172,7 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             (RefType::FUNCREF, items)
                         }
                         ElementItems::Expressions(ty, exprs) => {
+                            check_ref_type(ty)?;
                             let mut items = Vec::new();
                             for e in exprs {
                                 items.push(const_init(&e?)?);
@@ -193,6 +217,39 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
         }
     }
     Ok(info)
+}
+
+/// Refuses the value types weft does not implement that validation may let through: the
+/// abstract heap types of GC (`any`, `eq`, `i31`, `struct`, `array`, `none`, `nofunc`,
+/// `noextern`) and exceptions (`exn`), shared and exact references. What passes is a number,
+/// a vector, or a reference to a function (abstract or of a declared type) or an extern, which
+/// is all the runtime's API types describe.
+///
+/// # Errors
+/// `CompileError::Unsupported` naming the type.
+pub fn check_val_type(ty: wasmparser::ValType) -> Result<(), CompileError> {
+    match ty {
+        wasmparser::ValType::Ref(r) => check_ref_type(r),
+        _ => Ok(()),
+    }
+}
+
+/// [`check_val_type`] for a reference type.
+///
+/// # Errors
+/// As [`check_val_type`].
+pub fn check_ref_type(ty: RefType) -> Result<(), CompileError> {
+    use wasmparser::{AbstractHeapType, HeapType};
+    match ty.heap_type() {
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Func | AbstractHeapType::Extern,
+        }
+        | HeapType::Concrete(_) => Ok(()),
+        other => Err(CompileError::Unsupported(format!(
+            "reference type {ty} (heap type {other:?}: GC, exceptions or a later proposal)"
+        ))),
+    }
 }
 
 fn read_names(

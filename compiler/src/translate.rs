@@ -166,7 +166,10 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
                     // backward branches (and at calls and returns, which the environment does)
                     // bounds how far Wasm runs on empty.
                     let backward = match op {
-                        Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
+                        Operator::Br { relative_depth }
+                        | Operator::BrIf { relative_depth }
+                        | Operator::BrOnNull { relative_depth }
+                        | Operator::BrOnNonNull { relative_depth } => {
                             translator.targets_loop(relative_depth)
                         }
                         Operator::BrTable { .. } => true,
@@ -223,6 +226,10 @@ fn ends_straight_line(op: &Operator<'_>) -> bool {
             | Operator::CallIndirect { .. }
             | Operator::ReturnCall { .. }
             | Operator::ReturnCallIndirect { .. }
+            | Operator::CallRef { .. }
+            | Operator::ReturnCallRef { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
     )
 }
 
@@ -468,13 +475,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             BrIf { relative_depth } => {
                 let condition = self.pop();
                 let (target, args) = self.branch_target_and_args(relative_depth);
-                let fallthrough = self.builder.create_block();
-                let args: Vec<BlockArg> = args.into_iter().map(BlockArg::Value).collect();
-                self.builder
-                    .ins()
-                    .brif(condition, target, &args, fallthrough, &[]);
-                self.builder.seal_block(fallthrough);
-                self.builder.switch_to_block(fallthrough);
+                self.branch_if(condition, target, args);
             }
             BrTable { ref targets } => {
                 let index = self.pop();
@@ -498,6 +499,23 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                     .create_jump_table(JumpTableData::new(default_call, &calls));
                 self.builder.ins().br_table(index, jump_table);
                 self.reachable = false;
+            }
+            // Typed function references: a branch on whether the reference on top of the
+            // stack is null. `br_on_null` carries the label's values without the reference
+            // and keeps it (now known non-null) when it falls through; `br_on_non_null`
+            // carries it as the label's last value and drops it when it falls through.
+            BrOnNull { relative_depth } => {
+                let reference = self.pop();
+                let (target, args) = self.branch_target_and_args(relative_depth);
+                let is_null = self.builder.ins().icmp_imm_u(IntCC::Equal, reference, 0);
+                self.branch_if(is_null, target, args);
+                self.push(reference);
+            }
+            BrOnNonNull { relative_depth } => {
+                let reference = *self.stack.last().expect("br_on_non_null on an empty stack");
+                let (target, args) = self.branch_target_and_args(relative_depth);
+                self.branch_if(reference, target, args);
+                self.pop();
             }
             Return => {
                 let n = self.control[0].num_results;
@@ -526,6 +544,12 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 table_index,
             } => {
                 self.call_indirect(table_index, type_index, CallKind::Tail);
+                self.reachable = false;
+            }
+            // The reference's type is the call's type (validated), so no signature check.
+            CallRef { type_index } => self.call_ref(type_index, CallKind::Normal),
+            ReturnCallRef { type_index } => {
+                self.call_ref(type_index, CallKind::Tail);
                 self.reachable = false;
             }
 
@@ -678,6 +702,15 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 let value = self.pop();
                 let is_null = self.builder.ins().icmp_imm_u(IntCC::Equal, value, 0);
                 self.push_bool(is_null);
+            }
+            RefAsNonNull => {
+                let value = *self
+                    .stack
+                    .last()
+                    .expect("ref.as_non_null on an empty stack");
+                self.builder
+                    .ins()
+                    .trapz(value, trap_code(TrapKind::NullReference));
             }
             RefFunc { function_index } => {
                 let func_ref = self.env.ref_func(&mut self.builder, function_index);
@@ -1262,6 +1295,29 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             self.env
                 .call_indirect(&mut self.builder, table, type_index, callee, &args, kind);
         self.stack.extend(results);
+    }
+
+    /// `call_ref` of type `type_index`: the funcref on top, the arguments below it.
+    fn call_ref(&mut self, type_index: u32, kind: CallKind) {
+        let callee = self.pop();
+        let num_params = self.env.module().types[type_index as usize].params().len();
+        let args = self.pop_n(num_params);
+        let results = self
+            .env
+            .call_ref(&mut self.builder, type_index, callee, &args, kind);
+        self.stack.extend(results);
+    }
+
+    /// Branches to `target` with `args` when `condition` is non-zero, and goes on in a fresh
+    /// block otherwise.
+    fn branch_if(&mut self, condition: Value, target: ir::Block, args: Vec<Value>) {
+        let fallthrough = self.builder.create_block();
+        let args: Vec<BlockArg> = args.into_iter().map(BlockArg::Value).collect();
+        self.builder
+            .ins()
+            .brif(condition, target, &args, fallthrough, &[]);
+        self.builder.seal_block(fallthrough);
+        self.builder.switch_to_block(fallthrough);
     }
 
     /// Walks dead code: only the nesting structure matters, until an `else` or `end` closes the

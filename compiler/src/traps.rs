@@ -22,6 +22,7 @@ pub const fn trap_code(kind: TrapKind) -> TrapCode {
         TrapKind::UninitializedElement => TrapCode::unwrap_user(4),
         TrapKind::IndirectCallTypeMismatch => TrapCode::unwrap_user(5),
         TrapKind::Recorded => TrapCode::unwrap_user(6),
+        TrapKind::NullReference => TrapCode::unwrap_user(7),
     }
 }
 

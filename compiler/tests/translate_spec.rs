@@ -246,6 +246,22 @@ impl FuncEnvironment for DummyEnv {
         self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
     }
 
+    fn call_ref(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        callee: Value,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
+        builder
+            .ins()
+            .trapz(callee, trap_code(TrapKind::NullReference));
+        let code = self.load_ptr(builder, callee, 0);
+        let callee_vmctx = self.load_ptr(builder, callee, 8);
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+    }
+
     fn memory_size(&mut self, builder: &mut FunctionBuilder, memory: u32) -> Value {
         let memory = self.index_const(builder, memory);
         self.builtin(builder, Builtin::MemorySize, &[memory], Some(types::I32))

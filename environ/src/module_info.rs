@@ -171,10 +171,17 @@ pub struct FunctionBodyInfo {
 pub struct ModuleInfo {
     /// The type section: function types only (the parser refuses GC types).
     pub types: Vec<FuncType>,
+    /// The type section's recursion groups, as ranges of type indices in order (every type is
+    /// in exactly one). A type declared outside `rec` is a group of its own. Types are
+    /// canonicalized (made equal across modules) a whole group at a time.
+    pub rec_groups: Vec<Range<u32>>,
     /// Type index of every function, imports first.
     pub funcs: Vec<u32>,
     pub num_imported_funcs: u32,
     pub tables: Vec<TableType>,
+    /// Each table's initializer (WebAssembly 3.0's `(table n (ref $t) (expr))`), by table
+    /// index; `None` for imported tables and for tables that start out null.
+    pub table_inits: Vec<Option<ConstInit>>,
     pub num_imported_tables: u32,
     pub memories: Vec<MemoryType>,
     pub num_imported_memories: u32,

@@ -26,6 +26,8 @@ pub enum TrapKind {
     /// `call_indirect` of a null entry.
     UninitializedElement,
     IndirectCallTypeMismatch,
+    /// `call_ref`, `return_call_ref` or `ref.as_non_null` of a null reference.
+    NullReference,
     /// A builtin or a host function recorded the reason in the activation before returning
     /// failure; the recorded reason is the trap.
     Recorded,
@@ -44,6 +46,7 @@ impl TrapKind {
         TrapKind::UndefinedElement,
         TrapKind::UninitializedElement,
         TrapKind::IndirectCallTypeMismatch,
+        TrapKind::NullReference,
         TrapKind::Recorded,
     ];
 }

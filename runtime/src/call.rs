@@ -24,7 +24,7 @@ pub(crate) fn check_values(
         )));
     }
     for (i, (value, &ty)) in values.iter().zip(types).enumerate() {
-        if value.ty() != ty {
+        if !value.matches_ty_in(store, &ty) {
             return Err(Error::TypeMismatch(format!(
                 "{what} {i}: expected {ty}, got {}",
                 value.ty()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use weft_compiler::{Compiler, CompilerOptions, MemoryMode};
 
 use crate::error::{Error, Result};
-use crate::types::FuncType;
+use crate::types::{FuncType, FuncTypeId, ValType};
 use crate::vm::code_memory::CodeMemory;
 
 /// Settings for an [`Engine`]: a builder whose setters return `&mut Self`, with a getter
@@ -244,13 +244,54 @@ pub(crate) struct Trampolines {
     pub wasm_to_array: usize,
 }
 
+/// A value type as the registry compares types: a concrete reference names either a type
+/// registered before its recursion group (by engine id, inside `Val`) or a type of its own group
+/// (by position in the group). Two groups with equal lists of these are the same types: this
+/// is WebAssembly's iso-recursive type canonicalization.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CanonicalType {
+    Val(ValType),
+    InGroup { nullable: bool, index: u32 },
+}
+
+/// A function type as the registry compares it (see [`CanonicalType`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CanonicalFunc {
+    params: Box<[CanonicalType]>,
+    results: Box<[CanonicalType]>,
+}
+
+/// The engine's function types. A recursion group's types get consecutive ids.
 #[derive(Default)]
 struct TypeRegistry {
-    ids: HashMap<FuncType, u32>,
+    /// Every registered group, and the id of its first type.
+    groups: HashMap<Vec<CanonicalFunc>, u32>,
+    /// The type of each id, its concrete references naming engine ids.
     types: Vec<FuncType>,
     trampolines: Vec<Option<Trampolines>>,
     /// Keeps the trampolines' code alive.
     code: Vec<Arc<CodeMemory>>,
+}
+
+impl TypeRegistry {
+    /// The id of the first type of `group`, registering its `types` (with ids from the
+    /// registry's end) if the group is new.
+    fn register_group(
+        &mut self,
+        group: Vec<CanonicalFunc>,
+        types: impl FnOnce(u32) -> Vec<FuncType>,
+    ) -> u32 {
+        if let Some(&first) = self.groups.get(&group) {
+            return first;
+        }
+        let first = self.types.len() as u32;
+        let types = types(first);
+        debug_assert_eq!(types.len(), group.len());
+        self.trampolines.extend(types.iter().map(|_| None));
+        self.types.extend(types);
+        self.groups.insert(group, first);
+        first
+    }
 }
 
 /// A compiler and its configuration, shared by modules and stores. Cheap to clone.
@@ -332,23 +373,76 @@ impl Engine {
         Arc::ptr_eq(&a.inner, &b.inner)
     }
 
-    /// The engine-wide id of `ty`: equal types get equal ids, which is what `call_indirect`
-    /// and import checks compare.
+    /// The engine-wide id of `ty` (a recursion group of its own): equal types get equal ids,
+    /// which is what `call_indirect`, typed references and import checks compare.
     pub(crate) fn type_id(&self, ty: &FuncType) -> u32 {
+        let canonical = |types: &[ValType]| types.iter().map(|&t| CanonicalType::Val(t)).collect();
+        let key = vec![CanonicalFunc {
+            params: canonical(ty.params()),
+            results: canonical(ty.results()),
+        }];
         let mut registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&id) = registry.ids.get(ty) {
-            return id;
+        registry.register_group(key, |_| vec![ty.clone()])
+    }
+
+    /// The engine ids of a module's types, by type index, registering their recursion groups
+    /// (`ModuleInfo::rec_groups`) as needed.
+    pub(crate) fn register_module_types(&self, info: &weft_environ::ModuleInfo) -> Vec<u32> {
+        use weft_compiler::wasmparser::{HeapType, UnpackedIndex, ValType as W};
+        let mut registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<u32> = Vec::with_capacity(info.types.len());
+        for group in &info.rec_groups {
+            let members = &info.types[group.start as usize..group.end as usize];
+            let canonical = |ty: W, ids: &[u32]| match ty {
+                W::Ref(r) => match r.heap_type() {
+                    HeapType::Concrete(UnpackedIndex::Module(i)) if group.contains(&i) => {
+                        CanonicalType::InGroup {
+                            nullable: r.is_nullable(),
+                            index: i - group.start,
+                        }
+                    }
+                    _ => CanonicalType::Val(ValType::from_wasm(ty, ids)),
+                },
+                _ => CanonicalType::Val(ValType::from_wasm(ty, ids)),
+            };
+            let key = members
+                .iter()
+                .map(|f| CanonicalFunc {
+                    params: f.params().iter().map(|&t| canonical(t, &ids)).collect(),
+                    results: f.results().iter().map(|&t| canonical(t, &ids)).collect(),
+                })
+                .collect();
+            let first = registry.register_group(key, |first| {
+                // The group's own ids are known now: convert with them in place.
+                let mut with_group = ids.clone();
+                with_group.extend((0..members.len() as u32).map(|j| first + j));
+                members
+                    .iter()
+                    .map(|f| FuncType::from_wasm(f, &with_group))
+                    .collect()
+            });
+            ids.extend((0..members.len() as u32).map(|j| first + j));
         }
-        let id = registry.types.len() as u32;
-        registry.types.push(ty.clone());
-        registry.trampolines.push(None);
-        registry.ids.insert(ty.clone(), id);
-        id
+        ids
     }
 
     pub(crate) fn func_type(&self, id: u32) -> FuncType {
         let registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
         registry.types[id as usize].clone()
+    }
+
+    /// This engine's id for the function type `ty`, registering it if it is new: what a
+    /// typed function reference to functions of that type names
+    /// ([`crate::HeapType::ConcreteFunc`]). Modules of this engine that declare an equal
+    /// type (outside a recursion group with other types) get the same id.
+    pub fn func_type_id(&self, ty: &FuncType) -> FuncTypeId {
+        FuncTypeId(self.type_id(ty))
+    }
+
+    /// The function type `id` names, if this engine made `id`.
+    pub fn func_type_of(&self, id: FuncTypeId) -> Option<FuncType> {
+        let registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        registry.types.get(id.0 as usize).cloned()
     }
 
     /// The trampolines for type `id`, compiled on first use.
@@ -357,7 +451,7 @@ impl Engine {
         if let Some(t) = registry.trampolines[id as usize] {
             return Ok(t);
         }
-        let ty = registry.types[id as usize].to_wasm();
+        let ty = registry.types[id as usize].to_wasm_repr();
         let compiler = self.compiler();
         let functions = [
             compiler

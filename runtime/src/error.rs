@@ -18,6 +18,8 @@ pub enum Trap {
     UninitializedElement,
     /// `call_indirect` of a function of another type.
     IndirectCallTypeMismatch,
+    /// `call_ref` or `ref.as_non_null` of a null reference.
+    NullReference,
     /// Integer division or remainder by zero.
     IntegerDivisionByZero,
     /// The result does not fit: signed division of the minimum by -1, or a trapping
@@ -46,6 +48,7 @@ impl Trap {
             Trap::UndefinedElement => "undefined element",
             Trap::UninitializedElement => "uninitialized element",
             Trap::IndirectCallTypeMismatch => "indirect call type mismatch",
+            Trap::NullReference => "null reference",
             Trap::IntegerDivisionByZero => "integer divide by zero",
             Trap::IntegerOverflow => "integer overflow",
             Trap::BadConversionToInteger => "invalid conversion to integer",

@@ -237,7 +237,13 @@ impl Table {
     /// if the table is too large.
     pub fn new(mut store: impl AsContextMut, ty: TableType, init: Val) -> Result<Table> {
         let store = &mut store.as_context_mut().opaque;
-        if init.ty() != ty.element {
+        if ty.element.as_ref().is_none() {
+            return Err(Error::TypeMismatch(format!(
+                "a table holds references, not {}",
+                ty.element
+            )));
+        }
+        if !init.matches_ty_in(store, &ty.element) {
             return Err(Error::TypeMismatch(format!(
                 "table of {} initialized with {}",
                 ty.element,
@@ -321,7 +327,7 @@ impl Table {
 
     fn raw_element(&self, store: &mut crate::store::StoreOpaque, value: Val) -> Result<usize> {
         let ty = store.tables[self.index].ty.element;
-        if value.ty() != ty {
+        if !value.matches_ty_in(store, &ty) {
             return Err(Error::TypeMismatch(format!(
                 "table of {ty} given a {}",
                 value.ty()
@@ -345,7 +351,7 @@ impl Global {
     /// [`Error::TypeMismatch`] if `value` is not of the content type.
     pub fn new(mut store: impl AsContextMut, ty: GlobalType, value: Val) -> Result<Global> {
         let store = &mut store.as_context_mut().opaque;
-        if value.ty() != ty.content {
+        if !value.matches_ty_in(store, &ty.content) {
             return Err(Error::TypeMismatch(format!(
                 "global of {} initialized with {}",
                 ty.content,
@@ -392,7 +398,7 @@ impl Global {
         if ty.mutability != Mutability::Var {
             return Err(Error::TypeMismatch("global is immutable".into()));
         }
-        if value.ty() != ty.content {
+        if !value.matches_ty_in(store, &ty.content) {
             return Err(Error::TypeMismatch(format!(
                 "global of {} given a {}",
                 ty.content,

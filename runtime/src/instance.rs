@@ -10,7 +10,7 @@ use crate::func::Func;
 use crate::module::{Module, global_type, table_type};
 use crate::store::{AsContextMut, GlobalData, InstanceData, StoreContext, StoreId, TableData};
 use crate::typed::{TypedFunc, WasmParams, WasmResults};
-use crate::types::{ExternType, limits_match};
+use crate::types::{ExternType, Mutability, limits_match};
 use crate::vm;
 
 /// An instantiated module.
@@ -175,7 +175,16 @@ fn check_import<T: 'static>(
     let actual_ty = actual.ty(store);
     match (&expected, &actual_ty) {
         (ExternType::Func(e), ExternType::Func(a)) => {
-            if e != a {
+            // Function types are final: the types must be the same canonical type.
+            let EntityIndex::Func(f) = import.index else {
+                unreachable!("a function import's index is a function's");
+            };
+            let expected_id = module.inner.type_ids[module.inner.info.funcs[f as usize] as usize];
+            let actual_id = match actual {
+                Extern::Func(func) => store.opaque.funcs[func.index].type_id,
+                _ => unreachable!("matched as a function"),
+            };
+            if expected_id != actual_id {
                 return Err(incompatible(format!("expected {e}, found {a}")));
             }
         }
@@ -197,7 +206,13 @@ fn check_import<T: 'static>(
             }
         }
         (ExternType::Global(e), ExternType::Global(a)) => {
-            if e != a {
+            // A mutable global is read and written: its type must be exactly the declared one.
+            // An immutable one is only read: a subtype will do.
+            let content_ok = match e.mutability {
+                Mutability::Var => e.content == a.content,
+                Mutability::Const => a.content.matches(&e.content),
+            };
+            if e.mutability != a.mutability || !content_ok {
                 return Err(incompatible(format!("expected {e:?}, found {a:?}")));
             }
         }
@@ -286,11 +301,12 @@ fn instantiate_without_start<T: 'static>(
         });
     }
     for ty in &info.tables[info.num_imported_tables as usize..] {
+        // Null for now; a table with an initializer gets its value once globals are set.
         let table = vm::table::Table::new(ty.initial as u32, ty.maximum.map(|m| m as u32), 0)
             .map_err(Error::ResourceLimit)?;
         opaque.tables.push(TableData {
             vm: Box::new(table),
-            ty: table_type(ty),
+            ty: table_type(ty, &module.inner.type_ids),
         });
         tables.push(opaque.tables.last_mut().expect("just pushed").vm.handle());
         table_handles.push(Table {
@@ -301,7 +317,7 @@ fn instantiate_without_start<T: 'static>(
     for global in &info.globals[info.num_imported_globals as usize..] {
         opaque.globals.push(GlobalData {
             cell: Box::default(),
-            ty: global_type(&global.ty),
+            ty: global_type(&global.ty, &module.inner.type_ids),
         });
         globals.push(opaque.globals.last().expect("just pushed").cell.handle());
         global_handles.push(Global {
@@ -357,6 +373,17 @@ fn instantiate_without_start<T: 'static>(
             .as_ref()
             .expect("defined globals have initializers");
         opaque.globals[handle.index].cell.set(eval(init));
+    }
+    // Tables with an initializer (WebAssembly 3.0), which may read the globals.
+    for (init, handle) in info.table_inits.iter().zip(&table_handles) {
+        if let Some(init) = init {
+            let value = eval(init) as usize;
+            let table = &mut opaque.tables[handle.index].vm;
+            let size = table.size();
+            table
+                .fill(0, value, size)
+                .expect("a fill of the whole table is in bounds");
+        }
     }
     let elements: Vec<Vec<usize>> = info
         .elements

@@ -229,6 +229,9 @@ pub use serialize::{DeserializeError, is_serialized_module};
 pub use shared_store::{SharedStore, SharedStoreGuard};
 pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};
-pub use types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
+pub use types::{
+    ExternType, FuncType, FuncTypeId, GlobalType, HeapType, MemoryType, Mutability, RefType,
+    TableType, ValType,
+};
 pub use values::{ExternRef, Val};
 pub use weft_compiler::MemoryMode;

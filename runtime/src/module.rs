@@ -9,7 +9,7 @@ use weft_environ::module_info::EntityIndex;
 use crate::DeserializeError;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::types::{ExternType, FuncType, GlobalType, MemoryType, Mutability, TableType, ValType};
+use crate::types::{ExternType, GlobalType, MemoryType, Mutability, RefType, TableType, ValType};
 use crate::vm::code_memory::CodeMemory;
 
 /// The header fields a serialized module is compared on, for this build and `compiler`.
@@ -103,11 +103,7 @@ impl Module {
         wasm: Arc<[u8]>,
         code: Arc<CodeMemory>,
     ) -> Module {
-        let type_ids: Vec<u32> = info
-            .types
-            .iter()
-            .map(|t| engine.type_id(&FuncType::from_wasm(t)))
-            .collect();
+        let type_ids = engine.register_module_types(&info);
         Module {
             inner: Arc::new(ModuleInner {
                 engine: engine.clone(),
@@ -236,17 +232,27 @@ impl Module {
     pub(crate) fn entity_type(&self, index: EntityIndex) -> ExternType {
         let info = &self.inner.info;
         match index {
-            EntityIndex::Func(f) => ExternType::Func(FuncType::from_wasm(info.func_type(f))),
-            EntityIndex::Table(t) => ExternType::Table(table_type(&info.tables[t as usize])),
+            EntityIndex::Func(f) => ExternType::Func(
+                self.inner
+                    .engine
+                    .func_type(self.inner.type_ids[info.funcs[f as usize] as usize]),
+            ),
+            EntityIndex::Table(t) => {
+                ExternType::Table(table_type(&info.tables[t as usize], &self.inner.type_ids))
+            }
             EntityIndex::Memory(m) => ExternType::Memory(memory_type(&info.memories[m as usize])),
-            EntityIndex::Global(g) => ExternType::Global(global_type(&info.globals[g as usize].ty)),
+            EntityIndex::Global(g) => ExternType::Global(global_type(
+                &info.globals[g as usize].ty,
+                &self.inner.type_ids,
+            )),
         }
     }
 }
 
-pub(crate) fn table_type(t: &weft_compiler::wasmparser::TableType) -> TableType {
+/// The API type of a module's table (`type_ids`: the engine id of each module type).
+pub(crate) fn table_type(t: &weft_compiler::wasmparser::TableType, type_ids: &[u32]) -> TableType {
     TableType {
-        element: ValType::from_wasm(weft_compiler::wasmparser::ValType::Ref(t.element_type)),
+        element: ValType::Ref(RefType::from_wasm(t.element_type, type_ids)),
         minimum: t.initial as u32,
         maximum: t.maximum.map(|m| m as u32),
     }
@@ -259,9 +265,13 @@ pub(crate) fn memory_type(m: &weft_compiler::wasmparser::MemoryType) -> MemoryTy
     }
 }
 
-pub(crate) fn global_type(g: &weft_compiler::wasmparser::GlobalType) -> GlobalType {
+/// The API type of a module's global (`type_ids` as for [`table_type`]).
+pub(crate) fn global_type(
+    g: &weft_compiler::wasmparser::GlobalType,
+    type_ids: &[u32],
+) -> GlobalType {
     GlobalType {
-        content: ValType::from_wasm(g.content_type),
+        content: ValType::from_wasm(g.content_type, type_ids),
         mutability: if g.mutable {
             Mutability::Var
         } else {

@@ -34,6 +34,7 @@ pub(crate) fn trap_from_code(code: TrapKind) -> Trap {
         TrapKind::UndefinedElement => Trap::UndefinedElement,
         TrapKind::UninitializedElement => Trap::UninitializedElement,
         TrapKind::IndirectCallTypeMismatch => Trap::IndirectCallTypeMismatch,
+        TrapKind::NullReference => Trap::NullReference,
         // The VM layer reports a `Recorded` trap site with what was recorded, never as a code.
         TrapKind::Recorded => unreachable!("a recorded trap is reported as what was recorded"),
     }

@@ -17,14 +17,46 @@ pub enum ValType {
     F64,
     /// 128-bit vector.
     V128,
-    /// Function reference (nullable).
-    FuncRef,
-    /// External reference (nullable).
-    ExternRef,
+    /// A reference: `funcref`, `externref`, or a typed function reference `(ref null? $t)`.
+    Ref(RefType),
 }
 
 impl ValType {
-    pub(crate) fn from_wasm(ty: wasmparser_types::ValType) -> ValType {
+    /// `funcref`: a nullable reference to any function.
+    pub const FUNCREF: ValType = ValType::Ref(RefType::FUNCREF);
+    /// `externref`: a nullable reference to a host value.
+    pub const EXTERNREF: ValType = ValType::Ref(RefType::EXTERNREF);
+
+    /// Whether a value of this type may be used where `other` is expected (WebAssembly's
+    /// subtyping: equal types, a non-nullable reference where the nullable one is expected,
+    /// a typed function reference where an abstract one is).
+    pub fn matches(&self, other: &ValType) -> bool {
+        match (self, other) {
+            (ValType::Ref(a), ValType::Ref(b)) => a.matches(b),
+            (a, b) => a == b,
+        }
+    }
+
+    /// Whether values of this type have a default (zero or null): every type except the
+    /// non-nullable references.
+    pub fn is_defaultable(&self) -> bool {
+        match self {
+            ValType::Ref(r) => r.nullable,
+            _ => true,
+        }
+    }
+
+    /// The reference type, if this is one.
+    pub fn as_ref(&self) -> Option<&RefType> {
+        match self {
+            ValType::Ref(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The API type of a module's value type; `type_ids` maps the module's type indices to
+    /// the engine's ids (what a concrete reference names).
+    pub(crate) fn from_wasm(ty: wasmparser_types::ValType, type_ids: &[u32]) -> ValType {
         use wasmparser_types::ValType as W;
         match ty {
             W::I32 => ValType::I32,
@@ -32,23 +64,134 @@ impl ValType {
             W::F32 => ValType::F32,
             W::F64 => ValType::F64,
             W::V128 => ValType::V128,
-            W::Ref(r) if r.is_func_ref() => ValType::FuncRef,
-            W::Ref(_) => ValType::ExternRef,
+            W::Ref(r) => ValType::Ref(RefType::from_wasm(r, type_ids)),
+        }
+    }
+
+    /// The wasmparser type with the same machine representation: a concrete reference
+    /// becomes its abstract heap type (what the trampolines, which only move values, need).
+    pub(crate) fn to_wasm_repr(self) -> wasmparser_types::ValType {
+        use wasmparser_types::ValType as W;
+        match self {
+            ValType::I32 => W::I32,
+            ValType::I64 => W::I64,
+            ValType::F32 => W::F32,
+            ValType::F64 => W::F64,
+            ValType::V128 => W::V128,
+            ValType::Ref(r) if r.heap_type == HeapType::Extern => W::EXTERNREF,
+            ValType::Ref(_) => W::FUNCREF,
         }
     }
 }
 
 impl fmt::Display for ValType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ValType::I32 => "i32",
-            ValType::I64 => "i64",
-            ValType::F32 => "f32",
-            ValType::F64 => "f64",
-            ValType::V128 => "v128",
-            ValType::FuncRef => "funcref",
-            ValType::ExternRef => "externref",
-        })
+        match self {
+            ValType::I32 => f.write_str("i32"),
+            ValType::I64 => f.write_str("i64"),
+            ValType::F32 => f.write_str("f32"),
+            ValType::F64 => f.write_str("f64"),
+            ValType::V128 => f.write_str("v128"),
+            ValType::Ref(r) => r.fmt(f),
+        }
+    }
+}
+
+/// A reference type: what it points to, and whether it may be null.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RefType {
+    /// Whether null is a value of this type.
+    pub nullable: bool,
+    /// What a non-null reference points to.
+    pub heap_type: HeapType,
+}
+
+impl RefType {
+    /// `funcref`, i.e. `(ref null func)`.
+    pub const FUNCREF: RefType = RefType::new(true, HeapType::Func);
+    /// `externref`, i.e. `(ref null extern)`.
+    pub const EXTERNREF: RefType = RefType::new(true, HeapType::Extern);
+
+    /// A reference to `heap_type`, nullable or not.
+    pub const fn new(nullable: bool, heap_type: HeapType) -> RefType {
+        RefType {
+            nullable,
+            heap_type,
+        }
+    }
+
+    /// Subtyping (see [`ValType::matches`]).
+    pub fn matches(&self, other: &RefType) -> bool {
+        (other.nullable || !self.nullable) && self.heap_type.matches(&other.heap_type)
+    }
+
+    pub(crate) fn from_wasm(r: wasmparser_types::RefType, type_ids: &[u32]) -> RefType {
+        use wasmparser_types::{AbstractHeapType, HeapType as W, UnpackedIndex};
+        let heap_type = match r.heap_type() {
+            W::Concrete(UnpackedIndex::Module(index)) => {
+                HeapType::ConcreteFunc(FuncTypeId(type_ids[index as usize]))
+            }
+            W::Abstract {
+                ty: AbstractHeapType::Extern,
+                ..
+            } => HeapType::Extern,
+            // The parser refuses every other heap type (`weft_compiler::parse::check_ref_type`),
+            // and a module's types name each other by module index.
+            _ => HeapType::Func,
+        };
+        RefType::new(r.is_nullable(), heap_type)
+    }
+}
+
+impl fmt::Display for RefType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.nullable, self.heap_type) {
+            (true, HeapType::Func) => f.write_str("funcref"),
+            (true, HeapType::Extern) => f.write_str("externref"),
+            (nullable, heap) => write!(f, "(ref {}{heap})", if nullable { "null " } else { "" }),
+        }
+    }
+}
+
+/// What a reference points to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeapType {
+    /// Any function.
+    Func,
+    /// A host value.
+    Extern,
+    /// A function of one type, as the engine names it (see [`crate::Engine::func_type_id`]).
+    ConcreteFunc(FuncTypeId),
+}
+
+impl HeapType {
+    /// Subtyping: equal heap types, or a concrete function type below `func`.
+    pub fn matches(&self, other: &HeapType) -> bool {
+        self == other || matches!((self, other), (HeapType::ConcreteFunc(_), HeapType::Func))
+    }
+}
+
+impl fmt::Display for HeapType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeapType::Func => f.write_str("func"),
+            HeapType::Extern => f.write_str("extern"),
+            HeapType::ConcreteFunc(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+/// An engine's name for a function type: equal types (in the sense of WebAssembly's type
+/// canonicalization, which looks through recursion groups) have equal ids within one engine.
+/// It is what a typed function reference `(ref $t)` points to in the API. An id is meaningful
+/// only in the engine that made it: [`crate::Engine::func_type_id`] makes one for a type,
+/// [`crate::Engine::func_type_of`] gives the type back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FuncTypeId(pub(crate) u32);
+
+impl fmt::Display for FuncTypeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "$type{}", self.0)
     }
 }
 
@@ -81,26 +224,22 @@ impl FuncType {
         &self.results
     }
 
-    pub(crate) fn from_wasm(ty: &wasmparser_types::FuncType) -> Self {
+    /// The API type of a module's function type (`type_ids` as for [`ValType`]).
+    pub(crate) fn from_wasm(ty: &wasmparser_types::FuncType, type_ids: &[u32]) -> Self {
         FuncType::new(
-            ty.params().iter().map(|&t| ValType::from_wasm(t)),
-            ty.results().iter().map(|&t| ValType::from_wasm(t)),
+            ty.params().iter().map(|&t| ValType::from_wasm(t, type_ids)),
+            ty.results()
+                .iter()
+                .map(|&t| ValType::from_wasm(t, type_ids)),
         )
     }
 
-    pub(crate) fn to_wasm(&self) -> wasmparser_types::FuncType {
-        let convert = |t: &ValType| match t {
-            ValType::I32 => wasmparser_types::ValType::I32,
-            ValType::I64 => wasmparser_types::ValType::I64,
-            ValType::F32 => wasmparser_types::ValType::F32,
-            ValType::F64 => wasmparser_types::ValType::F64,
-            ValType::V128 => wasmparser_types::ValType::V128,
-            ValType::FuncRef => wasmparser_types::ValType::FUNCREF,
-            ValType::ExternRef => wasmparser_types::ValType::EXTERNREF,
-        };
+    /// A wasmparser type with the same machine representation (see
+    /// [`ValType::to_wasm_repr`]), for compiling trampolines.
+    pub(crate) fn to_wasm_repr(&self) -> wasmparser_types::FuncType {
         wasmparser_types::FuncType::new(
-            self.params.iter().map(convert),
-            self.results.iter().map(convert),
+            self.params.iter().map(|t| t.to_wasm_repr()),
+            self.results.iter().map(|t| t.to_wasm_repr()),
         )
     }
 }

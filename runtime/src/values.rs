@@ -4,7 +4,7 @@ use std::any::Any;
 
 use crate::func::Func;
 use crate::store::{AsContext, AsContextMut, StoreId, StoreOpaque};
-use crate::types::ValType;
+use crate::types::{HeapType, ValType};
 use crate::vm::ValRaw;
 
 /// A Wasm value. Floats are kept as bits so NaN payloads survive.
@@ -27,7 +27,9 @@ pub enum Val {
 }
 
 impl Val {
-    /// The value's type.
+    /// The value's type, as far as the value alone tells it: for a reference, `funcref` or
+    /// `externref` (whether a function reference also has a typed reference type depends on
+    /// the function's type, which [`Val::matches_ty`] looks up in the store).
     pub fn ty(&self) -> ValType {
         match self {
             Val::I32(_) => ValType::I32,
@@ -35,12 +37,41 @@ impl Val {
             Val::F32(_) => ValType::F32,
             Val::F64(_) => ValType::F64,
             Val::V128(_) => ValType::V128,
-            Val::FuncRef(_) => ValType::FuncRef,
-            Val::ExternRef(_) => ValType::ExternRef,
+            Val::FuncRef(_) => ValType::FUNCREF,
+            Val::ExternRef(_) => ValType::EXTERNREF,
         }
     }
 
-    /// The zero value (null for references) of `ty`.
+    /// Whether this value may be used where a value of type `ty` is expected: a number of
+    /// that type, null for a nullable reference type, a function for `func` (or for a typed
+    /// reference to its own type), a host reference for `extern`.
+    ///
+    /// # Panics
+    /// If the value is a function of another store.
+    pub fn matches_ty(&self, store: impl AsContext, ty: &ValType) -> bool {
+        self.matches_ty_in(&store.as_context().opaque, ty)
+    }
+
+    pub(crate) fn matches_ty_in(&self, store: &StoreOpaque, ty: &ValType) -> bool {
+        let ValType::Ref(expected) = ty else {
+            return self.ty() == *ty;
+        };
+        match (self, expected.heap_type) {
+            (Val::FuncRef(None), HeapType::Func | HeapType::ConcreteFunc(_))
+            | (Val::ExternRef(None), HeapType::Extern) => expected.nullable,
+            (Val::FuncRef(Some(_)), HeapType::Func)
+            | (Val::ExternRef(Some(_)), HeapType::Extern) => true,
+            (Val::FuncRef(Some(f)), HeapType::ConcreteFunc(id)) => {
+                store.check(f.store);
+                store.funcs[f.index].type_id == id.0
+            }
+            _ => false,
+        }
+    }
+
+    /// The zero value of `ty`, null for a nullable reference type. A non-nullable reference
+    /// type has no default: it gets the null of its kind too, which does not match `ty`
+    /// (useful only as a placeholder a call overwrites with its results).
     pub fn default_for(ty: ValType) -> Val {
         match ty {
             ValType::I32 => Val::I32(0),
@@ -48,8 +79,8 @@ impl Val {
             ValType::F32 => Val::F32(0),
             ValType::F64 => Val::F64(0),
             ValType::V128 => Val::V128(0),
-            ValType::FuncRef => Val::FuncRef(None),
-            ValType::ExternRef => Val::ExternRef(None),
+            ValType::Ref(r) if r.heap_type == HeapType::Extern => Val::ExternRef(None),
+            ValType::Ref(_) => Val::FuncRef(None),
         }
     }
 
@@ -114,11 +145,13 @@ impl Val {
             ValType::F32 => Val::F32(raw.get_u32()),
             ValType::F64 => Val::F64(raw.get_u64()),
             ValType::V128 => Val::V128(raw.get_u128()),
-            ValType::FuncRef => Val::FuncRef(match raw.get_u64() {
-                0 => None,
-                p => Some(Func::from_index(store.id, store.func_for_raw(p))),
-            }),
-            ValType::ExternRef => Val::ExternRef(match raw.get_u64() {
+            ValType::Ref(r) if r.heap_type != HeapType::Extern => {
+                Val::FuncRef(match raw.get_u64() {
+                    0 => None,
+                    p => Some(Func::from_index(store.id, store.func_for_raw(p))),
+                })
+            }
+            ValType::Ref(_) => Val::ExternRef(match raw.get_u64() {
                 0 => None,
                 i => Some(ExternRef {
                     store: store.id,

@@ -15,3 +15,4 @@ mod nested_calls;
 mod serialize;
 mod simd;
 mod stacks;
+mod typed_refs;

@@ -21,9 +21,6 @@ use weft::{Config, Engine, MemoryMode};
 use weft_wast::{WastReport, run_script};
 
 /// Why the scripts of a WebAssembly 3.0 feature weft does not implement yet fail.
-const FUNCTION_REFERENCES: &str = "typed function references (issue 10): `(ref $t)` types, \
-    call_ref, ref.as_non_null, br_on_null/br_on_non_null, non-nullable locals and table \
-    initializer expressions are not implemented; validation refuses them";
 const EXCEPTIONS: &str = "exception handling (issue 10): tags, throw, throw_ref, try_table and \
     exnref are not implemented; validation refuses them";
 const MEMORY64: &str = "memory64 (issue 10): 64-bit memories and table indices are not \
@@ -37,75 +34,15 @@ const GC: &str = "GC heap types (any, eq, i31, struct, array, none...): GC is ou
 
 /// Scripts expected to fail, by suite and name, with the reason. Target: only what needs GC.
 const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
-    ("wasm-v3", "br_on_non_null.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "br_on_null.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "br_table.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "call_ref.wast", FUNCTION_REFERENCES),
     ("wasm-v3", "data.wast", DEFINED_GLOBAL_IN_CONST),
-    ("wasm-v3", "elem.wast", FUNCTION_REFERENCES),
+    ("wasm-v3", "elem.wast", DEFINED_GLOBAL_IN_CONST),
     ("wasm-v3", "global.wast", DEFINED_GLOBAL_IN_CONST),
     ("wasm-v3", "imports.wast", EXCEPTIONS),
-    ("wasm-v3", "instance.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "linking.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "local_init.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "ref.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "ref_as_non_null.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "ref_is_null.wast", FUNCTION_REFERENCES),
+    ("wasm-v3", "instance.wast", EXCEPTIONS),
     ("wasm-v3", "ref_null.wast", GC),
-    ("wasm-v3", "return_call_ref.wast", FUNCTION_REFERENCES),
-    ("wasm-v3", "table.wast", FUNCTION_REFERENCES),
     ("wasm-v3", "type-canon.wast", REC_GROUPS),
     ("wasm-v3", "type-equivalence.wast", REC_GROUPS),
     ("wasm-v3", "type-rec.wast", REC_GROUPS),
-    ("wasm-v3", "unreached-valid.wast", FUNCTION_REFERENCES),
-    (
-        "function-references",
-        "br_on_non_null.wast",
-        FUNCTION_REFERENCES,
-    ),
-    (
-        "function-references",
-        "br_on_null.wast",
-        FUNCTION_REFERENCES,
-    ),
-    ("function-references", "br_table.wast", FUNCTION_REFERENCES),
-    ("function-references", "call_ref.wast", FUNCTION_REFERENCES),
-    ("function-references", "elem.wast", FUNCTION_REFERENCES),
-    ("function-references", "linking.wast", FUNCTION_REFERENCES),
-    (
-        "function-references",
-        "local_init.wast",
-        FUNCTION_REFERENCES,
-    ),
-    ("function-references", "ref.wast", FUNCTION_REFERENCES),
-    (
-        "function-references",
-        "ref_as_non_null.wast",
-        FUNCTION_REFERENCES,
-    ),
-    (
-        "function-references",
-        "ref_is_null.wast",
-        FUNCTION_REFERENCES,
-    ),
-    ("function-references", "ref_null.wast", FUNCTION_REFERENCES),
-    (
-        "function-references",
-        "return_call_ref.wast",
-        FUNCTION_REFERENCES,
-    ),
-    ("function-references", "table-sub.wast", FUNCTION_REFERENCES),
-    ("function-references", "table.wast", FUNCTION_REFERENCES),
-    (
-        "function-references",
-        "type-equivalence.wast",
-        FUNCTION_REFERENCES,
-    ),
-    (
-        "function-references",
-        "unreached-valid.wast",
-        FUNCTION_REFERENCES,
-    ),
     ("exceptions", "tag.wast", EXCEPTIONS),
     ("exceptions", "throw.wast", EXCEPTIONS),
     ("exceptions", "throw_ref.wast", EXCEPTIONS),

@@ -127,13 +127,14 @@ fn arbitrary_val(u: &mut Unstructured<'_>, ty: ValType) -> (Val, wasmi::Val) {
             let x: u128 = u.arbitrary().unwrap_or(0);
             (Val::V128(x), wasmi::Val::V128(wasmi::V128::from(x)))
         }
-        ValType::FuncRef => (
-            Val::FuncRef(None),
-            wasmi::Val::default_for_ty(wasmi::ValType::FuncRef),
-        ),
-        ValType::ExternRef => (
+        ValType::EXTERNREF => (
             Val::ExternRef(None),
             wasmi::Val::default_for_ty(wasmi::ValType::ExternRef),
+        ),
+        // funcref; the generated modules use no typed references (wasmi has none).
+        ValType::Ref(_) => (
+            Val::FuncRef(None),
+            wasmi::Val::default_for_ty(wasmi::ValType::FuncRef),
         ),
     }
 }
