@@ -58,15 +58,23 @@ pub struct CompilerOptions {
 impl CompilerOptions {
     /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
     /// weft implements (tail calls, extended constant expressions, relaxed SIMD, typed
-    /// function references, and multi-memory when these options allow it). The rest of 3.0
-    /// (exceptions, memory64, GC) fails validation rather than reaching a translator that does
-    /// not know it. The fuzzer's reference validator uses this same set.
+    /// function references, and multi-memory when these options allow it). Exceptions and
+    /// memory64 fail validation rather than reaching a translator that does not know them.
+    ///
+    /// GC is on for validation only: 3.0 is written with it, and wasmparser applies 3.0's
+    /// rules for recursion groups and for constant expressions that read defined globals
+    /// only with GC on. weft does not implement GC's types and instructions and refuses them
+    /// itself: the parser (struct and array types, declared subtypes, GC reference types in
+    /// module-level types, GC constant instructions) and the translator (GC reference types
+    /// of locals, blocks, `select` and `ref.null`; GC instructions) return `Unsupported`.
+    /// The fuzzer's reference validator uses this same set.
     pub fn wasm_features(&self) -> WasmFeatures {
         let mut features = WasmFeatures::WASM2
             | WasmFeatures::TAIL_CALL
             | WasmFeatures::EXTENDED_CONST
             | WasmFeatures::RELAXED_SIMD
-            | WasmFeatures::FUNCTION_REFERENCES;
+            | WasmFeatures::FUNCTION_REFERENCES
+            | WasmFeatures::GC;
         features.set(WasmFeatures::MULTI_MEMORY, self.multi_memory);
         features
     }

@@ -5,7 +5,9 @@
 //! 1. **Validate** the whole binary with wasmparser before anything else, against WebAssembly
 //!    2.0 plus the 3.0 features weft implements (`Compiler::features`: tail calls, extended
 //!    constant expressions, relaxed SIMD, typed function references, multi-memory).
-//!    Everything downstream assumes valid input and says so: the translator does not re-check
+//!    GC is on for validation alone, because 3.0's rules for recursion groups and constant
+//!    expressions come with it there; GC's own types and instructions are refused by the
+//!    parser and the translator. Everything downstream assumes valid input and says so: the translator does not re-check
 //!    types or stack heights (nor whether a non-nullable local is set before it is read).
 //! 2. **Parse** the module-level structure into a [`ModuleInfo`] ([`parse`]: types, index
 //!    spaces, imports, exports, segments as constant expressions, function body ranges, the name

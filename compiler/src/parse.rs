@@ -239,15 +239,23 @@ pub fn check_val_type(ty: wasmparser::ValType) -> Result<(), CompileError> {
 /// # Errors
 /// As [`check_val_type`].
 pub fn check_ref_type(ty: RefType) -> Result<(), CompileError> {
+    check_heap_type(ty.heap_type())
+}
+
+/// [`check_val_type`] for what a reference points to (as `ref.null` names it).
+///
+/// # Errors
+/// As [`check_val_type`].
+pub fn check_heap_type(ty: wasmparser::HeapType) -> Result<(), CompileError> {
     use wasmparser::{AbstractHeapType, HeapType};
-    match ty.heap_type() {
+    match ty {
         HeapType::Abstract {
             shared: false,
             ty: AbstractHeapType::Func | AbstractHeapType::Extern,
         }
         | HeapType::Concrete(_) => Ok(()),
         other => Err(CompileError::Unsupported(format!(
-            "reference type {ty} (heap type {other:?}: GC, exceptions or a later proposal)"
+            "heap type {other:?} (GC, exceptions or a later proposal)"
         ))),
     }
 }
@@ -285,7 +293,10 @@ fn const_init(expr: &ConstExpr<'_>) -> Result<ConstInit, CompileError> {
             Operator::F32Const { value } => ConstOp::F32(value.bits()),
             Operator::F64Const { value } => ConstOp::F64(value.bits()),
             Operator::V128Const { value } => ConstOp::V128(u128::from_le_bytes(*value.bytes())),
-            Operator::RefNull { .. } => ConstOp::RefNull,
+            Operator::RefNull { hty } => {
+                check_heap_type(hty)?;
+                ConstOp::RefNull
+            }
             Operator::RefFunc { function_index } => ConstOp::RefFunc(function_index),
             Operator::GlobalGet { global_index } => ConstOp::GlobalGet(global_index),
             Operator::I32Add => ConstOp::I32Add,

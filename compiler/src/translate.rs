@@ -64,6 +64,7 @@ use weft_environ::TrapKind;
 
 use crate::CompileError;
 use crate::environ::{CallKind, FuncEnvironment, ir_type};
+use crate::parse::{check_heap_type, check_val_type};
 use crate::traps::trap_code;
 
 /// Translates one validated function body into `func`, whose signature (`environ::wasm_signature`:
@@ -108,6 +109,9 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
     }
     for local in body.get_locals_reader()? {
         let (count, ty) = local?;
+        // Validation follows GC's rules (see `CompilerOptions::wasm_features`); GC's types
+        // stop here.
+        check_val_type(ty)?;
         let ir_ty = ir_type(ty, pointer_type);
         for _ in 0..count {
             let var = builder.declare_var(ir_ty);
@@ -395,7 +399,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 self.reachable = false;
             }
             Block { blockty } => {
-                let (params, results) = self.block_signature(blockty);
+                let (params, results) = self.block_signature(blockty)?;
                 let next = self.new_block_with_params(&results);
                 self.control.push(ControlFrame {
                     kind: FrameKind::Block,
@@ -407,7 +411,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 });
             }
             Loop { blockty } => {
-                let (params, results) = self.block_signature(blockty);
+                let (params, results) = self.block_signature(blockty)?;
                 let header = self.new_block_with_params(&params);
                 let next = self.new_block_with_params(&results);
                 let args = self.pop_n(params.len());
@@ -427,7 +431,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             }
             If { blockty } => {
                 let condition = self.pop();
-                let (params, results) = self.block_signature(blockty);
+                let (params, results) = self.block_signature(blockty)?;
                 let then_block = self.builder.create_block();
                 let else_block = self.builder.create_block();
                 let next = self.new_block_with_params(&results);
@@ -559,12 +563,11 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             Drop => {
                 self.pop();
             }
-            Select | TypedSelect { .. } => {
-                let condition = self.pop();
-                let (if_true, if_false) = self.pop2();
-                let value = self.builder.ins().select(condition, if_true, if_false);
-                self.push(value);
+            TypedSelect { ty } => {
+                check_val_type(ty)?;
+                self.select();
             }
+            Select => self.select(),
 
             // ---------------------------------------------------------------------------------
             // Locals and globals
@@ -694,7 +697,8 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                     .table_init(&mut self.builder, table, elem_index, dst, src, len);
             }
             ElemDrop { elem_index } => self.env.elem_drop(&mut self.builder, elem_index),
-            RefNull { .. } => {
+            RefNull { hty } => {
+                check_heap_type(hty)?;
                 let null = self.builder.ins().iconst(self.pointer_type, 0);
                 self.push(null);
             }
@@ -1297,6 +1301,14 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
         self.stack.extend(results);
     }
 
+    /// `select`: the condition on top, the value for a true one deepest.
+    fn select(&mut self) {
+        let condition = self.pop();
+        let (if_true, if_false) = self.pop2();
+        let value = self.builder.ins().select(condition, if_true, if_false);
+        self.push(value);
+    }
+
     /// `call_ref` of type `type_index`: the funcref on top, the arguments below it.
     fn call_ref(&mut self, type_index: u32, kind: CallKind) {
         let callee = self.pop();
@@ -1426,17 +1438,27 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
     }
 
     /// The parameter and result types of a block type.
-    fn block_signature(&self, blockty: BlockType) -> (Vec<ir::Type>, Vec<ir::Type>) {
-        match blockty {
+    ///
+    /// # Errors
+    /// `CompileError::Unsupported` for a GC value type (a type index names a function type,
+    /// which the parser has checked).
+    fn block_signature(
+        &self,
+        blockty: BlockType,
+    ) -> Result<(Vec<ir::Type>, Vec<ir::Type>), CompileError> {
+        Ok(match blockty {
             BlockType::Empty => (Vec::new(), Vec::new()),
-            BlockType::Type(ty) => (Vec::new(), vec![ir_type(ty, self.pointer_type)]),
+            BlockType::Type(ty) => {
+                check_val_type(ty)?;
+                (Vec::new(), vec![ir_type(ty, self.pointer_type)])
+            }
             BlockType::FuncType(index) => {
                 let ty = &self.env.module().types[index as usize];
                 let convert =
                     |tys: &[ValType]| tys.iter().map(|&t| ir_type(t, self.pointer_type)).collect();
                 (convert(ty.params()), convert(ty.results()))
             }
-        }
+        })
     }
 
     fn new_block_with_params(&mut self, types: &[ir::Type]) -> ir::Block {

@@ -1,6 +1,7 @@
-//! Typed function references (WebAssembly 3.0) through the API: `(ref $t)` types as
-//! `ValType::Ref`, typed references as `Val::FuncRef` checked against the function's type, tables
-//! of typed references, and `call_ref` of null.
+//! WebAssembly 3.0's type system without GC, through the API: typed function references
+//! (`(ref $t)` types as `ValType::Ref`, typed references as `Val::FuncRef` checked against the
+//! function's type, tables of typed references, `call_ref` of null), constant expressions that
+//! read defined globals, recursion groups canonicalized across modules, and GC refused.
 
 use weft::{
     Engine, Error, ExternType, Func, FuncType, GlobalType, HeapType, Instance, Module, Mutability,
@@ -210,4 +211,103 @@ fn typed_reference_globals_and_imports_follow_subtyping() {
     let err = Instance::new(&mut store, &typed_importer, &[funcref_global.into()]).unwrap_err();
     assert!(matches!(err, Error::IncompatibleImport { .. }), "{err}");
     Instance::new(&mut store, &typed_importer, &[g.into()]).unwrap();
+}
+
+#[test]
+fn constant_expressions_read_earlier_defined_globals() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (memory (export "mem") 1)
+             (global $base i32 (i32.const 16))
+             (global $next (export "next") i32 (i32.add (global.get $base) (i32.const 4)))
+             (data (global.get $next) "\2a"))"#,
+    )
+    .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = Instance::new(&mut store, &module, &[]).unwrap();
+    let next = instance.get_global(&mut store, "next").unwrap();
+    assert_eq!(next.get(&mut store), Val::I32(20));
+    let memory = instance.get_memory(&mut store, "mem").unwrap();
+    assert_eq!(memory.data(&store)[20], 0x2a);
+}
+
+#[test]
+fn gc_types_and_instructions_are_refused_as_unsupported() {
+    let engine = Engine::default();
+    for wat in [
+        "(module (type (struct)))",
+        "(module (func (local anyref)))",
+        "(module (func (drop (ref.null none))))",
+        "(module (func (result i32) (block (result eqref) (ref.null eq)) (drop) (i32.const 0)))",
+        "(module (global (ref null i31) (ref.i31 (i32.const 1))))",
+        "(module (type $t (sub (func))))",
+    ] {
+        let err = Module::new(&engine, wat).err().expect(wat);
+        assert!(matches!(err, Error::Unsupported(_)), "{wat}: {err}");
+    }
+}
+
+#[test]
+fn equal_recursion_groups_are_the_same_types_across_modules() {
+    let engine = Engine::default();
+    let mut store = Store::new(&engine, ());
+    // `$f` refers to itself through its group; the exporter's and importer's groups are equal.
+    let group = r#"(rec (type $f (func (param (ref null $f)) (result i32))) (type $g (func)))"#;
+    let exporter = Module::new(
+        &engine,
+        format!(
+            r#"(module {group}
+                 (func (export "f") (type $f) (i32.const 7))
+                 (table (export "t") 1 funcref) (elem (i32.const 0) func 0))"#
+        ),
+    )
+    .unwrap();
+    let exporter = Instance::new(&mut store, &exporter, &[]).unwrap();
+    let f = exporter.get_func(&mut store, "f").unwrap();
+    let table = exporter.get_table(&mut store, "t").unwrap();
+    let importer = Module::new(
+        &engine,
+        format!(
+            r#"(module {group}
+                 (import "m" "f" (func (type $f)))
+                 (import "m" "t" (table 1 funcref))
+                 (func (export "run") (result i32)
+                   (call_indirect (type $f) (ref.null $f) (i32.const 0))))"#
+        ),
+    )
+    .unwrap();
+    let instance = Instance::new(&mut store, &importer, &[f.into(), table.into()]).unwrap();
+    let run = instance
+        .get_typed_func::<(), i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(run.call(&mut store, ()).unwrap(), 7);
+
+    // The same function type alone in its group is another type: not importable as `$f`,
+    // and `call_indirect` with it traps.
+    let alone = Module::new(
+        &engine,
+        r#"(module (type $f (func (param (ref null $f)) (result i32)))
+             (import "m" "f" (func (type $f))))"#,
+    )
+    .unwrap();
+    let err = Instance::new(&mut store, &alone, &[f.into()]).unwrap_err();
+    assert!(matches!(err, Error::IncompatibleImport { .. }), "{err}");
+    let alone = Module::new(
+        &engine,
+        r#"(module (type $f (func (param (ref null $f)) (result i32)))
+             (import "m" "t" (table 1 funcref))
+             (func (export "run") (result i32)
+               (call_indirect (type $f) (ref.null $f) (i32.const 0))))"#,
+    )
+    .unwrap();
+    let instance = Instance::new(&mut store, &alone, &[table.into()]).unwrap();
+    let run = instance
+        .get_typed_func::<(), i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(
+        run.call(&mut store, ()).unwrap_err().trap(),
+        Some(Trap::IndirectCallTypeMismatch)
+    );
 }
