@@ -16,9 +16,14 @@
 //! - The vmctx of an instance holds pointers to its memories', tables' and globals'
 //!   definitions and an inline funcref per function; an imported function's entry is a copy of
 //!   the exporter's funcref, so calls never go through a second indirection.
-//! - Function types are canonicalized engine-wide: a funcref carries the engine's type id, and
-//!   `call_indirect` compares it with the id the caller's vmctx holds for the expected type
-//!   (written at instantiation), so compiled code does not depend on the engine that made it.
+//! - Function types are canonicalized engine-wide, a whole recursion group at a time (a
+//!   reference inside the group is keyed by its position, one outside by the engine id of its
+//!   target), so equal types of different modules get one id. A funcref carries the engine's
+//!   type id, and `call_indirect` compares it with the id the caller's vmctx holds for the
+//!   expected type (written at instantiation), so compiled code does not depend on the engine
+//!   that made it. `call_ref` compares nothing: validation proved the reference's type. The
+//!   API names a type by that id ([`FuncTypeId`], in `HeapType::ConcreteFunc` of a typed
+//!   reference), and value checks look up a function's id in its store.
 //! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered
 //!   in a process-wide map the signal handler reads (PC → trap code, PC → function and Wasm
 //!   offset).
