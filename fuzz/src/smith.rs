@@ -73,3 +73,12 @@ pub fn terminating(
 pub fn weft_features() -> wasmparser::WasmFeatures {
     weft_compiler::CompilerOptions::default().wasm_features()
 }
+
+/// [`weft_features`] without GC. weft validates with GC's rules (3.0's recursion groups and
+/// constant expressions need them in wasmparser) but refuses GC's types and instructions with
+/// `Error::Unsupported`: a module valid under `weft_features` but not under these uses GC.
+pub fn weft_features_without_gc() -> wasmparser::WasmFeatures {
+    let mut features = weft_features();
+    features.remove(wasmparser::WasmFeatures::GC);
+    features
+}

@@ -68,6 +68,14 @@ pub fn run(input: &[u8]) -> Result<String, String> {
                 "weft accepted a module wasmparser rejects with weft's features: {why}"
             ));
         }
+        // GC passes validation (see `smith::weft_features_without_gc`), and weft refuses it.
+        (Err(Error::Unsupported(_)), Ok(()))
+            if wasmparser::Validator::new_with_features(smith::weft_features_without_gc())
+                .validate_all(&bytes)
+                .is_err() =>
+        {
+            "unsupported-gc".to_string()
+        }
         (Err(error), Ok(())) => {
             return Err(format!(
                 "weft rejected a module wasmparser accepts with weft's features: {error}"
