@@ -1,4 +1,5 @@
-//! `-W` options of `weft run`, in wasmtime's spelling: `-W fuel=N` and `-W timeout=DURATION`.
+//! The limits among `weft run`'s `-W` options, in wasmtime's spelling: `-W fuel=N` and
+//! `-W timeout=DURATION` (parsed with the rest in `wasm_options.rs`).
 
 use std::time::Duration;
 
@@ -14,29 +15,21 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Parses the `-W` options (each `KEY=VALUE`, or several separated by commas).
-    pub fn parse(options: &[String]) -> Result<Limits, String> {
-        let mut limits = Limits::default();
-        for option in options.iter().flat_map(|o| o.split(',')) {
-            let (key, value) = option
-                .split_once('=')
-                .ok_or_else(|| format!("-W {option}: expected KEY=VALUE (fuel=N, timeout=1s)"))?;
-            match key {
-                "fuel" => {
-                    let fuel = value
-                        .parse::<u64>()
-                        .map_err(|_| format!("-W fuel={value}: expected a whole number"))?;
-                    limits.fuel = Some(fuel);
-                }
-                "timeout" => limits.timeout = Some(parse_duration(value)?),
-                _ => {
-                    return Err(format!(
-                        "-W {key}: unknown option (weft run knows fuel=N and timeout=DURATION)"
-                    ));
-                }
+    /// Takes `key=value` if it is a limit: `Ok(true)` if it was, `Ok(false)` if the key is
+    /// not one of these, an error for a limit with a bad value.
+    pub fn take(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
+        match key {
+            "fuel" => {
+                let value = value.unwrap_or_default();
+                let fuel = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("-W fuel={value}: expected a whole number"))?;
+                self.fuel = Some(fuel);
             }
+            "timeout" => self.timeout = Some(parse_duration(value.unwrap_or_default())?),
+            _ => return Ok(false),
         }
-        Ok(limits)
+        Ok(true)
     }
 
     /// Turns on what the limits need in `config`.
@@ -112,39 +105,5 @@ fn show_duration(duration: Duration) -> String {
         format!("{}s", duration.as_secs())
     } else {
         format!("{}ms", duration.as_secs_f64() * 1e3)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_fuel_and_timeouts_in_wasmtimes_spelling() {
-        let limits = Limits::parse(&["fuel=1000".into(), "timeout=1.5s".into()]).unwrap();
-        assert_eq!(limits.fuel, Some(1000));
-        assert_eq!(limits.timeout, Some(Duration::from_millis(1500)));
-        let limits = Limits::parse(&["timeout=250ms,fuel=7".into()]).unwrap();
-        assert_eq!(limits.timeout, Some(Duration::from_millis(250)));
-        assert_eq!(limits.fuel, Some(7));
-        assert_eq!(
-            Limits::parse(&["timeout=2m".into()]).unwrap().timeout,
-            Some(Duration::from_secs(120))
-        );
-    }
-
-    #[test]
-    fn refuses_unknown_keys_and_malformed_values() {
-        for bad in [
-            "fuel",
-            "fuel=-1",
-            "fuel=x",
-            "timeout=1 s",
-            "timeout=1d",
-            "speed=9",
-            "timeout=-1s",
-        ] {
-            assert!(Limits::parse(&[bad.into()]).is_err(), "{bad}");
-        }
     }
 }

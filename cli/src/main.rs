@@ -14,8 +14,9 @@ use weft::{CacheConfig, Config, Engine, Error, Linker, Module, Store, Val, ValTy
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
 mod limits;
+mod wasm_options;
 
-use limits::Limits;
+use wasm_options::WasmOptions;
 
 #[derive(Parser)]
 #[command(
@@ -50,11 +51,13 @@ enum Command {
         /// The program's `argv[0]` (default: FILE as given).
         #[arg(long, value_name = "ARG")]
         argv0: Option<String>,
-        /// Limits, as in wasmtime: `-W fuel=N` stops the program after N Wasm operators,
-        /// `-W timeout=DURATION` (`1s`, `500ms`, `2m`) after that long. Repeatable, or
-        /// comma-separated.
+        /// Options, as in wasmtime: `-W fuel=N` stops the program after N Wasm operators,
+        /// `-W timeout=DURATION` (`1s`, `500ms`, `2m`) after that long; `-W max-wasm-stack=BYTES`;
+        /// WebAssembly features on or off, e.g. `-W tail-call=n` (simd, relaxed-simd,
+        /// reference-types, function-references, tail-call, extended-const, multi-memory,
+        /// bulk-memory, multi-value; all on by default). Repeatable, or comma-separated.
         #[arg(short = 'W', value_name = "KEY=VALUE")]
-        limits: Vec<String>,
+        wasm_options: Vec<String>,
         /// Compile without the code cache (neither read nor write it). A non-empty
         /// `WEFT_NO_CACHE` does the same.
         #[arg(long)]
@@ -75,9 +78,17 @@ enum Command {
         /// Where to write the compiled module (default: FILE with the extension .cwasm).
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
+        /// Options as for `weft run`: feature switches and max-wasm-stack shape the compiled
+        /// module, and `-W fuel=N` / `-W timeout=DURATION` compile in the checks they need
+        /// (their values are for `weft run`, which must be given the same kinds of limit).
+        #[arg(short = 'W', value_name = "KEY=VALUE")]
+        wasm_options: Vec<String>,
     },
     /// Run WebAssembly spec scripts (.wast) and report each file and the total.
     Wast {
+        /// Feature switches as for `weft run` (e.g. `-W tail-call=n`).
+        #[arg(short = 'W', value_name = "KEY=VALUE")]
+        wasm_options: Vec<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -91,7 +102,7 @@ struct RunOptions {
     envs: Vec<String>,
     argv0: Option<String>,
     args: Vec<String>,
-    limits: Limits,
+    wasm: WasmOptions,
     no_cache: bool,
 }
 
@@ -104,12 +115,12 @@ fn main() -> ExitCode {
             dirs,
             envs,
             argv0,
-            limits,
+            wasm_options,
             no_cache,
             mut args,
         } => {
-            let limits = match Limits::parse(&limits) {
-                Ok(limits) => limits,
+            let wasm = match WasmOptions::parse(&wasm_options) {
+                Ok(wasm) => wasm,
                 Err(message) => {
                     eprintln!("error: {message}");
                     return ExitCode::FAILURE;
@@ -133,12 +144,19 @@ fn main() -> ExitCode {
                 envs,
                 argv0,
                 args,
-                limits,
+                wasm,
                 no_cache,
             })
         }
-        Command::Compile { file, output } => compile(&file, output),
-        Command::Wast { files } => wast(&files),
+        Command::Compile {
+            file,
+            output,
+            wasm_options,
+        } => WasmOptions::parse(&wasm_options).and_then(|wasm| compile(&file, output, &wasm)),
+        Command::Wast {
+            files,
+            wasm_options,
+        } => WasmOptions::parse(&wasm_options).and_then(|wasm| wast(&files, &wasm)),
     };
     match result {
         Ok(code) => code,
@@ -194,12 +212,18 @@ fn cache(no_cache: bool) -> Option<CacheConfig> {
     }
 }
 
-fn compile(file: &std::path::Path, output: Option<PathBuf>) -> Result<ExitCode, String> {
+fn compile(
+    file: &std::path::Path,
+    output: Option<PathBuf>,
+    wasm: &WasmOptions,
+) -> Result<ExitCode, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     if weft::is_serialized_module(&bytes) {
         return Err(format!("{} is compiled already", file.display()));
     }
-    let engine = Engine::default();
+    let mut config = Config::new();
+    wasm.configure(&mut config);
+    let engine = Engine::new(&config).map_err(|e| e.to_string())?;
     let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let serialized = module
         .serialize()
@@ -214,7 +238,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
     let file = &options.file;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut config = Config::new();
-    options.limits.configure(&mut config);
+    options.wasm.configure(&mut config);
     config.cache(cache(options.no_cache));
     let engine = Engine::new(&config).map_err(|e| e.to_string())?;
     // A .cwasm from `weft compile` is recognized by its header, whatever the file is called.
@@ -252,7 +276,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut store = Store::new(&engine, wasi);
-    options.limits.start(&engine, &mut store)?;
+    options.wasm.limits.start(&engine, &mut store)?;
     let program = async {
         let instance = linker.instantiate_async(&mut store, &module).await?;
         match &options.invoke {
@@ -306,7 +330,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         }
     };
     let outcome = runtime.block_on(async {
-        match options.limits.timeout {
+        match options.wasm.limits.timeout {
             // Computing Wasm is stopped by the epoch; a program waiting in a WASI call, where
             // no epoch check runs, by this timer (dropping the call cancels it).
             Some(timeout) => tokio::time::timeout(timeout, program).await.ok(),
@@ -314,7 +338,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         }
     });
     let Some(outcome) = outcome else {
-        return Err(options.limits.timed_out());
+        return Err(options.wasm.limits.timed_out());
     };
     match outcome {
         Ok(Some(results)) => {
@@ -327,7 +351,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
         Err(error) => match weft_wasi::exit_code(&error) {
             // `proc_exit(n)`: the program's status (the low 8 bits, as the OS keeps them).
             Some(code) => Ok(ExitCode::from(code as u8)),
-            None => Err(match options.limits.explain(&error) {
+            None => Err(match options.wasm.limits.explain(&error) {
                 // Where it was stopped, too: the backtrace names the function that ran on.
                 Some(limit) => format!("{limit}\n{}", describe(&error)),
                 None => describe(&error),
@@ -407,8 +431,13 @@ fn describe(error: &Error) -> String {
     }
 }
 
-fn wast(files: &[PathBuf]) -> Result<ExitCode, String> {
-    let engine = Engine::default();
+fn wast(files: &[PathBuf], wasm: &WasmOptions) -> Result<ExitCode, String> {
+    if wasm.has_limits() {
+        return Err("weft wast takes feature switches and max-wasm-stack, not limits".into());
+    }
+    let mut config = Config::new();
+    wasm.configure(&mut config);
+    let engine = Engine::new(&config).map_err(|e| e.to_string())?;
     // Spec scripts recurse deeply on purpose; give them a big stack.
     let files = files.to_vec();
     let handle = std::thread::Builder::new()

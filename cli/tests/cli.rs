@@ -202,3 +202,38 @@ fn fuel_limits_how_much_a_program_runs() {
         text(&out.stderr)
     );
 }
+
+/// `-W tail-call=n` (wasmtime's spelling) turns a 3.0 feature off: a module using it is
+/// refused with words that name the switch; on by default, the same module runs.
+#[test]
+fn feature_switches_turn_proposals_off() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-features-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tail.wat");
+    std::fs::write(
+        &file,
+        r#"(module
+             (func $count (export "count") (param $n i32) (result i32)
+               (if (result i32) (i32.eqz (local.get $n))
+                 (then (i32.const 7))
+                 (else (return_call $count (i32.sub (local.get $n) (i32.const 1)))))))"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = weft(&["run", "--invoke", "count", file, "1000000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "7\n");
+    let out = weft(&["run", "-W", "tail-call=n", "--invoke", "count", file, "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("tail call"), "{stderr}");
+    assert!(stderr.contains("turns off: tail-call"), "{stderr}");
+    let out = weft(&["run", "-W", "exceptions=y", "--invoke", "count", file, "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not implement the exceptions proposal"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

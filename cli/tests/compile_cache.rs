@@ -83,6 +83,54 @@ fn compiled_module_runs_from_its_cwasm_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `weft compile -W fuel=N` compiles the fuel checks in, so `weft run -W fuel=N` runs the
+/// .cwasm with its limit; run without the limit, the same file is refused (its code was made
+/// for other settings), and so is a .cwasm made without checks when a limit is asked for.
+#[test]
+fn compile_takes_the_options_that_shape_code() {
+    let dir = scratch("compile-w");
+    let fueled = dir.join("fueled.cwasm");
+    let plain = dir.join("plain.cwasm");
+    let cache = dir.join("cache");
+    for (cwasm, options) in [(&fueled, &["-W", "fuel=1"][..]), (&plain, &[][..])] {
+        let mut args = vec![
+            "compile",
+            "../examples/fib.wat",
+            "-o",
+            cwasm.to_str().unwrap(),
+        ];
+        args.extend_from_slice(options);
+        let out = weft(&args, &cache);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let run = |cwasm: &Path, options: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--invoke", "fib", cwasm.to_str().unwrap(), "20"]);
+        weft(&args, &cache)
+    };
+    let out = run(&fueled, &["-W", "fuel=100"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error: the program used all its fuel (-W fuel=100)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&fueled, &["-W", "fuel=100000000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "6765\n");
+    for (cwasm, options) in [(&fueled, &[][..]), (&plain, &["-W", "fuel=100"][..])] {
+        let out = run(cwasm, options);
+        assert_eq!(out.status.code(), Some(1), "{options:?}");
+        assert!(
+            text(&out.stderr).contains("consume_fuel"),
+            "{options:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn compile_writes_next_to_the_module_by_default() {
     let dir = scratch("default-out");

@@ -45,14 +45,103 @@ pub struct CompilerOptions {
     pub verify: bool,
     /// Threads for compiling a module's functions; 0 picks the machine's parallelism.
     pub threads: usize,
-    /// Accept modules with several memories (WebAssembly 3.0's multi-memory). The compiler and
-    /// runtime index memories everywhere already; only validation needs to allow it.
-    pub multi_memory: bool,
+    /// Which optional WebAssembly features modules may use.
+    pub features: Features,
     /// Check the engine's epoch against the store's deadline at every function entry and loop
     /// header (`vmoffsets::store_context::EPOCH_DEADLINE`).
     pub epoch_interruption: bool,
     /// Count fuel per block of Wasm operators (`vmoffsets::store_context::FUEL`).
     pub consume_fuel: bool,
+}
+
+/// WebAssembly's optional features that weft implements, each a switch: all on by default
+/// (WebAssembly 3.0 as far as weft implements it). A switch only changes what validation
+/// accepts; code for what it accepts is the same either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// Fixed-width SIMD (`v128`; 2.0).
+    pub simd: bool,
+    /// Relaxed SIMD (3.0); needs `simd`.
+    pub relaxed_simd: bool,
+    /// Reference types (`funcref`/`externref` values, several tables; 2.0).
+    pub reference_types: bool,
+    /// Typed function references (`(ref $t)`, `call_ref`; 3.0); needs `reference_types`.
+    /// Off, 3.0's rules that validation takes from GC (recursion groups, defined globals in
+    /// constant expressions) are off too.
+    pub function_references: bool,
+    /// Tail calls (`return_call*`; 3.0).
+    pub tail_call: bool,
+    /// Extended constant expressions (3.0).
+    pub extended_const: bool,
+    /// Several memories (3.0).
+    pub multi_memory: bool,
+    /// Bulk memory and table operations (2.0).
+    pub bulk_memory: bool,
+    /// Several results and block parameters (2.0).
+    pub multi_value: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            simd: true,
+            relaxed_simd: true,
+            reference_types: true,
+            function_references: true,
+            tail_call: true,
+            extended_const: true,
+            multi_memory: true,
+            bulk_memory: true,
+            multi_value: true,
+        }
+    }
+}
+
+impl Features {
+    /// Each switch with its name in wasmtime's CLI spelling (`-W tail-call=n`).
+    pub fn switches(&self) -> [(&'static str, bool); 9] {
+        let Features {
+            simd,
+            relaxed_simd,
+            reference_types,
+            function_references,
+            tail_call,
+            extended_const,
+            multi_memory,
+            bulk_memory,
+            multi_value,
+        } = *self;
+        [
+            ("simd", simd),
+            ("relaxed-simd", relaxed_simd),
+            ("reference-types", reference_types),
+            ("function-references", function_references),
+            ("tail-call", tail_call),
+            ("extended-const", extended_const),
+            ("multi-memory", multi_memory),
+            ("bulk-memory", bulk_memory),
+            ("multi-value", multi_value),
+        ]
+    }
+
+    /// An error naming the first switch that is on while one it needs is off.
+    pub fn check(&self) -> Result<(), String> {
+        let needs = [
+            (self.relaxed_simd, "relaxed-simd", self.simd, "simd"),
+            (
+                self.function_references,
+                "function-references",
+                self.reference_types,
+                "reference-types",
+            ),
+        ];
+        for (on, name, needed, needed_name) in needs {
+            if on && !needed {
+                return Err(format!("{name} needs {needed_name}, which is off"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CompilerOptions {
@@ -75,7 +164,22 @@ impl CompilerOptions {
             | WasmFeatures::RELAXED_SIMD
             | WasmFeatures::FUNCTION_REFERENCES
             | WasmFeatures::GC;
-        features.set(WasmFeatures::MULTI_MEMORY, self.multi_memory);
+        let f = &self.features;
+        for (flag, on) in [
+            (WasmFeatures::SIMD, f.simd),
+            (WasmFeatures::RELAXED_SIMD, f.relaxed_simd),
+            (WasmFeatures::REFERENCE_TYPES, f.reference_types),
+            (WasmFeatures::FUNCTION_REFERENCES, f.function_references),
+            // GC's validation rules come with typed references (see above).
+            (WasmFeatures::GC, f.function_references),
+            (WasmFeatures::TAIL_CALL, f.tail_call),
+            (WasmFeatures::EXTENDED_CONST, f.extended_const),
+            (WasmFeatures::MULTI_MEMORY, f.multi_memory),
+            (WasmFeatures::BULK_MEMORY, f.bulk_memory),
+            (WasmFeatures::MULTI_VALUE, f.multi_value),
+        ] {
+            features.set(flag, on);
+        }
         features
     }
 }
@@ -86,7 +190,7 @@ impl Default for CompilerOptions {
             memory_mode: MemoryMode::GuardPages,
             verify: cfg!(debug_assertions),
             threads: 0,
-            multi_memory: true,
+            features: Features::default(),
             epoch_interruption: false,
             consume_fuel: false,
         }
@@ -103,7 +207,7 @@ pub struct CodeFingerprint {
     /// by commas.
     pub cpu_features: String,
     /// Cranelift's shared flags and weft's options that change code or what a module may
-    /// contain (memory mode, multi-memory, epoch checks, fuel), the same way.
+    /// contain (memory mode, the feature switches, epoch checks, fuel), the same way.
     pub settings: String,
 }
 
@@ -176,17 +280,23 @@ impl Compiler {
             memory_mode,
             verify: _,
             threads: _,
-            multi_memory,
+            features,
             epoch_interruption,
             consume_fuel,
         } = &self.options;
+        let features: Vec<String> = features
+            .switches()
+            .iter()
+            .map(|(name, on)| format!("{name}={on}"))
+            .collect();
         CodeFingerprint {
             target: self.isa.triple().to_string(),
             cpu_features: join(self.isa.isa_flags()),
             settings: format!(
-                "{},memory_mode={memory_mode:?},multi_memory={multi_memory},\
+                "{},memory_mode={memory_mode:?},{},\
                  epoch_interruption={epoch_interruption},consume_fuel={consume_fuel}",
                 join(shared),
+                features.join(","),
             ),
         }
     }

@@ -56,7 +56,7 @@ pub mod parse;
 pub mod translate;
 pub mod traps;
 
-pub use compile::{CodeFingerprint, Compiler, CompilerOptions, MemoryMode};
+pub use compile::{CodeFingerprint, Compiler, CompilerOptions, Features, MemoryMode};
 pub use environ::{CallKind, FuncEnvironment};
 pub use parse::parse_module;
 pub use wasmparser::{self, FuncType, RefType, ValType};

@@ -440,13 +440,9 @@ impl FuncEnvironment for DummyEnv {
     }
 }
 
-/// What weft's compiler validates against, multi-memory included.
+/// What weft's compiler validates against by default (every feature switch on).
 fn features() -> WasmFeatures {
-    let options = CompilerOptions {
-        multi_memory: true,
-        ..CompilerOptions::default()
-    };
-    Compiler::new(options)
+    Compiler::new(CompilerOptions::default())
         .expect("host ISA is supported")
         .features()
 }

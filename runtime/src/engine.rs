@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weft_compiler::{Compiler, CompilerOptions, MemoryMode};
+use weft_compiler::{Compiler, CompilerOptions, Features, MemoryMode};
 
 use crate::error::{Error, Result};
 use crate::types::{FuncType, FuncTypeId, ValType};
@@ -21,7 +21,7 @@ pub struct Config {
     pub(crate) max_async_stacks: usize,
     pub(crate) verify: bool,
     pub(crate) compile_threads: usize,
-    pub(crate) multi_memory: bool,
+    pub(crate) features: Features,
     pub(crate) epoch_interruption: bool,
     pub(crate) consume_fuel: bool,
     pub(crate) cache: Option<crate::CacheConfig>,
@@ -36,12 +36,30 @@ impl Default for Config {
             max_async_stacks: 1 << 20,
             verify: false,
             compile_threads: 0,
-            multi_memory: true,
+            features: Features::default(),
             epoch_interruption: false,
             consume_fuel: false,
             cache: None,
         }
     }
+}
+
+/// A setter and a getter for one WebAssembly feature switch (all on by default; off, modules
+/// using the feature are refused).
+macro_rules! feature_switch {
+    ($(#[$doc:meta])* $set:ident, $get:ident, $field:ident) => {
+        $(#[$doc])*
+        /// On by default.
+        pub fn $set(&mut self, enable: bool) -> &mut Self {
+            self.features.$field = enable;
+            self
+        }
+
+        #[doc = concat!("Whether the switch is on (see [`Config::", stringify!($set), "`]).")]
+        pub fn $get(&self) -> bool {
+            self.features.$field
+        }
+    };
 }
 
 impl Config {
@@ -126,16 +144,54 @@ impl Config {
         self.verify
     }
 
-    /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory; on by
-    /// default, as in 3.0). Off, such modules are refused, as WebAssembly 2.0 requires.
-    pub fn wasm_multi_memory(&mut self, enable: bool) -> &mut Self {
-        self.multi_memory = enable;
-        self
+    feature_switch! {
+        /// Accepts modules with more than one memory (WebAssembly 3.0's multi-memory). Off,
+        /// such modules are refused, as WebAssembly 2.0 requires.
+        wasm_multi_memory, get_wasm_multi_memory, multi_memory
+    }
+    feature_switch! {
+        /// Accepts tail calls (`return_call`, `return_call_indirect`, `return_call_ref`; 3.0).
+        wasm_tail_call, get_wasm_tail_call, tail_call
+    }
+    feature_switch! {
+        /// Accepts typed function references (`(ref $t)`, `call_ref`, `br_on_null`...; 3.0).
+        /// Needs reference types.
+        wasm_function_references, get_wasm_function_references, function_references
+    }
+    feature_switch! {
+        /// Accepts extended constant expressions (arithmetic in initializers; 3.0).
+        wasm_extended_const, get_wasm_extended_const, extended_const
+    }
+    feature_switch! {
+        /// Accepts relaxed SIMD (3.0; weft's one deterministic choice per instruction and ISA
+        /// is documented in the README). Needs SIMD.
+        wasm_relaxed_simd, get_wasm_relaxed_simd, relaxed_simd
+    }
+    feature_switch! {
+        /// Accepts fixed-width SIMD (`v128`; 2.0).
+        wasm_simd, get_wasm_simd, simd
+    }
+    feature_switch! {
+        /// Accepts reference types (`funcref`/`externref` values, several tables; 2.0).
+        wasm_reference_types, get_wasm_reference_types, reference_types
+    }
+    feature_switch! {
+        /// Accepts bulk memory and table operations (`memory.copy`, `table.init`...; 2.0).
+        wasm_bulk_memory, get_wasm_bulk_memory, bulk_memory
+    }
+    feature_switch! {
+        /// Accepts several results and block parameters (2.0).
+        wasm_multi_value, get_wasm_multi_value, multi_value
     }
 
-    /// Whether modules may have several memories (see [`Config::wasm_multi_memory`]).
-    pub fn get_wasm_multi_memory(&self) -> bool {
-        self.multi_memory
+    /// The feature switches that are off, in wasmtime's CLI spelling (`tail-call`), for
+    /// messages.
+    pub(crate) fn features_off(&self) -> Vec<&'static str> {
+        self.features
+            .switches()
+            .into_iter()
+            .filter_map(|(name, on)| (!on).then_some(name))
+            .collect()
     }
 
     /// Threads used to compile one module's functions; 0 (the default) uses every core.
@@ -199,6 +255,9 @@ impl Config {
 
     /// Checks that the settings go together.
     fn validate(&self) -> Result<()> {
+        self.features
+            .check()
+            .map_err(|e| Error::InvalidConfig(format!("WebAssembly features: {e}")))?;
         if self.async_stack_size > MAX_STACK_SETTING {
             return Err(Error::InvalidConfig(format!(
                 "async_stack_size ({} bytes) is larger than the most weft accepts ({} bytes)",
@@ -322,7 +381,7 @@ impl Engine {
             memory_mode: config.memory_mode,
             verify: config.verify,
             threads: config.compile_threads,
-            multi_memory: config.multi_memory,
+            features: config.features,
             epoch_interruption: config.epoch_interruption,
             consume_fuel: config.consume_fuel,
         })

@@ -390,9 +390,16 @@ impl Error {
     /// The error for a failed compilation. Not a `From` impl: the blanket conversion above
     /// would make any `?` on a `CompileError` an [`Error::Host`], so each site calls this.
     pub(crate) fn from_compile(e: weft_compiler::CompileError) -> Self {
+        Error::from_validation(e, &[])
+    }
+
+    /// As [`Error::from_compile`], for validation by an engine whose Config turns the feature
+    /// switches `off` off: a refused feature's message then names them, as the validator
+    /// cannot tell a feature weft lacks from one switched off.
+    pub(crate) fn from_validation(e: weft_compiler::CompileError, off: &[&str]) -> Self {
         match e {
             weft_compiler::CompileError::Invalid { message, offset } => {
-                match feature_refusal(&message) {
+                match feature_refusal(&message, off) {
                     Some(refusal) => {
                         Error::Unsupported(format!("{refusal} (at offset {offset:#x})"))
                     }
@@ -409,11 +416,21 @@ impl Error {
 
 /// The validator words a proposal it was not asked to accept as a switch that is off ("...
 /// when stack switching is disabled", "... support is not enabled"). weft has no such switch
-/// for these (its one, [`crate::Config::wasm_multi_memory`], gets its own wording), so a
-/// module that uses one is refused as [`Error::Unsupported`], in words that name what weft
-/// lacks rather than a setting to change. `None` if `message` is not such a refusal.
-fn feature_refusal(message: &str) -> Option<String> {
-    let lacks = |feature: &str| format!("weft does not support {feature}");
+/// for most of these, so a module that uses one is refused as [`Error::Unsupported`], in words
+/// that name what weft lacks rather than a setting to change; where the engine turns some of
+/// its switches off (`off`, e.g. `Config::wasm_tail_call(false)`), the words name those too. `None` if `message` is not such a refusal.
+fn feature_refusal(message: &str, off: &[&str]) -> Option<String> {
+    let lacks = |feature: &str| {
+        if off.is_empty() {
+            format!("weft does not support {feature}")
+        } else {
+            format!(
+                "{feature} is not enabled (weft lacks it, or it is one of the features this \
+                 engine's Config turns off: {})",
+                off.join(", ")
+            )
+        }
+    };
     if let Some((what, rest)) = message.split_once(" when ")
         && let Some(feature) = rest
             .strip_suffix(" is disabled")

@@ -84,7 +84,9 @@ impl Module {
 
     fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module> {
         let compiler = engine.compiler();
-        let info = compiler.validate(wasm).map_err(Error::from_compile)?;
+        let info = compiler
+            .validate(wasm)
+            .map_err(|e| Error::from_validation(e, &engine.config().features_off()))?;
         let functions = compiler
             .compile_functions(&info, wasm)
             .map_err(Error::from_compile)?;
@@ -195,7 +197,7 @@ impl Module {
         engine
             .compiler()
             .validate(wasm)
-            .map_err(Error::from_compile)?;
+            .map_err(|e| Error::from_validation(e, &engine.config().features_off()))?;
         Ok(())
     }
 

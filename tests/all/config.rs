@@ -35,6 +35,73 @@ fn config_getters_return_what_the_setters_set() {
     assert_eq!(engine.config().get_async_stack_size(), 300 << 10);
 }
 
+/// Each WebAssembly feature switch is on by default; off, a module using the feature is
+/// refused with words naming the switches that are off; a switch on whose base is off
+/// (relaxed SIMD without SIMD) is a config error.
+#[test]
+fn feature_switches_refuse_what_they_turn_off() {
+    let defaults = Config::new();
+    for on in [
+        defaults.get_wasm_simd(),
+        defaults.get_wasm_relaxed_simd(),
+        defaults.get_wasm_reference_types(),
+        defaults.get_wasm_function_references(),
+        defaults.get_wasm_tail_call(),
+        defaults.get_wasm_extended_const(),
+        defaults.get_wasm_bulk_memory(),
+        defaults.get_wasm_multi_value(),
+    ] {
+        assert!(on);
+    }
+    // What the refusal says: the validator names most features as switches, which weft's
+    // message names as this Config's; an extended constant is just not constant to it.
+    let turned_off = "Config turns off";
+    type SwitchOff = fn(&mut Config) -> &mut Config;
+    let cases: [(&str, SwitchOff, &str); 4] = [
+        (
+            "(module (func (param v128)))",
+            |c| c.wasm_relaxed_simd(false).wasm_simd(false),
+            turned_off,
+        ),
+        (
+            "(module (func $f (return_call $f)))",
+            |c| c.wasm_tail_call(false),
+            turned_off,
+        ),
+        (
+            "(module (global i32 (i32.add (i32.const 1) (i32.const 2))))",
+            |c| c.wasm_extended_const(false),
+            "constant expression required",
+        ),
+        (
+            "(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0))))",
+            |c| c.wasm_bulk_memory(false),
+            turned_off,
+        ),
+    ];
+    for (wat, switch_off, refusal) in cases {
+        let engine = Engine::default();
+        Module::new(&engine, wat).unwrap_or_else(|e| panic!("{wat}: {e}"));
+        let mut config = Config::new();
+        switch_off(&mut config);
+        let engine = Engine::new(&config).unwrap();
+        let Err(error) = Module::new(&engine, wat) else {
+            panic!("{wat} compiled with its feature off");
+        };
+        assert!(error.to_string().contains(refusal), "{wat}: {error}");
+    }
+    let mut config = Config::new();
+    config.wasm_simd(false);
+    let Err(error) = Engine::new(&config) else {
+        panic!("relaxed SIMD without SIMD");
+    };
+    assert!(matches!(error, Error::InvalidConfig(_)), "{error}");
+    assert!(
+        error.to_string().contains("relaxed-simd needs simd"),
+        "{error}"
+    );
+}
+
 #[test]
 fn async_stack_size_leaving_wasm_less_than_max_wasm_stack_is_refused() {
     let mut config = Config::new();
