@@ -25,6 +25,11 @@ impl Instance {
         Instance { store, index }
     }
 
+    /// The store it belongs to, and its index there.
+    pub(crate) fn parts(&self) -> (StoreId, usize) {
+        (self.store, self.index)
+    }
+
     /// Instantiates `module` with `imports` given in the order of the module's imports, then
     /// runs its start function.
     ///
@@ -355,6 +360,7 @@ fn instantiate_without_start<T: 'static>(
         vm: vm_instance,
         module: module.clone(),
         exports,
+        globals: global_handles.clone(),
     });
     let instance = Instance::from_index(opaque.id, instance_index);
 

@@ -170,7 +170,9 @@
 //!   `trap.rs`: what the VM layer reports, turned into an [`Error`].
 //! - `promising.rs`: promising calls and suspending imports (the API half);
 //!   `promising_values.rs`: a promising call's arguments and results; `shared_store.rs`: the
-//!   fair lock behind [`SharedStore`].
+//!   fair lock behind [`SharedStore`]; `shadow_stack.rs`: a C or Rust module's shadow stack
+//!   per promising call ([`ShadowStack`]), so calls interleaved on one instance keep their
+//!   locals apart.
 //! - `externals.rs` (memories, tables, globals), `types.rs`, `values.rs`, `error.rs`.
 //! - `serialize.rs`: the `.cwasm` format of `Module::serialize`/`deserialize` (header,
 //!   checks, trust model); `cache.rs`: the on-disk code cache behind `Config::cache` (layout,
@@ -211,6 +213,7 @@ mod module;
 mod promising;
 mod promising_values;
 mod serialize;
+mod shadow_stack;
 mod shared_store;
 mod store;
 mod trap;
@@ -231,6 +234,7 @@ pub use linker::Linker;
 pub use module::Module;
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
 pub use serialize::{DeserializeError, is_serialized_module};
+pub use shadow_stack::{ShadowStack, ShadowStackRegion, StackPointerGlobal};
 pub use shared_store::{SharedStore, SharedStoreGuard};
 pub use store::{AsContext, AsContextMut, Store, StoreContext};
 pub use typed::{IntoFunc, TypedFunc, WasmParams, WasmResults, WasmRet, WasmTy};

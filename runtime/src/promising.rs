@@ -11,6 +11,7 @@ use crate::call::{call_raw, check_values};
 use crate::caller::Caller;
 use crate::error::{Error, Result, Trap};
 use crate::func::{Func, HostCallback};
+use crate::shadow_stack::{finish_call, give_region};
 use crate::shared_store::{LockWaiter, SharedStore, SharedStoreGuard};
 use crate::store::{AsContextMut, Store, StoreContext};
 use crate::trap::trap_to_error;
@@ -83,7 +84,7 @@ impl<T: 'static> sealed::Sealed for &mut Store<T> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
     fn finish_call_blocking(&mut self, call: AsyncCall) {
-        call.finish(self.as_context_mut())
+        finish_call(self.as_context_mut(), call)
     }
 }
 
@@ -151,13 +152,13 @@ fn shared_finish_call_blocking<T: 'static>(store: &SharedStore<T>, call: AsyncCa
     loop {
         if let Some(mut guard) = store.try_lock() {
             if let Some(call) = call.take() {
-                call.finish(guard.as_context_mut());
+                finish_call(guard.as_context_mut(), call);
             }
             return;
         }
         let lent = with_polling_store::<T, ()>(store.id(), |lent| {
             if let Some(call) = call.take() {
-                call.finish(lent);
+                finish_call(lent, call);
             }
         });
         if lent.is_some() {
@@ -165,7 +166,7 @@ fn shared_finish_call_blocking<T: 'static>(store: &SharedStore<T>, call: AsyncCa
         }
         if crate::vm::entry::store_runs_on_this_thread(store.id()) {
             if let Some(call) = call.take() {
-                store.defer(Box::new(move |store| call.finish(store)));
+                store.defer(Box::new(move |store| finish_call(store, call)));
             }
             return;
         }
@@ -258,6 +259,12 @@ fn start<T: 'static, V: CallValues<T>>(
         call.finish(store);
         return Err(error);
     }
+    if store.opaque.shadow_stack.is_some()
+        && let Err(error) = give_region(store, &mut call)
+    {
+        call.finish(store);
+        return Err(error);
+    }
     Ok(Started::Call(call))
 }
 
@@ -271,7 +278,7 @@ fn finish<T: 'static, V: CallValues<T>>(
     let output = call
         .take_outcome()
         .map(|()| values.read_results(store, call.slots()));
-    call.finish(store);
+    finish_call(store, call);
     output.map_err(trap_to_error)
 }
 

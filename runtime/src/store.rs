@@ -67,6 +67,8 @@ pub(crate) struct InstanceData {
     /// Store index of every function, table, memory, global of the instance, resolved lazily
     /// for functions.
     pub exports: HashMap<String, crate::externals::Extern>,
+    /// Store handle of each of the instance's globals, in index order (imported ones first).
+    pub globals: Vec<crate::externals::Global>,
 }
 
 pub(crate) struct TableData {
@@ -98,6 +100,8 @@ pub(crate) struct StoreOpaque {
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
     /// The stack of the last finished promising call, for the next one.
     pub spare_stack: weft_arch::SpareStack,
+    /// Per-call shadow stacks, if the embedder asked for them (`Instance::set_shadow_stack`).
+    pub shadow_stack: Option<Box<crate::shadow_stack::ShadowStackState>>,
 }
 
 impl<T: 'static> Store<T> {
@@ -119,6 +123,7 @@ impl<T: 'static> Store<T> {
                     host_funcs: Vec::new(),
                     externrefs: Vec::new(),
                     spare_stack: Default::default(),
+                    shadow_stack: None,
                 },
                 data,
             }),

@@ -13,6 +13,7 @@ mod host_funcs;
 mod interrupt;
 mod nested_calls;
 mod serialize;
+mod shadow_stack;
 mod simd;
 mod stacks;
 mod typed_refs;

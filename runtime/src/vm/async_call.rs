@@ -13,6 +13,16 @@
 //! import finds where to suspend to. It is null in synchronous calls, which is how a suspending
 //! import knows it must trap instead.
 //!
+//! # Shadow stacks
+//!
+//! A call may carry a [`ShadowSp`]: a global of its store (a C or Rust module's
+//! `__stack_pointer`) and the call's own value of it. `resume` installs that value before it
+//! switches in and, when the fiber switches back (suspended, returned, trapped, or unwound by
+//! cancellation, which is a resume too), saves the call's value and puts back the one it found.
+//! So the global is switched with the stack, in the resumer's frame, and nested resumes (a call
+//! polled from a suspending import's poll) restore in order. A call without one pays a test of
+//! `None` per resume.
+//!
 //! # Cancellation
 //!
 //! A suspended call cannot simply be forgotten: its frames may own Rust values (the pinned
@@ -27,7 +37,7 @@ use std::task::{Context, Waker};
 
 use super::entry::{self, Recorded, StackLimit, TrapInfo, TrapReason, enter_wasm_with_limit};
 use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, top_bytes};
-use super::vmstructs::{VMFuncRef, VMStoreContext, ValRaw, lend_store};
+use super::vmstructs::{VMFuncRef, VMGlobal, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
 
 /// Value slots a call keeps in its state; calls with more parameters or results use a heap
@@ -62,6 +72,18 @@ pub struct CallState {
     /// The first `slot_count` are initialized (zeroed by `new`), unless `heap_slots` is used.
     /// Last, so that LLVM does not fold the uninitialized rest into its neighbours' writes.
     inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
+    /// The call's own shadow stack pointer, if it has one (see the module docs).
+    shadow: Option<ShadowSp>,
+}
+
+/// A promising call's value of its store's shadow stack pointer global (see the module docs).
+struct ShadowSp {
+    /// A global of the call's store: boxed by the store, which outlives the call.
+    global: NonNull<VMGlobal>,
+    /// The call's value of it while the call is switched out.
+    value: u128,
+    /// What the embedder-facing half needs to give the region back (an address or a slot).
+    region: u32,
 }
 
 // SAFETY: nothing in the state is tied to a thread: `cx` is set and cleared within one resume
@@ -150,6 +172,7 @@ impl AsyncCall {
                         .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
                 );
                 (&raw mut (*state).result).write(Ok(()));
+                (&raw mut (*state).shadow).write(None);
                 let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
                 for i in 0..slots.min(INLINE_SLOTS) {
                     inline.add(i).write(ValRaw::default());
@@ -186,6 +209,48 @@ impl AsyncCall {
                 )
             },
         }
+    }
+
+    /// Gives the call a shadow stack of its own: the store's global number `global` (an index
+    /// into the store's globals) holds `value` whenever the call runs (see the module docs).
+    /// `region` is handed back by [`Self::shadow_region`].
+    ///
+    /// # Panics
+    /// If the call has started, `store` is not the call's store, or `global` is not one of its
+    /// globals.
+    pub fn set_shadow_stack<T: 'static>(
+        &mut self,
+        store: &StoreContext<T>,
+        global: usize,
+        value: u128,
+        region: u32,
+    ) {
+        assert!(
+            !self.fiber.is_suspended() && !self.fiber.is_finished(),
+            "a shadow stack set on a running call"
+        );
+        let state = self.fiber.payload_mut();
+        assert!(
+            state.store == NonNull::from(&*store.opaque.vm),
+            "a shadow stack from another store"
+        );
+        // Boxed by the store, which the call cannot outlive: the address stays valid.
+        let global: &VMGlobal = &store.opaque.globals[global].cell;
+        state.shadow = Some(ShadowSp {
+            global: NonNull::from(global),
+            value,
+            region,
+        });
+    }
+
+    /// The region given to [`Self::set_shadow_stack`], if any (also while suspended).
+    #[inline]
+    pub fn shadow_region(&self) -> Option<u32> {
+        let state = self.fiber.payload_ptr().as_ptr();
+        // SAFETY: the payload is the fiber's and live until `finish`; while the body is
+        // switched out (or not started, or finished) nothing writes it, and the body only ever
+        // reads `shadow`, which `resume` alone writes.
+        unsafe { (*state).shadow.as_ref().map(|s| s.region) }
     }
 
     /// Whether the call has frames on its stack: started and not finished.
@@ -228,7 +293,23 @@ impl AsyncCall {
             (*state).cx = ptr::from_mut(cx).cast();
             (*state).cancelled |= cancel;
             let outer_call = context.call.get().replace(state);
+            // The global is the store's (`set_shadow_stack`'s contract), boxed while the store
+            // lives, and we hold the store.
+            let outer_shadow = match &(*state).shadow {
+                Some(shadow) => {
+                    let global = shadow.global.as_ref();
+                    let outer = global.get();
+                    global.set(shadow.value);
+                    outer
+                }
+                None => 0,
+            };
             let switched = self.fiber.resume(context, 0);
+            if let Some(shadow) = &mut (*state).shadow {
+                let global = shadow.global.as_ref();
+                shadow.value = global.get();
+                global.set(outer_shadow);
+            }
             context.call.get().write(outer_call);
             (*state).cx = ptr::null_mut();
             match switched {
