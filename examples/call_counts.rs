@@ -17,6 +17,10 @@
 //! - `async_empty`: a promising call of an empty export, polled to completion.
 //! - `roundtrip`: one iteration of a Wasm loop whose import suspends once (spin executor).
 //! - `tokio_roundtrip`: the same under tokio's `current_thread` runtime (`block_on`).
+//! - `async_empty_shadow`, `roundtrip_shadow`: `async_empty` and `roundtrip` with a shadow stack
+//!   per call (`Instance::set_shadow_stack`, arena slots): the option's cost per call and per
+//!   suspension. The module is `LOOPS` plus a memory and a stack pointer global, used by these
+//!   two cases only.
 //! - `tokio_yield`: a plain Rust future that is pending once, awaited under the same runtime:
 //!   the executor's own share of a round trip (`tokio_roundtrip` minus this is weft's).
 //!
@@ -44,6 +48,18 @@ const LOOPS: &str = r#"
       (drop (call $host (local.get $n)))
       (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
 "#;
+
+/// `LOOPS` with what a shadow stack needs: a memory and a mutable `i32` stack pointer.
+fn shadow_loops() -> String {
+    let body = LOOPS
+        .trim_end()
+        .strip_suffix(')')
+        .expect("LOOPS ends its module");
+    body.to_string()
+        + r#"
+  (memory (export "memory") 1)
+  (global (export "sp") (mut i32) (i32.const 4096)))"#
+}
 
 /// Pending once (waking itself), then ready with its value.
 struct PendingOnce(i32, bool);
@@ -155,6 +171,32 @@ fn main() {
                 } else {
                     run(f.call_async(&mut store, ())).unwrap();
                 }
+            }
+        }
+        "async_empty_shadow" | "roundtrip_shadow" => {
+            let shadowed = linker
+                .instantiate(&mut store, &Module::new(&engine, shadow_loops()).unwrap())
+                .unwrap();
+            let arena = weft::ShadowStackRegion::Arena {
+                base: 8192,
+                len: 8192,
+                slot_size: 4096,
+            };
+            let option = weft::ShadowStack::new(arena)
+                .with_pointer(weft::StackPointerGlobal::Export("sp".into()));
+            shadowed.set_shadow_stack(&mut store, option).unwrap();
+            if case == "async_empty_shadow" {
+                let f = shadowed
+                    .get_typed_func::<(), ()>(&mut store, "empty")
+                    .unwrap();
+                for _ in 0..reps {
+                    run(f.call_async(&mut store, ())).unwrap();
+                }
+            } else {
+                let f = shadowed
+                    .get_typed_func::<i32, ()>(&mut store, "loop_wait")
+                    .unwrap();
+                run(f.call_async(&mut store, reps)).unwrap();
             }
         }
         other => panic!("unknown case {other}"),

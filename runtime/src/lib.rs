@@ -109,6 +109,14 @@
 //! JSPI.) Dropping a `SharedStore` call future while another poll holds the lock spins until
 //! that poll ends, since `Drop` cannot await.
 //!
+//! Modules built from C, C++ or Rust keep address-taken locals on a *shadow stack* in linear
+//! memory, whose top is a mutable global (`__stack_pointer`). Interleaved calls share it, so a
+//! suspended call's locals are overwritten by calls that start while it waits, and calls all
+//! suspended at once exhaust it (JSPI has the same flaw). [`Instance::set_shadow_stack`] gives
+//! each promising call on the store its own region (from the guest's allocator or a host arena)
+//! and switches the global with the call's fiber, at every resume and suspension; see
+//! `shadow_stack.rs`. Stores without it pay one test of `None` per resume.
+//!
 //! ## Cancellation, traps and panics
 //!
 //! Dropping a suspended call's future switches back in with a "cancelled" flag: the suspending

@@ -271,14 +271,14 @@ pub(crate) fn give_region<T: 'static>(
         Source::Guest { alloc, size, .. } => {
             let (alloc, size) = (*alloc, *size);
             let address = alloc.call(&mut *store, size)?;
-            if address == 0 {
+            // The stack grows down from the region's end, aligned as clang expects.
+            // 0 (no room), or an address no region of `size` bytes can have.
+            let Some(end) = address.checked_add(size).filter(|_| address != 0) else {
                 return Err(Error::ResourceLimit(
                     "the guest allocator has no room for a shadow stack".to_string(),
                 ));
-            }
-            // The stack grows down from the region's end, aligned as clang expects.
-            let top = (u64::from(address) + u64::from(size)) & !15;
-            (address, top)
+            };
+            (address, u64::from(end & !15))
         }
         Source::Arena {
             base,
