@@ -80,8 +80,8 @@ pub struct CallState {
 struct ShadowSp {
     /// A global of the call's store: boxed by the store, which outlives the call.
     global: NonNull<VMGlobal>,
-    /// The call's value of it while the call is switched out.
-    value: u128,
+    /// The call's value of it while the call is switched out (an `i32` global).
+    value: u32,
     /// What the embedder-facing half needs to give the region back (an address or a slot).
     region: u32,
 }
@@ -222,7 +222,7 @@ impl AsyncCall {
         &mut self,
         store: &StoreContext<T>,
         global: usize,
-        value: u128,
+        value: u32,
         region: u32,
     ) {
         assert!(
@@ -293,22 +293,12 @@ impl AsyncCall {
             (*state).cx = ptr::from_mut(cx).cast();
             (*state).cancelled |= cancel;
             let outer_call = context.call.get().replace(state);
-            // The global is the store's (`set_shadow_stack`'s contract), boxed while the store
-            // lives, and we hold the store.
-            let outer_shadow = match &(*state).shadow {
-                Some(shadow) => {
-                    let global = shadow.global.as_ref();
-                    let outer = global.get();
-                    global.set(shadow.value);
-                    outer
-                }
-                None => 0,
-            };
+            // Out of line: a call without a shadow stack pays one test each way.
+            let shadowed = (*state).shadow.is_some();
+            let outer_shadow = if shadowed { switch_shadow_in(state) } else { 0 };
             let switched = self.fiber.resume(context, 0);
-            if let Some(shadow) = &mut (*state).shadow {
-                let global = shadow.global.as_ref();
-                shadow.value = global.get();
-                global.set(outer_shadow);
+            if shadowed {
+                switch_shadow_out(state, outer_shadow);
             }
             context.call.get().write(outer_call);
             (*state).cx = ptr::null_mut();
@@ -391,6 +381,39 @@ impl AsyncCall {
         if let Some(panic) = panic {
             resume_cancel_panic(panic);
         }
+    }
+}
+
+/// Puts the call's shadow stack pointer in its global; returns the value it replaces.
+///
+/// # Safety
+/// `state` is a call's state, with a shadow stack, that only the caller (its resumer, holding
+/// the call's store) touches.
+#[inline(never)]
+unsafe fn switch_shadow_in(state: *mut CallState) -> u32 {
+    // SAFETY: per the contract; the global is the call's store's (`set_shadow_stack` checked),
+    // boxed while the store lives, and the store is lent to our caller.
+    unsafe {
+        let shadow = (*state).shadow.as_ref().expect("a shadow stack");
+        let global = shadow.global.as_ref();
+        let outer = global.get() as u32;
+        global.set(u128::from(shadow.value));
+        outer
+    }
+}
+
+/// Saves the call's shadow stack pointer and puts `outer` back in its global.
+///
+/// # Safety
+/// As for [`switch_shadow_in`], after the fiber switched back out.
+#[inline(never)]
+unsafe fn switch_shadow_out(state: *mut CallState, outer: u32) {
+    // SAFETY: as in `switch_shadow_in`.
+    unsafe {
+        let shadow = (*state).shadow.as_mut().expect("a shadow stack");
+        let global = shadow.global.as_ref();
+        shadow.value = global.get() as u32;
+        global.set(u128::from(outer));
     }
 }
 
