@@ -4,9 +4,10 @@
 //! - WebAssembly feature switches (`weft run`, `weft compile`, `weft wast`), all on by
 //!   default: `simd`, `relaxed-simd`, `reference-types`, `function-references`, `tail-call`,
 //!   `extended-const`, `multi-memory`, `bulk-memory`, `multi-value`, each `=y` or `=n` (also
-//!   `yes`/`no`, `true`/`false`, `1`/`0`; a bare key means `y`). Proposals weft does not
-//!   implement (`memory64`, `exceptions`, `gc`, `threads`, `stack-switching`) accept `=n` and
-//!   refuse `=y` with a message saying so.
+//!   `yes`/`no`, `true`/`false`, `1`/`0`; a bare key means `y`; `simd=n` also turns
+//!   `relaxed-simd` off, and `reference-types=n` `function-references`, unless those are given
+//!   too). Proposals weft does not implement (`memory64`, `exceptions`, `gc`, `threads`,
+//!   `stack-switching`) accept `=n` and refuse `=y` with a message saying so.
 //! - `max-wasm-stack=BYTES`: the Wasm stack a call may use (`Config::max_wasm_stack`).
 
 use weft::Config;
@@ -29,6 +30,17 @@ const SWITCHES: &[(&str, Switch)] = &[
     ("multi-value", Config::wasm_multi_value),
 ];
 
+/// Switches that need another: turning the base off turns these off too, unless they were
+/// given themselves (`-W simd=n` alone means no relaxed SIMD either).
+const DEPENDENTS: &[(&str, &str, Switch)] = &[
+    ("simd", "relaxed-simd", Config::wasm_relaxed_simd),
+    (
+        "reference-types",
+        "function-references",
+        Config::wasm_function_references,
+    ),
+];
+
 /// Proposals weft does not implement yet: `-W NAME=n` is accepted (it is already off).
 const NOT_IMPLEMENTED: &[&str] = &["memory64", "exceptions", "gc", "threads", "stack-switching"];
 
@@ -37,8 +49,8 @@ const NOT_IMPLEMENTED: &[&str] = &["memory64", "exceptions", "gc", "threads", "s
 pub struct WasmOptions {
     /// `fuel` and `timeout`.
     pub limits: Limits,
-    /// Feature switches given, in order (a later one wins): setter and value.
-    switches: Vec<(Switch, bool)>,
+    /// Feature switches given, in order (a later one wins): name, setter and value.
+    switches: Vec<(&'static str, Switch, bool)>,
     /// `max-wasm-stack`.
     max_wasm_stack: Option<usize>,
 }
@@ -55,8 +67,10 @@ impl WasmOptions {
             if parsed.limits.take(key, value)? {
                 continue;
             }
-            if let Some((_, set)) = SWITCHES.iter().find(|(name, _)| *name == key) {
-                parsed.switches.push((*set, parse_switch(key, value)?));
+            if let Some((name, set)) = SWITCHES.iter().find(|(name, _)| *name == key) {
+                parsed
+                    .switches
+                    .push((name, *set, parse_switch(key, value)?));
             } else if NOT_IMPLEMENTED.contains(&key) {
                 if parse_switch(key, value)? {
                     return Err(format!(
@@ -92,8 +106,14 @@ impl WasmOptions {
     /// Applies the options to `config`.
     pub fn configure(&self, config: &mut Config) {
         self.limits.configure(config);
-        for &(set, on) in &self.switches {
+        let given = |name: &str| self.switches.iter().any(|(n, _, _)| *n == name);
+        for &(name, set, on) in &self.switches {
             set(config, on);
+            for &(base, dependent, set_dependent) in DEPENDENTS {
+                if name == base && !on && !given(dependent) {
+                    set_dependent(config, false);
+                }
+            }
         }
         if let Some(bytes) = self.max_wasm_stack {
             // A promising call's stack must hold the Wasm stack: grow it with the limit.
@@ -145,7 +165,20 @@ mod tests {
         assert!(!config.get_wasm_tail_call());
         assert!(!config.get_wasm_simd());
         assert!(config.get_wasm_multi_memory());
-        assert!(config.get_wasm_relaxed_simd());
+        // Relaxed SIMD follows SIMD off unless it is given itself.
+        assert!(!config.get_wasm_relaxed_simd());
+        assert!(config.get_wasm_function_references());
+        assert!(weft::Engine::new(&config).is_ok());
+        let mut config = Config::new();
+        WasmOptions::parse(&["reference-types=n".into()])
+            .unwrap()
+            .configure(&mut config);
+        assert!(!config.get_wasm_function_references());
+        let mut config = Config::new();
+        WasmOptions::parse(&["simd=n,relaxed-simd=y".into()])
+            .unwrap()
+            .configure(&mut config);
+        assert!(weft::Engine::new(&config).is_err());
         assert!(!options.has_limits());
         // Proposals weft lacks may be turned off, not on.
         assert!(WasmOptions::parse(&["memory64=n,gc=0".into()]).is_ok());
@@ -174,7 +207,13 @@ mod tests {
                 config.get_wasm_bulk_memory(),
                 config.get_wasm_multi_value(),
             ];
-            assert_eq!(on.iter().filter(|on| !**on).count(), 1, "{name}");
+            let dependents = DEPENDENTS.iter().filter(|(base, ..)| base == name).count();
+            assert_eq!(
+                on.iter().filter(|on| !**on).count(),
+                1 + dependents,
+                "{name}"
+            );
+            assert!(weft::Engine::new(&config).is_ok(), "{name}=n alone");
         }
     }
 
