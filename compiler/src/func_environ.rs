@@ -316,6 +316,26 @@ impl WeftFuncEnvironment<'_> {
         builder.ins().iconst(I32, i64::from(value))
     }
 
+    /// Calls the function a non-null funcref points to (its code and vmctx), for
+    /// `call_indirect` and `call_ref` once they have checked what they check.
+    fn call_func_ref(
+        &self,
+        builder: &mut FunctionBuilder,
+        type_index: u32,
+        func_ref: Value,
+        args: &[Value],
+        kind: CallKind,
+    ) -> Vec<Value> {
+        let load = |builder: &mut FunctionBuilder, offset| {
+            builder
+                .ins()
+                .load(self.pointer_type, MemFlagsData::trusted(), func_ref, offset)
+        };
+        let code = load(builder, func_ref::WASM_CALL);
+        let callee_vmctx = load(builder, func_ref::VMCTX);
+        self.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+    }
+
     /// Calls `callee_code` with the Wasm calling convention. A tail call passes this
     /// function's own vmctx as the caller's: the instance that made the call is the one a host
     /// callee's `Caller` must see, whichever frame it returns to.
@@ -513,19 +533,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             builder
                 .ins()
                 .trapnz(mismatch, trap_code(TrapKind::IndirectCallTypeMismatch));
-            let code = builder.ins().load(
-                env.pointer_type,
-                MemFlagsData::trusted(),
-                func_ref,
-                func_ref::WASM_CALL,
-            );
-            let callee_vmctx = builder.ins().load(
-                env.pointer_type,
-                MemFlagsData::trusted(),
-                func_ref,
-                func_ref::VMCTX,
-            );
-            env.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+            env.call_func_ref(builder, type_index, func_ref, args, kind)
         })
     }
 
@@ -541,19 +549,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             builder
                 .ins()
                 .trapz(callee, trap_code(TrapKind::NullReference));
-            let code = builder.ins().load(
-                env.pointer_type,
-                MemFlagsData::trusted(),
-                callee,
-                func_ref::WASM_CALL,
-            );
-            let callee_vmctx = builder.ins().load(
-                env.pointer_type,
-                MemFlagsData::trusted(),
-                callee,
-                func_ref::VMCTX,
-            );
-            env.call_wasm(builder, type_index, code, callee_vmctx, args, kind)
+            env.call_func_ref(builder, type_index, callee, args, kind)
         })
     }
 

@@ -2,6 +2,7 @@
 //! frames, many suspended calls at once, cancellation, traps and panics after a resume.
 
 use crate::common;
+use crate::common::PendingOnce;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -17,22 +18,6 @@ use weft::{
 fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Pending once (waking itself at once), then ready: the smallest suspension, with no executor
-/// involved.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 fn pending_once() -> PendingOnce {

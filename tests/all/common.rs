@@ -1,5 +1,5 @@
-//! Starting a process the way the current target can run it: shared by the engine's tests and
-//! the CLI's (`cli/tests/cli.rs` includes this file).
+//! Shared by the engine's tests and the CLI's (`cli/tests/cli.rs` includes this file): starting
+//! a process the way the current target can run it, and the smallest suspending future.
 
 use std::process::{Command, Output};
 
@@ -47,4 +47,24 @@ pub fn in_own_process(name: &str, child_var: &str) -> bool {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
     false
+}
+
+/// Pending once (waking itself at once), then ready: the smallest suspension, with no executor
+/// involved. `PendingOnce(false)` is a fresh one.
+#[allow(dead_code)] // The CLI's tests include this file but suspend nothing.
+pub struct PendingOnce(pub bool);
+
+impl std::future::Future for PendingOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }

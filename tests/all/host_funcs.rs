@@ -2,29 +2,13 @@
 //! synchronous and suspending, and untyped suspending imports (`func_new_async`,
 //! `Func::new_async`).
 
+use crate::common::PendingOnce;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use weft::{
     Caller, Engine, Error, Extern, Func, FuncType, Instance, Linker, Module, Store, Trap, Val,
     ValType,
 };
-
-/// Pending once (waking itself at once), then ready.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 fn block_on<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

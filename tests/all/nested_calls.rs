@@ -3,6 +3,7 @@
 //! used to hang forever: the outer call held the store's lock while its import was polled, and
 //! the lock was handed to the inner call, which only the outer call could drive.
 
+use crate::common::PendingOnce;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,21 +12,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use weft::{Caller, Engine, Linker, Module, SharedStore, Store, TypedFunc};
-
-/// Pending once (waking itself at once), then ready.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Counts the import futures dropped, to check cancellation reached the inner call's too.
 #[derive(Default)]

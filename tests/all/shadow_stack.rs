@@ -6,6 +6,7 @@
 //! beside it): `work(id)` fills a 4 KiB stack buffer with a pattern of `id`, calls the
 //! suspending import `env.pause`, and returns how many bytes lost the pattern.
 
+use crate::common::PendingOnce;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -18,21 +19,6 @@ use weft::{
 const CALLS: i32 = 1000;
 /// Bytes of shadow stack per call: the 4 KiB buffer, `work`'s frame, and room to spare.
 const REGION: u32 = 8192;
-
-/// Pending once (waking itself), then ready.
-struct PendingOnce(bool);
-
-impl Future for PendingOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
