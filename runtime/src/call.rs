@@ -40,21 +40,34 @@ pub(crate) fn check_values(
 }
 
 /// Calls function `index` of `store` with the values in `slots`.
+#[inline]
 pub(crate) fn call_raw<T: 'static>(
     store: &mut StoreContext<T>,
     index: usize,
     slots: &mut [ValRaw],
 ) -> Result<()> {
-    let data = &store.opaque.funcs[index];
-    if let Some(host) = data.host {
-        let host: &dyn std::any::Any = &*store.opaque.host_funcs[host];
-        let callback = host
-            .downcast_ref::<HostFuncContext<T>>()
-            .expect("host functions of a Store<T> take a Caller<T>")
-            .callback()
-            .clone();
-        return callback.call(Caller::new(store, None), slots);
+    if store.opaque.funcs[index].host.is_some() {
+        return call_host(store, index, slots);
     }
     let callee = crate::vm::call::callee(store, index, slots.len())?;
     crate::vm::call::call(store, callee, slots).map_err(trap_to_error)
+}
+
+/// [`call_raw`] of a host function: out of line, so that a call of Wasm carries none of it.
+#[inline(never)]
+fn call_host<T: 'static>(
+    store: &mut StoreContext<T>,
+    index: usize,
+    slots: &mut [ValRaw],
+) -> Result<()> {
+    let host = store.opaque.funcs[index]
+        .host
+        .expect("call_host is called for host functions");
+    let host: &dyn std::any::Any = &*store.opaque.host_funcs[host];
+    let callback = host
+        .downcast_ref::<HostFuncContext<T>>()
+        .expect("host functions of a Store<T> take a Caller<T>")
+        .callback()
+        .clone();
+    callback.call(Caller::new(store, None), slots)
 }

@@ -243,11 +243,12 @@ impl<T: 'static> StoreContext<T> {
 
 impl StoreOpaque {
     /// Panics if `id` belongs to another store: handles are only meaningful in their own.
+    #[inline]
+    #[track_caller]
     pub fn check(&self, id: StoreId) {
-        assert_eq!(
-            id, self.id,
-            "a weft object was used with a store it does not belong to"
-        );
+        if id != self.id {
+            wrong_store();
+        }
     }
 
     /// The `Func` index of the function whose funcref is `func_ref`, registering it if this is
@@ -294,16 +295,21 @@ impl StoreOpaque {
     #[inline]
     pub fn array_to_wasm(&mut self, index: usize) -> crate::Result<usize> {
         match self.funcs[index].array_to_wasm {
-            0 => {
-                let type_id = self.funcs[index].type_id;
-                let trampoline = self.engine.trampolines(type_id)?.array_to_wasm;
-                let ty = self.engine.func_type(type_id);
-                self.funcs[index].slots = ty.params().len().max(ty.results().len());
-                self.funcs[index].array_to_wasm = trampoline;
-                Ok(trampoline)
-            }
+            0 => self.first_array_to_wasm(index),
             trampoline => Ok(trampoline),
         }
+    }
+
+    /// [`Self::array_to_wasm`] the first time function `index` is called from the host.
+    #[cold]
+    #[inline(never)]
+    fn first_array_to_wasm(&mut self, index: usize) -> crate::Result<usize> {
+        let type_id = self.funcs[index].type_id;
+        let trampoline = self.engine.trampolines(type_id)?.array_to_wasm;
+        let ty = self.engine.func_type(type_id);
+        self.funcs[index].slots = ty.params().len().max(ty.results().len());
+        self.funcs[index].array_to_wasm = trampoline;
+        Ok(trampoline)
     }
 
     /// Makes function `index` callable from Wasm, so that its funcref may be handed to Wasm: a
@@ -388,4 +394,12 @@ impl<S: AsContextMut + ?Sized> AsContextMut for &mut S {
     fn as_context_mut(&mut self) -> &mut StoreContext<S::Data> {
         (**self).as_context_mut()
     }
+}
+
+/// The panic of [`StoreOpaque::check`], out of line so that the check inlines as a compare.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn wrong_store() -> ! {
+    panic!("a weft object was used with a store it does not belong to")
 }

@@ -189,7 +189,7 @@ fn prepare_thread_slow() {
 /// caller for the whole call; `trampoline` must be a published array-to-Wasm trampoline and
 /// `a0..a2` valid arguments for it (a vmctx of that store, code of the right type, a value
 /// buffer large enough for the parameters and results).
-#[inline]
+#[inline(never)]
 pub unsafe fn enter_wasm(
     store: *const VMStoreContext,
     max_wasm_stack: usize,
@@ -200,7 +200,7 @@ pub unsafe fn enter_wasm(
 ) -> Result<(), TrapInfo> {
     // SAFETY: the caller's guarantees are ours.
     unsafe {
-        enter_wasm_with_limit(
+        enter(
             store,
             StackLimit::Inherit(max_wasm_stack),
             trampoline,
@@ -227,7 +227,26 @@ pub enum StackLimit {
 /// # Safety
 /// As for [`enter_wasm`]; with [`StackLimit::Fiber`], the limit and guard must be those
 /// of the fiber stack this runs on, with room below the limit for host functions.
+#[inline(never)]
 pub unsafe fn enter_wasm_with_limit(
+    store: *const VMStoreContext,
+    limit: StackLimit,
+    trampoline: *const u8,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Result<(), TrapInfo> {
+    // SAFETY: the caller's guarantees are ours.
+    unsafe { enter(store, limit, trampoline, a0, a1, a2) }
+}
+
+/// The body of [`enter_wasm`] and [`enter_wasm_with_limit`], inlined into each so that the
+/// synchronous entry, the common one, carries no fiber case.
+///
+/// # Safety
+/// As for [`enter_wasm_with_limit`].
+#[inline(always)]
+unsafe fn enter(
     store: *const VMStoreContext,
     limit: StackLimit,
     trampoline: *const u8,
