@@ -14,6 +14,7 @@ use weft::{CacheConfig, Config, Engine, Error, Linker, Module, Store, Val, ValTy
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
 mod limits;
+mod progress;
 mod wasm_options;
 
 use wasm_options::WasmOptions;
@@ -212,6 +213,27 @@ fn cache(no_cache: bool) -> Option<CacheConfig> {
     }
 }
 
+/// Compiles `bytes` (from `file`), with a progress line on stderr when a person is watching
+/// and it takes a while (see `progress`).
+fn compile_module(
+    engine: &Engine,
+    file: &std::path::Path,
+    bytes: &[u8],
+) -> Result<Module, weft::Error> {
+    let label = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    match progress::ProgressLine::for_stderr(&label) {
+        Some(line) => {
+            let module = Module::new_with_progress(engine, bytes, |p| line.update(p));
+            line.finish();
+            module
+        }
+        None => Module::new(engine, bytes),
+    }
+}
+
 fn compile(
     file: &std::path::Path,
     output: Option<PathBuf>,
@@ -224,7 +246,8 @@ fn compile(
     let mut config = Config::new();
     wasm.configure(&mut config);
     let engine = Engine::new(&config).map_err(|e| e.to_string())?;
-    let module = Module::new(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let module =
+        compile_module(&engine, file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let serialized = module
         .serialize()
         .map_err(|e| format!("{}: {e}", file.display()))?;
@@ -245,7 +268,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
     let module = if weft::is_serialized_module(&bytes) {
         Module::deserialize(&engine, &bytes)
     } else {
-        Module::new(&engine, &bytes)
+        compile_module(&engine, file, &bytes)
     }
     .map_err(|e| format!("{}: {e}", file.display()))?;
     let wasi = wasi_context(&options)?;

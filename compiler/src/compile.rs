@@ -336,7 +336,22 @@ impl Compiler {
         module: &ModuleInfo,
         wasm: &[u8],
     ) -> Result<Vec<CompiledFunction>, CompileError> {
+        self.compile_functions_with_progress(module, wasm, &|_, _| {})
+    }
+
+    /// [`Self::compile_functions`], calling `progress(done, total)` after each function
+    /// (from whichever worker thread compiled it; `done` counts up to `total` across threads).
+    ///
+    /// # Errors
+    /// As [`Self::compile_functions`].
+    pub fn compile_functions_with_progress(
+        &self,
+        module: &ModuleInfo,
+        wasm: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<CompiledFunction>, CompileError> {
         let count = module.bodies.len();
+        let finished = AtomicUsize::new(0);
         let threads = match self.options.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -356,7 +371,10 @@ impl Compiler {
                 let compiled =
                     self.compile_one(module, wasm, &offsets, i, &mut ctx, &mut builder_ctx);
                 match compiled {
-                    Ok(f) => done.push((i, f)),
+                    Ok(f) => {
+                        done.push((i, f));
+                        progress(finished.fetch_add(1, Ordering::Relaxed) + 1, count);
+                    }
                     Err(e) => {
                         // Stop the other workers early.
                         next.store(count, Ordering::Relaxed);

@@ -239,7 +239,7 @@ pub use externals::{Extern, Global, Memory, Table};
 pub use func::Func;
 pub use instance::Instance;
 pub use linker::Linker;
-pub use module::Module;
+pub use module::{CompileProgress, Module};
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
 pub use serialize::{DeserializeError, is_serialized_module};
 pub use shadow_stack::{ShadowStack, ShadowStackRegion, StackPointerGlobal};

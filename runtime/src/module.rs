@@ -38,6 +38,15 @@ pub(crate) struct ModuleInner {
     pub type_ids: Vec<u32>,
 }
 
+/// How far the compilation of a module has got (see [`Module::new_with_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileProgress {
+    /// Functions compiled so far.
+    pub functions_done: usize,
+    /// Functions the module defines.
+    pub functions_total: usize,
+}
+
 impl Module {
     /// Compiles a module from its binary or text (WAT) form.
     ///
@@ -62,8 +71,46 @@ impl Module {
     /// # Errors
     /// As [`Module::new`].
     pub fn from_binary(engine: &Engine, wasm: &[u8]) -> Result<Module> {
+        Module::from_binary_with_progress(engine, wasm, |_| {})
+    }
+
+    /// [`Module::new`], reporting how far compilation has got: `progress` is called after
+    /// each function is compiled, from the thread that compiled it (so it must be cheap and
+    /// thread-safe). A module found in the code cache is not compiled and reports nothing.
+    /// What a command-line tool needs to show a progress line for a large module.
+    ///
+    /// # Errors
+    /// As [`Module::new`].
+    pub fn new_with_progress(
+        engine: &Engine,
+        bytes: impl AsRef<[u8]>,
+        progress: impl Fn(CompileProgress) + Sync,
+    ) -> Result<Module> {
+        let bytes = bytes.as_ref();
+        let wasm = wat::parse_bytes(bytes).map_err(|e| Error::InvalidModule {
+            message: e.to_string(),
+            offset: 0,
+        })?;
+        Module::from_binary_with_progress(engine, &wasm, progress)
+    }
+
+    /// [`Module::from_binary`] with progress reports, as in [`Module::new_with_progress`].
+    ///
+    /// # Errors
+    /// As [`Module::new`].
+    pub fn from_binary_with_progress(
+        engine: &Engine,
+        wasm: &[u8],
+        progress: impl Fn(CompileProgress) + Sync,
+    ) -> Result<Module> {
+        let progress = |done, total| {
+            progress(CompileProgress {
+                functions_done: done,
+                functions_total: total,
+            })
+        };
         let Some(cache) = engine.config().cache.as_ref() else {
-            return Module::compile(engine, wasm);
+            return Module::compile(engine, wasm, &progress);
         };
         let fingerprint = engine.compiler().code_fingerprint();
         let key = crate::cache::key(&fingerprint, wasm);
@@ -75,20 +122,24 @@ impl Module {
         }) {
             return Ok(module);
         }
-        let module = Module::compile(engine, wasm)?;
+        let module = Module::compile(engine, wasm, &progress)?;
         if let Ok(bytes) = module.serialize() {
             cache.store(&key, &bytes);
         }
         Ok(module)
     }
 
-    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module> {
+    fn compile(
+        engine: &Engine,
+        wasm: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Module> {
         let compiler = engine.compiler();
         let info = compiler
             .validate(wasm)
             .map_err(|e| Error::from_validation(e, &engine.config().features_off()))?;
         let functions = compiler
-            .compile_functions(&info, wasm)
+            .compile_functions_with_progress(&info, wasm, progress)
             .map_err(Error::from_compile)?;
         let indices: Vec<Option<u32>> = (0..functions.len() as u32)
             .map(|i| Some(info.num_imported_funcs + i))
