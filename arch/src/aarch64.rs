@@ -176,6 +176,62 @@ pub unsafe extern "C" fn call_with_landing_pad(
     )
 }
 
+/// Throws a Wasm exception from compiled code: calls `find(vmctx, exn, return_address, fp,
+/// &mut target)` with the return address into the throwing frame and that frame's frame
+/// pointer, and if it returns non-zero, resumes at `target` (the handler's pc, with its sp and
+/// fp, and `target.payload` in `x0`, the first exception payload register of Cranelift's
+/// `tail` and AAPCS64 conventions) instead of returning. Otherwise returns 0.
+///
+/// The stub's own frame (48 bytes, sp 16-aligned):
+///
+/// ```text
+///   sp + 16    ResumeTarget { pc, sp, fp, payload } (32 bytes)
+///   sp + 8     x30: return address into the thrower
+///   sp + 0     x29: thrower's frame pointer        <- sp = x29
+/// ```
+///
+/// Registers on entry: `x0` = `vmctx`, `x1` = `exn`, `x2` = `find`.
+///
+/// # Safety
+///
+/// As on x86-64: called only by compiled Wasm code (or its Wasm-to-host trampolines), with a
+/// `find` whose targets are handlers of live Cranelift frames above this stub on the same
+/// stack, expecting every register but sp and x29 clobbered; the skipped frames own nothing
+/// that needs dropping.
+#[unsafe(naked)]
+pub unsafe extern "C" fn throw(vmctx: *mut u8, exn: usize, find: usize) -> u8 {
+    naked_asm!(
+        ".cfi_startproc",
+        "stp x29, x30, [sp, #-48]!",
+        ".cfi_def_cfa_offset 48",
+        ".cfi_offset x29, -48",
+        ".cfi_offset x30, -40",
+        "mov x29, sp",
+        // find(vmctx, exn, return address, thrower's fp, &target); x0 and x1 stay.
+        "mov x9, x2",
+        "mov x2, x30",
+        "ldr x3, [sp]",
+        "add x4, sp, #16",
+        "blr x9",
+        "tst w0, #0xff",
+        "b.eq 2f",
+        // Resume at the handler: payload in x0, fp, then sp (the target lives on the stack
+        // being dropped, so it is read first).
+        "ldr x9, [sp, #16]",
+        "ldr x10, [sp, #24]",
+        "ldr x29, [sp, #32]",
+        "ldr x0, [sp, #40]",
+        "mov sp, x10",
+        "br x9",
+        // Nothing catches it: return 0 (w0) to the thrower, which traps.
+        "2:",
+        "ldp x29, x30, [sp], #48",
+        ".cfi_def_cfa_offset 0",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
 /// Registers of the interrupted context `ucontext` (the third argument of an `SA_SIGINFO`
 /// signal handler).
 ///

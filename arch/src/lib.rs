@@ -144,7 +144,8 @@
 //!
 //! One file per ISA (`x86_64.rs`, `aarch64.rs`, selected with `cfg`), each exporting the same
 //! items (`call_with_landing_pad`, `context_registers`, `redirect_to_landing_pad`,
-//! `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`, `STACK_ALIGNMENT`), each with its stack layout drawn once;
+//! `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`, `throw`, `STACK_ALIGNMENT`),
+//! each with its stack layout drawn once;
 //! `stack.rs` holds the stacks; this file holds the shared types and re-exports the host ISA.
 
 #![warn(missing_docs)]
@@ -164,8 +165,33 @@ pub mod stack;
 
 pub use isa::{
     STACK_ALIGNMENT, call_with_landing_pad, context_registers, flush_icache, init_stack,
-    redirect_to_landing_pad, switch_and_link, switch_yield,
+    redirect_to_landing_pad, switch_and_link, switch_yield, throw,
 };
+
+/// Where [`throw`] resumes: a Wasm exception handler, as the handler search found it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResumeTarget {
+    /// The handler's first instruction.
+    pub pc: usize,
+    /// The stack pointer the handler's frame runs with.
+    pub sp: usize,
+    /// That frame's frame pointer.
+    pub fp: usize,
+    /// The value the handler receives in the first exception payload register (`rax`, `x0`).
+    pub payload: usize,
+}
+
+/// The handler search [`throw`] calls: given the thrower's vmctx, the exception, the return
+/// address into the throwing frame and that frame's frame pointer, it fills `target` and
+/// returns 1, or returns 0 when nothing catches the exception.
+pub type FindHandler = unsafe extern "C" fn(
+    vmctx: *mut u8,
+    exn: usize,
+    return_address: usize,
+    fp: usize,
+    target: *mut ResumeTarget,
+) -> u8;
 pub use stack::{GuardKind, SpareStack, Stack, StackConfig, StackPool, guard_kind};
 
 /// Defines `unsafe extern "C" fn $thunk(vmctx: *mut u8)`, a thunk that compiled code calls

@@ -144,6 +144,64 @@ pub unsafe extern "C" fn call_with_landing_pad(
     )
 }
 
+/// Throws a Wasm exception from compiled code: calls `find(vmctx, exn, return_address, fp,
+/// &mut target)` with the return address into the throwing frame and that frame's frame
+/// pointer, and if it returns non-zero, resumes at `target` (the handler's pc, with its sp and
+/// fp, and `target.payload` in `rax`, the first exception payload register of Cranelift's
+/// `tail` and System V conventions) instead of returning. Otherwise returns 0.
+///
+/// The stub's own frame (a frame record and a 32-byte `ResumeTarget`, rsp 16-aligned at the
+/// call):
+///
+/// ```text
+///   rbp + 8    return address into the thrower
+///   rbp + 0    thrower's rbp                       <- rbp
+///   rbp - 32   ResumeTarget { pc, sp, fp, payload } <- rsp
+/// ```
+///
+/// Registers on entry: `rdi` = `vmctx`, `rsi` = `exn`, `rdx` = `find`.
+///
+/// # Safety
+///
+/// Called only by compiled Wasm code (or its Wasm-to-host trampolines), with a `find` whose
+/// targets are handlers of live Cranelift frames above this stub on the same stack, expecting
+/// every register but rsp and rbp clobbered (as `try_call`'s exceptional edges do). The frames
+/// skipped must own nothing that needs dropping: Wasm frames and trampolines.
+#[unsafe(naked)]
+pub unsafe extern "C" fn throw(vmctx: *mut u8, exn: usize, find: usize) -> u8 {
+    naked_asm!(
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_def_cfa_offset 16",
+        ".cfi_offset rbp, -16",
+        "mov rbp, rsp",
+        ".cfi_def_cfa_register rbp",
+        "sub rsp, 32",
+        // find(vmctx, exn, return address, thrower's fp, &target); rdi and rsi stay.
+        "mov rax, rdx",
+        "mov rdx, [rbp + 8]",
+        "mov rcx, [rbp]",
+        "mov r8, rsp",
+        "call rax",
+        "test al, al",
+        "jz 2f",
+        // Resume at the handler: payload in rax, then fp, and sp last (the target lives on
+        // the stack being dropped).
+        "mov rcx, [rsp]",
+        "mov rax, [rsp + 24]",
+        "mov rbp, [rsp + 16]",
+        "mov rsp, [rsp + 8]",
+        "jmp rcx",
+        // Nothing catches it: return 0 (al) to the thrower, which traps.
+        "2:",
+        "mov rsp, rbp",
+        "pop rbp",
+        ".cfi_def_cfa rsp, 8",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
 /// Registers of the interrupted context `ucontext` (the third argument of an `SA_SIGINFO`
 /// signal handler).
 ///

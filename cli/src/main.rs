@@ -440,9 +440,10 @@ fn show(value: &Val) -> String {
         Val::F32(b) => f32::from_bits(*b).to_string(),
         Val::F64(b) => f64::from_bits(*b).to_string(),
         Val::V128(v) => format!("{v:#034x}"),
-        Val::FuncRef(None) | Val::ExternRef(None) => "null".into(),
+        Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => "null".into(),
         Val::FuncRef(Some(_)) => "funcref".into(),
         Val::ExternRef(Some(_)) => "externref".into(),
+        Val::ExnRef(Some(_)) => "exnref".into(),
     }
 }
 

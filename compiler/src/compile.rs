@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I8;
 use cranelift_codegen::ir::{
     self, AbiParam, ExternalName, InstBuilder, MemFlagsData, Signature, UserFuncName,
@@ -16,7 +17,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{FuncType, Validator, WasmFeatures};
 use weft_environ::vmoffsets::{VMOffsets, host_func};
 use weft_environ::{
-    CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, Relocation, TrapKind,
+    BuiltinFunction, CallSiteHandlers, CompiledFunction, LibCall, ModuleInfo, RelocKind,
+    RelocTarget, Relocation, TrapKind,
 };
 
 use crate::environ::{ir_type, wasm_signature};
@@ -79,6 +81,8 @@ pub struct Features {
     pub bulk_memory: bool,
     /// Several results and block parameters (2.0).
     pub multi_value: bool,
+    /// Exception handling: tags, `throw`, `throw_ref`, `try_table`, `exnref` (3.0).
+    pub exceptions: bool,
 }
 
 impl Default for Features {
@@ -93,13 +97,14 @@ impl Default for Features {
             multi_memory: true,
             bulk_memory: true,
             multi_value: true,
+            exceptions: true,
         }
     }
 }
 
 impl Features {
     /// Each switch with its name in wasmtime's CLI spelling (`-W tail-call=n`).
-    pub fn switches(&self) -> [(&'static str, bool); 9] {
+    pub fn switches(&self) -> [(&'static str, bool); 10] {
         let Features {
             simd,
             relaxed_simd,
@@ -110,6 +115,7 @@ impl Features {
             multi_memory,
             bulk_memory,
             multi_value,
+            exceptions,
         } = *self;
         [
             ("simd", simd),
@@ -121,6 +127,7 @@ impl Features {
             ("multi-memory", multi_memory),
             ("bulk-memory", bulk_memory),
             ("multi-value", multi_value),
+            ("exceptions", exceptions),
         ]
     }
 
@@ -147,8 +154,8 @@ impl Features {
 impl CompilerOptions {
     /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
     /// weft implements (tail calls, extended constant expressions, relaxed SIMD, typed
-    /// function references, and multi-memory when these options allow it). Exceptions and
-    /// memory64 fail validation rather than reaching a translator that does not know them.
+    /// function references, multi-memory and exception handling when these options allow
+    /// it). memory64 fails validation rather than reaching a translator that does not know it.
     ///
     /// GC is on for validation only: 3.0 is written with it, and wasmparser applies 3.0's
     /// rules for recursion groups and for constant expressions that read defined globals
@@ -163,6 +170,7 @@ impl CompilerOptions {
             | WasmFeatures::EXTENDED_CONST
             | WasmFeatures::RELAXED_SIMD
             | WasmFeatures::FUNCTION_REFERENCES
+            | WasmFeatures::EXCEPTIONS
             | WasmFeatures::GC;
         let f = &self.features;
         for (flag, on) in [
@@ -177,6 +185,7 @@ impl CompilerOptions {
             (WasmFeatures::MULTI_MEMORY, f.multi_memory),
             (WasmFeatures::BULK_MEMORY, f.bulk_memory),
             (WasmFeatures::MULTI_VALUE, f.multi_value),
+            (WasmFeatures::EXCEPTIONS, f.exceptions),
         ] {
             features.set(flag, on);
         }
@@ -432,6 +441,7 @@ impl Compiler {
             consume_fuel: self.options.consume_fuel,
             fuel_var: None,
             deadline_var: None,
+            handlers: Vec::new(),
         };
         translate::translate_function(
             &mut env,
@@ -466,6 +476,7 @@ impl Compiler {
                 Ok((t.offset, kind))
             })
             .collect::<Result<_, CompileError>>()?;
+        let handlers = call_site_handlers(buffer)?;
         Ok(CompiledFunction {
             code: buffer.data().to_vec(),
             alignment: compiled.buffer.alignment,
@@ -477,6 +488,7 @@ impl Compiler {
                 .filter(|s| !s.loc.is_default())
                 .map(|s| (s.start, s.loc.bits()))
                 .collect(),
+            handlers,
         })
     }
 
@@ -571,8 +583,55 @@ impl Compiler {
             array_call,
             &[host_ctx, caller_vmctx, values, len],
         );
-        let ok = builder.inst_results(call)[0];
-        builder.ins().trapz(ok, trap_code(TrapKind::Recorded));
+        let status = builder.inst_results(call)[0];
+        // Anything but 1 leaves through a cold block: a host function that throws has its
+        // exception thrown into the Wasm caller from here (its return address is where the
+        // handler search starts), anything else is a recorded trap.
+        let returned = builder.create_block();
+        let failed = builder.create_block();
+        let is_ok = builder.ins().icmp_imm_u(IntCC::Equal, status, 1);
+        builder.ins().brif(is_ok, returned, &[], failed, &[]);
+        builder.switch_to_block(failed);
+        builder.set_cold_block(failed);
+        let threw = builder.create_block();
+        let trapped = builder.create_block();
+        builder.set_cold_block(threw);
+        builder.set_cold_block(trapped);
+        let is_throw = builder
+            .ins()
+            .icmp_imm_u(IntCC::Equal, status, i64::from(host_func::THREW));
+        builder.ins().brif(is_throw, threw, &[], trapped, &[]);
+        builder.switch_to_block(threw);
+        let exn = builder
+            .ins()
+            .load(pointer, MemFlagsData::trusted(), values, slot(0));
+        let builtins = builder.ins().load(
+            pointer,
+            MemFlagsData::trusted().with_readonly(),
+            caller_vmctx,
+            VMOffsets::BUILTINS as i32,
+        );
+        let load_builtin = |builder: &mut FunctionBuilder, builtin: BuiltinFunction| {
+            builder.ins().load(
+                pointer,
+                MemFlagsData::trusted().with_readonly(),
+                builtins,
+                builtin.offset(),
+            )
+        };
+        let stub = load_builtin(&mut builder, BuiltinFunction::ThrowRef);
+        let find = load_builtin(&mut builder, BuiltinFunction::FindHandler);
+        let mut throw_sig = Signature::new(self.host_call_conv());
+        throw_sig.params.extend([AbiParam::new(pointer); 3]);
+        throw_sig.returns.push(AbiParam::new(I8));
+        let throw_sig = builder.import_signature(throw_sig);
+        builder
+            .ins()
+            .call_indirect(throw_sig, stub, &[caller_vmctx, exn, find]);
+        builder.ins().trap(trap_code(TrapKind::Recorded));
+        builder.switch_to_block(trapped);
+        builder.ins().trap(trap_code(TrapKind::Recorded));
+        builder.switch_to_block(returned);
         let mut results = Vec::new();
         for (i, &result) in ty.results().iter().enumerate() {
             let ty = ir_type(result, pointer);
@@ -587,6 +646,49 @@ impl Compiler {
         builder.finalize(self.isa.frontend_config());
         self.finish(&mut ctx)
     }
+}
+
+/// The exception handlers of a function's `try_call` sites, sorted by return address.
+fn call_site_handlers(
+    buffer: &cranelift_codegen::MachBufferFinalized<cranelift_codegen::Final>,
+) -> Result<Vec<CallSiteHandlers>, CompileError> {
+    use cranelift_codegen::{ExceptionContextLoc, FinalizedMachExceptionHandler as H};
+    let mut sites = Vec::new();
+    for site in buffer.call_sites() {
+        if site.exception_handlers.is_empty() {
+            continue;
+        }
+        let mut vmctx_sp_offset = None;
+        let mut handlers = Vec::new();
+        for handler in site.exception_handlers {
+            match *handler {
+                H::Context(ExceptionContextLoc::SPOffset(offset)) => {
+                    vmctx_sp_offset = Some(offset);
+                }
+                H::Context(ExceptionContextLoc::GPR(_)) => {
+                    return Err(CompileError::Codegen(
+                        "an exception context left in a register".into(),
+                    ));
+                }
+                H::Tag(tag, offset) => handlers.push((Some(tag.as_u32()), offset)),
+                H::Default(offset) => handlers.push((None, offset)),
+            }
+        }
+        let (Some(frame_offset), Some(vmctx_sp_offset)) = (site.frame_offset, vmctx_sp_offset)
+        else {
+            return Err(CompileError::Codegen(
+                "a try_call site without a frame offset or context".into(),
+            ));
+        };
+        sites.push(CallSiteHandlers {
+            return_offset: site.ret_addr,
+            frame_offset,
+            vmctx_sp_offset,
+            handlers,
+        });
+    }
+    sites.sort_by_key(|s| s.return_offset);
+    Ok(sites)
 }
 
 /// Byte offset of value slot `i` in a trampoline's value buffer.

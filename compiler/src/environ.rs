@@ -59,6 +59,14 @@ pub fn wasm_signature(ty: &FuncType, pointer_type: ir::Type) -> Signature {
     sig
 }
 
+/// One catch clause of an open `try_table`, as calls see it: exceptions of `tag` (a module
+/// tag index; `None` catches all) continue at `landing`, a block taking the exnref.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionHandler {
+    pub tag: Option<u32>,
+    pub landing: ir::Block,
+}
+
 /// Everything the translator asks of the world outside one function body.
 ///
 /// Indices are Wasm indices (imports included). Operands arrive already popped from the value
@@ -205,6 +213,33 @@ pub trait FuncEnvironment {
 
     /// `ref.func`: a non-null funcref.
     fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value;
+
+    /// The catch clauses in force for the calls emitted from now on, innermost first (the
+    /// translator updates them as `try_table`s open and close). While there are any, every
+    /// call that returns (tail calls leave the `try_table`) must let an exception thrown below
+    /// it continue at the first matching clause's landing block, and cost nothing when none
+    /// is thrown.
+    fn set_exception_handlers(&mut self, handlers: &[ExceptionHandler]);
+
+    /// `throw` of `tag` with its payload `args`: never returns (the block is terminated).
+    fn throw(&mut self, builder: &mut FunctionBuilder, tag: u32, args: &[Value]);
+
+    /// `throw_ref` of `exn`, an exnref that may be null (which traps with
+    /// `TrapKind::NullReference`): never returns (the block is terminated).
+    fn throw_ref(&mut self, builder: &mut FunctionBuilder, exn: Value);
+
+    /// The payload values of `exn`, a caught exception of tag `tag`, with the types
+    /// [`ir_type`] gives the tag's parameters. Called at the start of a landing block.
+    fn exception_payload(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        tag: u32,
+        exn: Value,
+    ) -> Vec<Value>;
+
+    /// Called at the top of every landing block, before the payload is read (a place to
+    /// reload what calls may change).
+    fn landing_pad(&mut self, _builder: &mut FunctionBuilder) {}
 
     /// Called at the top of every loop body (a place for epoch checks).
     fn loop_header(&mut self, _builder: &mut FunctionBuilder) {}

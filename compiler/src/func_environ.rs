@@ -2,19 +2,21 @@
 //! functions and the runtime's builtins, following the layout in `weft_environ::vmoffsets` and
 //! the builtin list in `weft_environ::builtins`.
 
+use cranelift_codegen::entity::EntityRef;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8, I32, I64};
 use cranelift_codegen::ir::{
-    self, AbiParam, ArgumentPurpose, ExtFuncData, ExternalName, InstBuilder, MemFlagsData,
-    Signature, UserExternalName, Value,
+    self, AbiParam, ArgumentPurpose, BlockArg, ExceptionTableData, ExceptionTableItem,
+    ExceptionTag, ExtFuncData, ExternalName, InstBuilder, MemFlagsData, Signature,
+    UserExternalName, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use weft_environ::vmoffsets::{VMOffsets, func_ref, memory, store_context, table};
+use weft_environ::vmoffsets::{VMOffsets, exception, func_ref, memory, store_context, table};
 use weft_environ::{BuiltinFunction, BuiltinType, ModuleInfo, TrapKind};
 
 use crate::MemoryMode;
-use crate::environ::{CallKind, FuncEnvironment, ir_type, wasm_signature};
+use crate::environ::{CallKind, ExceptionHandler, FuncEnvironment, ir_type, wasm_signature};
 use crate::traps::trap_code;
 
 /// Flags for loads of VM structure fields that never change while code runs (pointers in the
@@ -40,6 +42,15 @@ pub struct WeftFuncEnvironment<'a> {
     pub fuel_var: Option<Variable>,
     /// The store's epoch deadline (with epoch checks), likewise: it changes only in calls.
     pub deadline_var: Option<Variable>,
+    /// The catch clauses of the open `try_table`s, innermost first.
+    pub handlers: Vec<ExceptionHandler>,
+}
+
+/// What a call that returns calls.
+#[derive(Clone, Copy)]
+enum Callee {
+    Direct(ir::FuncRef),
+    Indirect(ir::SigRef, Value),
 }
 
 impl WeftFuncEnvironment<'_> {
@@ -215,41 +226,8 @@ impl WeftFuncEnvironment<'_> {
             "arguments of {} do not match its declaration",
             builtin.name()
         );
-        let call_conv = if builtin.preserves_registers() {
-            CallConv::PreserveAll
-        } else {
-            self.host_call_conv
-        };
-        let mut sig = Signature::new(call_conv);
-        sig.params.push(AbiParam::new(self.pointer_type));
-        sig.params.extend(
-            builtin
-                .params()
-                .iter()
-                .map(|&t| AbiParam::new(self.builtin_type(t))),
-        );
-        sig.returns.extend(
-            builtin
-                .result()
-                .map(|t| AbiParam::new(self.builtin_type(t))),
-        );
-        let sig = builder.import_signature(sig);
-        // Neither load `can_move`: hoisted out of a loop whose only builtin call sits in a cold
-        // block (an epoch or fuel check), the address would take a callee-saved register for
-        // the whole loop and push the loop's own values to the stack.
-        let vmctx = self.vmctx(builder);
-        let builtins = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted().with_readonly(),
-            vmctx,
-            VMOffsets::BUILTINS as i32,
-        );
-        let callee = builder.ins().load(
-            self.pointer_type,
-            MemFlagsData::trusted().with_readonly(),
-            builtins,
-            builtin.offset(),
-        );
+        let sig = self.builtin_signature(builder, builtin);
+        let callee = self.builtin_address(builder, builtin);
         let vmctx = self.vmctx(builder);
         let mut all_args = vec![vmctx];
         all_args.extend_from_slice(args);
@@ -316,6 +294,138 @@ impl WeftFuncEnvironment<'_> {
         builder.ins().iconst(I32, i64::from(value))
     }
 
+    /// A call that returns, with its results. Outside `try_table` a plain call; inside, a
+    /// `try_call` whose exception table names this function's vmctx as the context the
+    /// runtime reads tag indices against, then the open catch clauses innermost first, each
+    /// landing block receiving the exnref (the first payload register). The normal return
+    /// continues in a fresh block: no check on that path, the runtime finds the handler from
+    /// the return address when something throws.
+    fn returning_call(
+        &self,
+        builder: &mut FunctionBuilder,
+        callee: Callee,
+        args: &[Value],
+    ) -> Vec<Value> {
+        if self.handlers.is_empty() {
+            let call = match callee {
+                Callee::Direct(func) => builder.ins().call(func, args),
+                Callee::Indirect(sig, code) => builder.ins().call_indirect(sig, code, args),
+            };
+            return builder.inst_results(call).to_vec();
+        }
+        let sig = match callee {
+            Callee::Direct(func) => builder.func.dfg.ext_funcs[func].signature,
+            Callee::Indirect(sig, _) => sig,
+        };
+        let returns: Vec<ir::Type> = builder.func.dfg.signatures[sig]
+            .returns
+            .iter()
+            .map(|r| r.value_type)
+            .collect();
+        let continuation = builder.create_block();
+        let mut results = Vec::with_capacity(returns.len());
+        for (i, &ty) in returns.iter().enumerate() {
+            builder.append_block_param(continuation, ty);
+            results.push(BlockArg::TryCallRet(i as u32));
+        }
+        let normal = builder.func.dfg.block_call(continuation, &results);
+        let vmctx = self.vmctx(builder);
+        let mut items = vec![ExceptionTableItem::Context(vmctx)];
+        for handler in &self.handlers {
+            let target = builder
+                .func
+                .dfg
+                .block_call(handler.landing, &[BlockArg::TryCallExn(0)]);
+            items.push(match handler.tag {
+                Some(tag) => ExceptionTableItem::Tag(ExceptionTag::new(tag as usize), target),
+                None => ExceptionTableItem::Default(target),
+            });
+        }
+        let table = builder
+            .func
+            .dfg
+            .exception_tables
+            .push(ExceptionTableData::new(sig, normal, items));
+        match callee {
+            Callee::Direct(func) => builder.ins().try_call(func, args, table),
+            Callee::Indirect(_, code) => builder.ins().try_call_indirect(code, args, table),
+        };
+        builder.seal_block(continuation);
+        builder.switch_to_block(continuation);
+        builder.block_params(continuation).to_vec()
+    }
+
+    /// Throws `exn` (non-null) through the `throw_ref` stub, as a call inside the open
+    /// `try_table`s, so a handler of this very function catches it too. The stub returns only
+    /// when nothing in the activation catches the exception, which it has recorded: trap.
+    /// (`builtin_signature` of `ThrowRef` is the platform C convention's.)
+    fn throw_exception(&mut self, builder: &mut FunctionBuilder, exn: Value) {
+        self.fuel_check(builder);
+        self.spill_counters(builder);
+        let sig = self.builtin_signature(builder, BuiltinFunction::ThrowRef);
+        let mut sig = builder.func.dfg.signatures[sig].clone();
+        if !self.handlers.is_empty() {
+            // As a `try_call`, the stub's call must clobber every register, as Wasm calls do
+            // (the resumed handler gets only sp and fp back): Cranelift's `preserve_all`, whose
+            // arguments are the C convention's, does on exceptional edges. Its normal return
+            // is followed by a trap only.
+            sig.call_conv = CallConv::PreserveAll;
+        }
+        let sig = builder.import_signature(sig);
+        let stub = self.builtin_address(builder, BuiltinFunction::ThrowRef);
+        let find = self.builtin_address(builder, BuiltinFunction::FindHandler);
+        let vmctx = self.vmctx(builder);
+        self.returning_call(builder, Callee::Indirect(sig, stub), &[vmctx, exn, find]);
+        builder.ins().trap(trap_code(TrapKind::Recorded));
+    }
+
+    /// The Cranelift signature of `builtin`'s call.
+    fn builtin_signature(
+        &self,
+        builder: &mut FunctionBuilder,
+        builtin: BuiltinFunction,
+    ) -> ir::SigRef {
+        let call_conv = if builtin.preserves_registers() {
+            CallConv::PreserveAll
+        } else {
+            self.host_call_conv
+        };
+        let mut sig = Signature::new(call_conv);
+        sig.params.push(AbiParam::new(self.pointer_type));
+        sig.params.extend(
+            builtin
+                .params()
+                .iter()
+                .map(|&t| AbiParam::new(self.builtin_type(t))),
+        );
+        sig.returns.extend(
+            builtin
+                .result()
+                .map(|t| AbiParam::new(self.builtin_type(t))),
+        );
+        builder.import_signature(sig)
+    }
+
+    /// The address of `builtin` in the builtin table.
+    fn builtin_address(&self, builder: &mut FunctionBuilder, builtin: BuiltinFunction) -> Value {
+        // Neither load `can_move`: hoisted out of a loop whose only builtin call sits in a cold
+        // block (an epoch or fuel check), the address would take a callee-saved register for
+        // the whole loop and push the loop's own values to the stack.
+        let vmctx = self.vmctx(builder);
+        let builtins = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted().with_readonly(),
+            vmctx,
+            VMOffsets::BUILTINS as i32,
+        );
+        builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted().with_readonly(),
+            builtins,
+            builtin.offset(),
+        )
+    }
+
     /// Calls the function a non-null funcref points to (its code and vmctx), for
     /// `call_indirect` and `call_ref` once they have checked what they check.
     fn call_func_ref(
@@ -354,8 +464,7 @@ impl WeftFuncEnvironment<'_> {
         all_args.extend_from_slice(args);
         match kind {
             CallKind::Normal => {
-                let call = builder.ins().call_indirect(sig, callee_code, &all_args);
-                builder.inst_results(call).to_vec()
+                self.returning_call(builder, Callee::Indirect(sig, callee_code), &all_args)
             }
             CallKind::Tail => {
                 builder
@@ -486,8 +595,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             all_args.extend_from_slice(args);
             match kind {
                 CallKind::Normal => {
-                    let call = builder.ins().call(func_ref, &all_args);
-                    builder.inst_results(call).to_vec()
+                    env.returning_call(builder, Callee::Direct(func_ref), &all_args)
                 }
                 CallKind::Tail => {
                     builder.ins().return_call(func_ref, &all_args);
@@ -737,6 +845,58 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         builder
             .ins()
             .iadd_imm_u(vmctx, i64::from(self.offsets.func_ref(func)))
+    }
+
+    fn set_exception_handlers(&mut self, handlers: &[ExceptionHandler]) {
+        self.handlers.clear();
+        self.handlers.extend_from_slice(handlers);
+    }
+
+    fn throw(&mut self, builder: &mut FunctionBuilder, tag: u32, args: &[Value]) {
+        let tag_value = Self::i32_const(builder, tag);
+        let exn = self
+            .call_builtin(builder, BuiltinFunction::ExnNew, &[tag_value])
+            .expect("exn_new returns the exception");
+        for (i, &arg) in args.iter().enumerate() {
+            let offset = exception::VALUES + (i as u32 * exception::VALUE_SIZE) as i32;
+            builder
+                .ins()
+                .store(MemFlagsData::trusted(), arg, exn, offset);
+        }
+        self.throw_exception(builder, exn);
+    }
+
+    fn throw_ref(&mut self, builder: &mut FunctionBuilder, exn: Value) {
+        builder.ins().trapz(exn, trap_code(TrapKind::NullReference));
+        self.throw_exception(builder, exn);
+    }
+
+    fn exception_payload(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        tag: u32,
+        exn: Value,
+    ) -> Vec<Value> {
+        let params = self.module.tag_params(tag).to_vec();
+        params
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| {
+                let offset = exception::VALUES + (i as u32 * exception::VALUE_SIZE) as i32;
+                builder.ins().load(
+                    ir_type(ty, self.pointer_type),
+                    MemFlagsData::trusted(),
+                    exn,
+                    offset,
+                )
+            })
+            .collect()
+    }
+
+    fn landing_pad(&mut self, builder: &mut FunctionBuilder) {
+        // The counters were written back before the call that threw; the frames it unwound
+        // may have used fuel.
+        self.reload_counters_after(builder, false);
     }
 
     fn loop_header(&mut self, builder: &mut FunctionBuilder) {

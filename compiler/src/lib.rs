@@ -57,7 +57,7 @@ pub mod translate;
 pub mod traps;
 
 pub use compile::{CodeFingerprint, Compiler, CompilerOptions, Features, MemoryMode};
-pub use environ::{CallKind, FuncEnvironment};
+pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};
 pub use parse::parse_module;
 pub use wasmparser::{self, FuncType, RefType, ValType};
 pub use weft_environ::{CompiledFunction, ModuleInfo, TrapKind};

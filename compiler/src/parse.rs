@@ -80,6 +80,11 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             info.num_imported_globals += 1;
                             EntityIndex::Global(info.globals.len() as u32 - 1)
                         }
+                        TypeRef::Tag(tag) => {
+                            info.tags.push(tag.func_type_idx);
+                            info.num_imported_tags += 1;
+                            EntityIndex::Tag(info.tags.len() as u32 - 1)
+                        }
                         other => {
                             return Err(CompileError::Unsupported(format!(
                                 "import of kind {other:?}"
@@ -139,6 +144,7 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                         ExternalKind::Table => EntityIndex::Table(export.index),
                         ExternalKind::Memory => EntityIndex::Memory(export.index),
                         ExternalKind::Global => EntityIndex::Global(export.index),
+                        ExternalKind::Tag => EntityIndex::Tag(export.index),
                         other => {
                             return Err(CompileError::Unsupported(format!(
                                 "export of kind {other:?}"
@@ -146,6 +152,11 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                         }
                     };
                     info.exports.push((export.name.to_string(), index));
+                }
+            }
+            Payload::TagSection(reader) => {
+                for tag in reader {
+                    info.tags.push(tag?.func_type_idx);
                 }
             }
             Payload::StartSection { func, .. } => info.start = Some(func),
@@ -221,9 +232,9 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
 
 /// Refuses the value types weft does not implement that validation may let through: the
 /// abstract heap types of GC (`any`, `eq`, `i31`, `struct`, `array`, `none`, `nofunc`,
-/// `noextern`) and exceptions (`exn`), shared and exact references. What passes is a number,
-/// a vector, or a reference to a function (abstract or of a declared type) or an extern, which
-/// is all the runtime's API types describe.
+/// `noextern`, and `noexn`), shared and exact references. What passes is a number, a vector,
+/// or a reference to a function (abstract or of a declared type), an extern or an exception,
+/// which is all the runtime's API types describe.
 ///
 /// # Errors
 /// `CompileError::Unsupported` naming the type.
@@ -251,7 +262,7 @@ pub fn check_heap_type(ty: wasmparser::HeapType) -> Result<(), CompileError> {
     match ty {
         HeapType::Abstract {
             shared: false,
-            ty: AbstractHeapType::Func | AbstractHeapType::Extern,
+            ty: AbstractHeapType::Func | AbstractHeapType::Extern | AbstractHeapType::Exn,
         }
         | HeapType::Concrete(_) => Ok(()),
         other => Err(CompileError::Unsupported(format!(

@@ -63,7 +63,7 @@ use wasmparser::{BlockType, FunctionBody, MemArg, MemArgTarget, Operator, ValTyp
 use weft_environ::TrapKind;
 
 use crate::CompileError;
-use crate::environ::{CallKind, FuncEnvironment, ir_type};
+use crate::environ::{CallKind, ExceptionHandler, FuncEnvironment, ir_type};
 use crate::parse::{check_heap_type, check_val_type};
 use crate::traps::trap_code;
 
@@ -147,6 +147,7 @@ pub fn translate_function<E: FuncEnvironment + ?Sized>(
         }],
         reachable: true,
         unreachable_depth: 0,
+        handlers: Vec::new(),
     };
 
     translator.env.function_entry(&mut translator.builder);
@@ -282,6 +283,8 @@ enum FrameKind {
         /// Branch target of the loop's label; its parameters are the loop's parameters.
         header: ir::Block,
     },
+    /// A `try_table`: a block whose calls may land in its catch clauses.
+    TryTable { landings: Vec<Landing> },
     If {
         /// Where a false condition goes (the `else` arm, or a jump straight to `next`).
         else_block: ir::Block,
@@ -296,7 +299,9 @@ impl ControlFrame {
     fn branch_target(&self) -> (ir::Block, usize) {
         match self.kind {
             FrameKind::Loop { header } => (header, self.num_params),
-            FrameKind::Block | FrameKind::If { .. } => (self.next, self.num_results),
+            FrameKind::Block | FrameKind::TryTable { .. } | FrameKind::If { .. } => {
+                (self.next, self.num_results)
+            }
         }
     }
 }
@@ -312,6 +317,18 @@ struct FuncTranslator<'a, E: FuncEnvironment + ?Sized> {
     reachable: bool,
     /// While unreachable: how many `block`/`loop`/`if`s deep inside the dead code we are.
     unreachable_depth: u32,
+    /// The catch clauses of the open `try_table`s, outermost first (the environment gets them
+    /// innermost first).
+    handlers: Vec<ExceptionHandler>,
+}
+
+/// A catch clause of a `try_table`, whose landing block is filled when the `try_table` ends.
+struct Landing {
+    handler: ExceptionHandler,
+    /// Index in the control stack of the frame whose label the clause branches to.
+    target_frame: usize,
+    /// Whether the exnref goes along (`catch_ref`, `catch_all_ref`).
+    with_ref: bool,
 }
 
 /// Generates `simd_operator_name` from wasmparser's list of SIMD operators: the operator's name
@@ -409,6 +426,51 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                     stack_base: self.stack.len() - params.len(),
                     next_branched_to: false,
                 });
+            }
+            TryTable { ref try_table } => {
+                let (params, results) = self.block_signature(try_table.ty)?;
+                let next = self.new_block_with_params(&results);
+                // Catch labels are relative to the frames outside the `try_table`. The landing
+                // blocks stay empty until its `end`: the current block is still being filled.
+                let mut landings = Vec::with_capacity(try_table.catches.len());
+                for catch in &try_table.catches {
+                    let (tag, label, with_ref) = match *catch {
+                        wasmparser::Catch::One { tag, label } => (Some(tag), label, false),
+                        wasmparser::Catch::OneRef { tag, label } => (Some(tag), label, true),
+                        wasmparser::Catch::All { label } => (None, label, false),
+                        wasmparser::Catch::AllRef { label } => (None, label, true),
+                    };
+                    let landing = self.builder.create_block();
+                    self.builder.append_block_param(landing, self.pointer_type);
+                    let target_frame = self.control.len() - 1 - label as usize;
+                    landings.push(Landing {
+                        handler: ExceptionHandler { tag, landing },
+                        target_frame,
+                        with_ref,
+                    });
+                }
+                self.handlers
+                    .extend(landings.iter().rev().map(|l| l.handler));
+                self.update_exception_handlers();
+                self.control.push(ControlFrame {
+                    kind: FrameKind::TryTable { landings },
+                    next,
+                    num_params: params.len(),
+                    num_results: results.len(),
+                    stack_base: self.stack.len() - params.len(),
+                    next_branched_to: false,
+                });
+            }
+            Throw { tag_index } => {
+                let n = self.env.module().tag_params(tag_index).len();
+                let args = self.pop_n(n);
+                self.env.throw(&mut self.builder, tag_index, &args);
+                self.reachable = false;
+            }
+            ThrowRef => {
+                let exn = self.pop();
+                self.env.throw_ref(&mut self.builder, exn);
+                self.reachable = false;
             }
             Loop { blockty } => {
                 let (params, results) = self.block_signature(blockty)?;
@@ -1336,7 +1398,10 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
     /// frame that went dead.
     fn skip_unreachable_operator(&mut self, op: &Operator<'_>) {
         match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. } => {
                 self.unreachable_depth += 1;
             }
             Operator::Else if self.unreachable_depth == 0 => {
@@ -1370,10 +1435,16 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
 
     /// Ends the innermost frame. The current block, if reachable, has already jumped to `next`.
     fn close_frame(&mut self) {
-        let frame = self.control.pop().expect("end outside any frame");
+        let mut frame = self.control.pop().expect("end outside any frame");
         let mut next_reachable = frame.next_branched_to;
         match frame.kind {
             FrameKind::Block => {}
+            FrameKind::TryTable { ref mut landings } => {
+                let landings = std::mem::take(landings);
+                self.handlers.truncate(self.handlers.len() - landings.len());
+                self.update_exception_handlers();
+                self.fill_landings(landings);
+            }
             FrameKind::Loop { header } => self.builder.seal_block(header),
             FrameKind::If {
                 else_block,
@@ -1405,6 +1476,37 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             self.env.before_return(&mut self.builder);
             self.builder.ins().return_(&results);
             self.reachable = false;
+        }
+    }
+
+    /// Tells the environment which catch clauses are in force, innermost first.
+    fn update_exception_handlers(&mut self) {
+        let innermost_first: Vec<ExceptionHandler> = self.handlers.iter().rev().copied().collect();
+        self.env.set_exception_handlers(&innermost_first);
+    }
+
+    /// Fills the landing blocks of a `try_table` that just ended (every call that may land in
+    /// them has been emitted): each reads the payload and branches to its clause's label.
+    fn fill_landings(&mut self, landings: Vec<Landing>) {
+        for landing in landings {
+            let block = landing.handler.landing;
+            self.builder.switch_to_block(block);
+            self.builder.seal_block(block);
+            let exn = self.builder.block_params(block)[0];
+            self.env.landing_pad(&mut self.builder);
+            let mut args = match landing.handler.tag {
+                Some(tag) => self.env.exception_payload(&mut self.builder, tag, exn),
+                None => Vec::new(),
+            };
+            if landing.with_ref {
+                args.push(exn);
+            }
+            let frame = &mut self.control[landing.target_frame];
+            let (target, _) = frame.branch_target();
+            if !matches!(frame.kind, FrameKind::Loop { .. }) {
+                frame.next_branched_to = true;
+            }
+            self.jump(target, &args);
         }
     }
 

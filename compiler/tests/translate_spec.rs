@@ -433,6 +433,47 @@ impl FuncEnvironment for DummyEnv {
         self.builtin(builder, Builtin::ElemDrop, &[elem], None);
     }
 
+    // The dummy environment has no runtime for exceptions: the scripts it runs use none, so
+    // a throw traps and calls stay plain calls.
+    fn set_exception_handlers(&mut self, _handlers: &[weft_compiler::ExceptionHandler]) {}
+
+    fn throw(&mut self, builder: &mut FunctionBuilder, _tag: u32, _args: &[Value]) {
+        builder.ins().trap(TrapCode::unwrap_user(1));
+    }
+
+    fn throw_ref(&mut self, builder: &mut FunctionBuilder, _exn: Value) {
+        builder.ins().trap(TrapCode::unwrap_user(1));
+    }
+
+    fn exception_payload(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        tag: u32,
+        _exn: Value,
+    ) -> Vec<Value> {
+        let params = self.module.tag_params(tag).to_vec();
+        params
+            .iter()
+            .map(|&ty| {
+                let ty = ir_type(ty, self.pointer_type);
+                if ty.is_vector() {
+                    let zero = builder.func.dfg.constants.insert(vec![0; 16].into());
+                    builder.ins().vconst(ty, zero)
+                } else if ty.is_float() {
+                    let bits = builder.ins().iconst(ir::types::I64, 0);
+                    let bits = if ty == ir::types::F32 {
+                        builder.ins().ireduce(ir::types::I32, bits)
+                    } else {
+                        bits
+                    };
+                    builder.ins().bitcast(ty, MemFlagsData::new(), bits)
+                } else {
+                    builder.ins().iconst(ty, 0)
+                }
+            })
+            .collect()
+    }
+
     fn ref_func(&mut self, builder: &mut FunctionBuilder, func: u32) -> Value {
         let func = self.index_const(builder, func);
         self.builtin(builder, Builtin::RefFunc, &[func], Some(self.pointer_type))

@@ -67,6 +67,19 @@ macro_rules! foreach_builtin {
             TableInit = table_init(table: u32, elem: u32, dst: u32, src: u32, len: u32) -> status;
             /// `elem.drop`.
             ElemDrop = elem_drop(elem: u32);
+            /// A new exception of tag `tag` (a module tag index) with room for its payload:
+            /// an exnref, whose payload slots compiled code fills (see
+            /// `vmoffsets::exception`).
+            ExnNew = exn_new(tag: u32) -> reference;
+            /// Throws exception `exn` (non-null): an assembly stub (`weft_arch::throw`) that
+            /// asks `find_handler` (the `FindHandler` builtin's address, passed along) for the
+            /// handler and resumes there. Returns 0 only when no Wasm frame of the activation
+            /// catches it, after recording the exception as the activation's outcome.
+            ThrowRef = throw_ref(exn: reference, find_handler: reference) -> status;
+            /// Never called by compiled code: `throw_ref`'s handler search, which compiled code
+            /// hands to the stub. Takes the return address and frame pointer of the throwing
+            /// frame and a `weft_arch::ResumeTarget` to fill; returns 1 when it found a handler.
+            FindHandler = find_handler(exn: reference, return_address: reference, fp: reference, target: reference) -> status;
             /// The epoch reached the store's deadline: trap, or (in a promising call whose
             /// store says so) yield to the executor and extend the deadline. Preserves every
             /// register (see [`BuiltinFunction::preserves_registers`]).

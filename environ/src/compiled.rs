@@ -13,6 +13,24 @@ pub struct CompiledFunction {
     pub traps: Vec<(u32, TrapKind)>,
     /// `(code offset where a range starts, Wasm byte offset)`, sorted; for backtraces.
     pub source_locations: Vec<(u32, u32)>,
+    /// The call sites inside `try_table` blocks, sorted by return address: where a thrown
+    /// exception may land in this function.
+    pub handlers: Vec<CallSiteHandlers>,
+}
+
+/// The exception handlers of one call site (a Cranelift `try_call`), in match order: the
+/// first whose tag matches the exception (or a catch-all) wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallSiteHandlers {
+    /// Offset of the call's return address from the start of the function.
+    pub return_offset: u32,
+    /// The frame pointer minus this is the stack pointer a handler expects.
+    pub frame_offset: u32,
+    /// Where the caller's vmctx (the instance the tag indices are relative to) is stored:
+    /// this many bytes above the handler's stack pointer.
+    pub vmctx_sp_offset: u32,
+    /// `(tag, handler offset)`: a module tag index, or `None` for a catch-all.
+    pub handlers: Vec<(Option<u32>, u32)>,
 }
 
 /// A place in a function's code the runtime patches once it knows where everything lives.

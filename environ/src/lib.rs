@@ -30,6 +30,8 @@ pub mod trap;
 pub mod vmoffsets;
 
 pub use builtins::{BuiltinFunction, BuiltinTable, BuiltinType};
-pub use compiled::{CompiledFunction, LibCall, RelocKind, RelocTarget, Relocation};
+pub use compiled::{
+    CallSiteHandlers, CompiledFunction, LibCall, RelocKind, RelocTarget, Relocation,
+};
 pub use module_info::{ConstInit, ConstOp, ModuleInfo};
 pub use trap::TrapKind;

@@ -17,6 +17,8 @@ pub enum EntityIndex {
     Table(u32),
     Memory(u32),
     Global(u32),
+    /// An exception tag (WebAssembly 3.0's exception handling).
+    Tag(u32),
 }
 
 /// One import, in the order of the import section.
@@ -187,6 +189,9 @@ pub struct ModuleInfo {
     pub num_imported_memories: u32,
     pub globals: Vec<GlobalInfo>,
     pub num_imported_globals: u32,
+    /// Type index (a function type with no results) of every exception tag, imports first.
+    pub tags: Vec<u32>,
+    pub num_imported_tags: u32,
     pub imports: Vec<Import>,
     /// Exports in section order.
     pub exports: Vec<(String, EntityIndex)>,
@@ -213,6 +218,11 @@ impl ModuleInfo {
 
     pub fn is_imported_func(&self, func: u32) -> bool {
         func < self.num_imported_funcs
+    }
+
+    /// The parameter types of tag `tag`'s payload.
+    pub fn tag_params(&self, tag: u32) -> &[wasmparser::ValType] {
+        self.types[self.tags[tag as usize] as usize].params()
     }
 
     /// The name a backtrace shows for `func`: from the name section, else `None`.

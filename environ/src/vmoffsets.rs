@@ -75,13 +75,25 @@ pub mod func_ref {
 /// field is read by compiled code; the runtime keeps the rest of its state after it.
 pub mod host_func {
     /// `unsafe extern "C" fn(host_ctx, caller_vmctx, values: *mut ValRaw, len: usize) -> u8`,
-    /// returning 0 when it recorded a trap.
+    /// returning 0 when it recorded a trap, [`THREW`] when it throws a Wasm exception into
+    /// its caller (the exnref is then in the first value slot), else 1.
     pub const ARRAY_CALL: i32 = 0;
+    /// The status of an `ARRAY_CALL` that throws.
+    pub const THREW: u8 = 2;
 }
 
 /// `VMGlobal`: a 16-byte cell; every value type is stored little-endian from offset 0.
 pub mod global {
     pub const SIZE: u32 = 16;
+}
+
+/// An exception object (what an `exnref` points to; the store owns it): a 16-byte header whose
+/// first `u32` is the store's index of the exception's tag, then one 16-byte slot per payload
+/// value, stored like a global's cell.
+pub mod exception {
+    pub const TAG: i32 = 0;
+    pub const VALUES: i32 = 16;
+    pub const VALUE_SIZE: u32 = 16;
 }
 
 /// Offsets within one module's `VMContext`.

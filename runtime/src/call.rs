@@ -50,7 +50,8 @@ pub(crate) fn call_raw<T: 'static>(
         return call_host(store, index, slots);
     }
     let callee = crate::vm::call::callee(store, index, slots.len())?;
-    crate::vm::call::call(store, callee, slots).map_err(trap_to_error)
+    crate::vm::call::call(store, callee, slots)
+        .map_err(|info| trap_to_error(info, &mut store.opaque))
 }
 
 /// [`call_raw`] of a host function: out of line, so that a call of Wasm carries none of it.

@@ -183,6 +183,11 @@ impl Config {
         /// Accepts several results and block parameters (2.0).
         wasm_multi_value, get_wasm_multi_value, multi_value
     }
+    feature_switch! {
+        /// Accepts exception handling: tags, `throw`, `throw_ref`, `try_table`, `exnref`
+        /// (3.0).
+        wasm_exceptions, get_wasm_exceptions, exceptions
+    }
 
     /// The feature switches that are off, in wasmtime's CLI spelling (`tail-call`), for
     /// messages.

@@ -209,6 +209,10 @@ pub enum Error {
         /// The Wasm frames active at the trap, innermost first.
         backtrace: WasmBacktrace,
     },
+    /// A Wasm exception that no Wasm frame caught, with its tag and payload; returned by a
+    /// host function, it throws the exception into its Wasm caller (see
+    /// [`crate::WasmException`]).
+    Exception(Box<crate::WasmException>),
     /// An import has no definition.
     UnknownImport {
         /// The import's module name.
@@ -253,6 +257,7 @@ impl fmt::Display for Error {
             Error::InvalidModule { message, offset } => {
                 write!(f, "invalid module: {message} (at offset {offset:#x})")
             }
+            Error::Exception(e) => e.fmt(f),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
             Error::Trap { trap, .. } => write!(f, "wasm trap: {trap}"),
             Error::UnknownImport { module, name } => {

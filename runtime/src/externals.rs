@@ -18,6 +18,8 @@ pub enum Extern {
     Table(Table),
     /// A global.
     Global(Global),
+    /// An exception tag.
+    Tag(crate::Tag),
 }
 
 impl Extern {
@@ -54,6 +56,15 @@ impl Extern {
         }
     }
 
+    /// The tag, if this is one.
+    pub fn into_tag(self) -> Option<crate::Tag> {
+        if let Extern::Tag(t) = self {
+            Some(t)
+        } else {
+            None
+        }
+    }
+
     /// The item's type.
     ///
     /// # Panics
@@ -64,6 +75,7 @@ impl Extern {
             Extern::Memory(m) => ExternType::Memory(m.ty(store)),
             Extern::Table(t) => ExternType::Table(t.ty(store)),
             Extern::Global(g) => ExternType::Global(g.ty(store)),
+            Extern::Tag(t) => ExternType::Tag(t.ty(store)),
         }
     }
 }
@@ -81,6 +93,11 @@ impl From<Memory> for Extern {
 impl From<Table> for Extern {
     fn from(t: Table) -> Self {
         Extern::Table(t)
+    }
+}
+impl From<crate::Tag> for Extern {
+    fn from(t: crate::Tag) -> Extern {
+        Extern::Tag(t)
     }
 }
 impl From<Global> for Extern {

@@ -221,6 +221,12 @@ fn check_import<T: 'static>(
                 return Err(incompatible(format!("expected {e:?}, found {a:?}")));
             }
         }
+        (ExternType::Tag(e), ExternType::Tag(a)) => {
+            // Tags are matched by their exact type.
+            if e != a {
+                return Err(incompatible(format!("expected {e}, found {a}")));
+            }
+        }
         (e, a) => {
             return Err(incompatible(format!(
                 "expected {}, found {}",
@@ -238,6 +244,7 @@ fn kind(ty: &ExternType) -> &'static str {
         ExternType::Table(_) => "a table",
         ExternType::Memory(_) => "a memory",
         ExternType::Global(_) => "a global",
+        ExternType::Tag(_) => "a tag",
     }
 }
 
@@ -271,8 +278,13 @@ fn instantiate_without_start<T: 'static>(
     let mut memory_handles = Vec::new();
     let mut table_handles = Vec::new();
     let mut global_handles = Vec::new();
+    let mut tags = Vec::new();
     for import in imports {
         match *import {
+            Extern::Tag(t) => {
+                opaque.check(t.store);
+                tags.push(t.index);
+            }
             Extern::Func(f) => {
                 opaque.check(f.store);
                 imported_funcs.push(opaque.ensure_wasm_callable(f.index)?);
@@ -338,14 +350,24 @@ fn instantiate_without_start<T: 'static>(
         code: &module.inner.code,
         type_ids: module.inner.type_ids.clone(),
     };
+    // Defined tags: new tags of the store, one per instance.
+    for &ty in &info.tags[info.num_imported_tags as usize..] {
+        let ty = crate::TagType::new(
+            module
+                .engine()
+                .func_type(module.inner.type_ids[ty as usize]),
+        );
+        tags.push(opaque.new_tag(ty).index);
+    }
     let instance_index = opaque.instances.len();
-    let vm_instance = vm::instance::Instance::new(
+    let mut vm_instance = vm::instance::Instance::new(
         info.clone(),
         module.inner.wasm.clone(),
         &opaque.vm,
         parts,
         instance_index,
     );
+    vm_instance.set_tags(tags.clone());
     let mut exports = HashMap::new();
     for (name, index) in &info.exports {
         let export = match *index {
@@ -353,6 +375,10 @@ fn instantiate_without_start<T: 'static>(
             EntityIndex::Memory(m) => Extern::Memory(memory_handles[m as usize]),
             EntityIndex::Table(t) => Extern::Table(table_handles[t as usize]),
             EntityIndex::Global(g) => Extern::Global(global_handles[g as usize]),
+            EntityIndex::Tag(t) => Extern::Tag(crate::Tag {
+                store: opaque.id,
+                index: tags[t as usize],
+            }),
         };
         exports.insert(name.clone(), export);
     }

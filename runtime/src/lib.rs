@@ -181,6 +181,8 @@
 //!   fair lock behind [`SharedStore`]; `shadow_stack.rs`: a C or Rust module's shadow stack
 //!   per promising call ([`ShadowStack`]), so calls interleaved on one instance keep their
 //!   locals apart.
+//! - `exception.rs`: tags, exception references, and the rule for exceptions at host frames
+//!   (the VM half, the handler search, is `vm/exception.rs`).
 //! - `externals.rs` (memories, tables, globals), `types.rs`, `values.rs`, `error.rs`.
 //! - `serialize.rs`: the `.cwasm` format of `Module::serialize`/`deserialize` (header,
 //!   checks, trust model); `cache.rs`: the on-disk code cache behind `Config::cache` (layout,
@@ -213,6 +215,7 @@ mod call;
 mod caller;
 mod engine;
 mod error;
+mod exception;
 mod externals;
 mod func;
 mod instance;
@@ -235,6 +238,7 @@ pub use cache::CacheConfig;
 pub use caller::Caller;
 pub use engine::{Config, Engine};
 pub use error::{Error, FrameInfo, Result, Trap, WasmBacktrace};
+pub use exception::{ExnRef, Tag, TagType, WasmException};
 pub use externals::{Extern, Global, Memory, Table};
 pub use func::Func;
 pub use instance::Instance;

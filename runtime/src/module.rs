@@ -298,6 +298,11 @@ impl Module {
                 &info.globals[g as usize].ty,
                 &self.inner.type_ids,
             )),
+            EntityIndex::Tag(t) => ExternType::Tag(crate::TagType::new(
+                self.inner
+                    .engine
+                    .func_type(self.inner.type_ids[info.tags[t as usize] as usize]),
+            )),
         }
     }
 }

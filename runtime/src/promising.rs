@@ -279,7 +279,7 @@ fn finish<T: 'static, V: CallValues<T>>(
         .take_outcome()
         .map(|()| values.read_results(store, call.slots()));
     finish_call(store, call);
-    output.map_err(trap_to_error)
+    output.map_err(|info| trap_to_error(info, &mut store.opaque))
 }
 
 impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {

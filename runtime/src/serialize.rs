@@ -63,7 +63,7 @@ use crate::vm::code_memory::FunctionInfo;
 /// The first bytes of every serialized module.
 pub(crate) const MAGIC: [u8; 8] = *b"\0weft-cw";
 /// Bumped whenever the layout above changes.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 
 /// The identity of this weft build (see `runtime/build.rs`).
@@ -211,6 +211,17 @@ pub(crate) fn encode(
             out.u32(offset);
             out.u32(wasm_offset);
         }
+        out.u32(f.handlers.len() as u32);
+        for site in &f.handlers {
+            out.u32(site.return_offset);
+            out.u32(site.frame_offset);
+            out.u32(site.vmctx_sp_offset);
+            out.u32(site.handlers.len() as u32);
+            for &(tag, at) in &site.handlers {
+                out.u32(tag.unwrap_or(u32::MAX));
+                out.u32(at);
+            }
+        }
         out.u32(f.relocations.len() as u32);
         for r in &f.relocations {
             out.u32(r.offset);
@@ -356,6 +367,20 @@ fn read_functions(r: &mut Reader<'_>) -> Result<Vec<FunctionInfo>, Bad> {
         for _ in 0..r.u32()? {
             source_locations.push((r.u32()?, r.u32()?));
         }
+        let mut handlers = Vec::new();
+        for _ in 0..r.u32()? {
+            let mut site = weft_environ::CallSiteHandlers {
+                return_offset: r.u32()?,
+                frame_offset: r.u32()?,
+                vmctx_sp_offset: r.u32()?,
+                handlers: Vec::new(),
+            };
+            for _ in 0..r.u32()? {
+                let tag = Some(r.u32()?).filter(|&t| t != u32::MAX);
+                site.handlers.push((tag, r.u32()?));
+            }
+            handlers.push(site);
+        }
         let mut relocations = Vec::new();
         for _ in 0..r.u32()? {
             let offset = r.u32()?;
@@ -385,6 +410,7 @@ fn read_functions(r: &mut Reader<'_>) -> Result<Vec<FunctionInfo>, Bad> {
             func_index,
             traps,
             source_locations,
+            handlers,
             relocations,
         });
     }

@@ -98,6 +98,8 @@ pub(crate) struct StoreOpaque {
     /// `HostFuncContext<T>` boxes.
     pub host_funcs: Vec<Box<dyn HostFunc>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
+    /// The type of each exception tag of the store (instances' and the host's), by index.
+    pub tags: Vec<crate::TagType>,
     /// The stack of the last finished promising call, for the next one.
     pub spare_stack: weft_arch::SpareStack,
     /// Per-call shadow stacks, if the embedder asked for them (`Instance::set_shadow_stack`).
@@ -122,6 +124,7 @@ impl<T: 'static> Store<T> {
                     func_by_ref: HashMap::new(),
                     host_funcs: Vec::new(),
                     externrefs: Vec::new(),
+                    tags: Vec::new(),
                     spare_stack: Default::default(),
                     shadow_stack: None,
                 },

@@ -8,9 +8,13 @@ use crate::error::{Error, Trap, WasmBacktrace};
 use crate::vm::entry::{Recorded, TrapInfo, TrapReason};
 
 /// Turns what the VM layer reports into an [`Error`], resuming a host panic.
-pub(crate) fn trap_to_error(info: TrapInfo) -> Error {
+pub(crate) fn trap_to_error(info: TrapInfo, store: &mut crate::store::StoreOpaque) -> Error {
+    if let TrapReason::Recorded(Recorded::Exception(exn)) = info.reason {
+        return crate::WasmException::of(store, exn).into();
+    }
     let backtrace = symbolize(&info.pcs, info.omitted);
     let code = match info.reason {
+        TrapReason::Recorded(Recorded::Exception(_)) => unreachable!("handled above"),
         TrapReason::Code(code) | TrapReason::Recorded(Recorded::Trap(code)) => code,
         TrapReason::Recorded(Recorded::Error(error)) => return error,
         TrapReason::Recorded(Recorded::Panic(panic)) => std::panic::resume_unwind(panic),

@@ -26,6 +26,8 @@ impl ValType {
     pub const FUNCREF: ValType = ValType::Ref(RefType::FUNCREF);
     /// `externref`: a nullable reference to a host value.
     pub const EXTERNREF: ValType = ValType::Ref(RefType::EXTERNREF);
+    /// `exnref`: a nullable reference to an exception.
+    pub const EXNREF: ValType = ValType::Ref(RefType::EXNREF);
 
     /// Whether a value of this type may be used where `other` is expected (WebAssembly's
     /// subtyping: equal types, a non-nullable reference where the nullable one is expected,
@@ -79,6 +81,7 @@ impl ValType {
             ValType::F64 => W::F64,
             ValType::V128 => W::V128,
             ValType::Ref(r) if r.heap_type == HeapType::Extern => W::EXTERNREF,
+            ValType::Ref(r) if r.heap_type == HeapType::Exn => W::EXNREF,
             ValType::Ref(_) => W::FUNCREF,
         }
     }
@@ -111,6 +114,8 @@ impl RefType {
     pub const FUNCREF: RefType = RefType::new(true, HeapType::Func);
     /// `externref`, i.e. `(ref null extern)`.
     pub const EXTERNREF: RefType = RefType::new(true, HeapType::Extern);
+    /// `exnref`, i.e. `(ref null exn)`.
+    pub const EXNREF: RefType = RefType::new(true, HeapType::Exn);
 
     /// A reference to `heap_type`, nullable or not.
     pub const fn new(nullable: bool, heap_type: HeapType) -> RefType {
@@ -135,6 +140,10 @@ impl RefType {
                 ty: AbstractHeapType::Extern,
                 ..
             } => HeapType::Extern,
+            W::Abstract {
+                ty: AbstractHeapType::Exn,
+                ..
+            } => HeapType::Exn,
             // The parser refuses every other heap type (`weft_compiler::parse::check_ref_type`),
             // and a module's types name each other by module index.
             _ => HeapType::Func,
@@ -148,6 +157,7 @@ impl fmt::Display for RefType {
         match (self.nullable, self.heap_type) {
             (true, HeapType::Func) => f.write_str("funcref"),
             (true, HeapType::Extern) => f.write_str("externref"),
+            (true, HeapType::Exn) => f.write_str("exnref"),
             (nullable, heap) => write!(f, "(ref {}{heap})", if nullable { "null " } else { "" }),
         }
     }
@@ -160,6 +170,8 @@ pub enum HeapType {
     Func,
     /// A host value.
     Extern,
+    /// An exception.
+    Exn,
     /// A function of one type, as the engine names it (see [`crate::Engine::func_type_id`]).
     ConcreteFunc(FuncTypeId),
 }
@@ -176,6 +188,7 @@ impl fmt::Display for HeapType {
         match self {
             HeapType::Func => f.write_str("func"),
             HeapType::Extern => f.write_str("extern"),
+            HeapType::Exn => f.write_str("exn"),
             HeapType::ConcreteFunc(id) => write!(f, "{id}"),
         }
     }
@@ -341,6 +354,8 @@ pub enum ExternType {
     Memory(MemoryType),
     /// A global.
     Global(GlobalType),
+    /// An exception tag.
+    Tag(crate::TagType),
 }
 
 /// Limits subtyping: is `(actual_min, actual_max)` usable where `(min, max)` is declared?

@@ -24,6 +24,8 @@ pub enum Val {
     FuncRef(Option<Func>),
     /// An external reference, or null.
     ExternRef(Option<ExternRef>),
+    /// An exception reference, or null.
+    ExnRef(Option<crate::ExnRef>),
 }
 
 impl Val {
@@ -39,6 +41,7 @@ impl Val {
             Val::V128(_) => ValType::V128,
             Val::FuncRef(_) => ValType::FUNCREF,
             Val::ExternRef(_) => ValType::EXTERNREF,
+            Val::ExnRef(_) => ValType::EXNREF,
         }
     }
 
@@ -58,9 +61,11 @@ impl Val {
         };
         match (self, expected.heap_type) {
             (Val::FuncRef(None), HeapType::Func | HeapType::ConcreteFunc(_))
-            | (Val::ExternRef(None), HeapType::Extern) => expected.nullable,
+            | (Val::ExternRef(None), HeapType::Extern)
+            | (Val::ExnRef(None), HeapType::Exn) => expected.nullable,
             (Val::FuncRef(Some(_)), HeapType::Func)
-            | (Val::ExternRef(Some(_)), HeapType::Extern) => true,
+            | (Val::ExternRef(Some(_)), HeapType::Extern)
+            | (Val::ExnRef(Some(_)), HeapType::Exn) => true,
             (Val::FuncRef(Some(f)), HeapType::ConcreteFunc(id)) => {
                 store.check(f.store);
                 store.funcs[f.index].type_id == id.0
@@ -80,6 +85,7 @@ impl Val {
             ValType::F64 => Val::F64(0),
             ValType::V128 => Val::V128(0),
             ValType::Ref(r) if r.heap_type == HeapType::Extern => Val::ExternRef(None),
+            ValType::Ref(r) if r.heap_type == HeapType::Exn => Val::ExnRef(None),
             ValType::Ref(_) => Val::FuncRef(None),
         }
     }
@@ -126,7 +132,11 @@ impl Val {
             Val::F32(v) => ValRaw::from_u32(v),
             Val::F64(v) => ValRaw::from_u64(v),
             Val::V128(v) => ValRaw::from_u128(v),
-            Val::FuncRef(None) | Val::ExternRef(None) => ValRaw::default(),
+            Val::FuncRef(None) | Val::ExternRef(None) | Val::ExnRef(None) => ValRaw::default(),
+            Val::ExnRef(Some(e)) => {
+                store.check(e.store);
+                ValRaw::from_u64(e.exn as u64)
+            }
             Val::FuncRef(Some(f)) => {
                 store.check(f.store);
                 ValRaw::from_u64(store.ensure_wasm_callable(f.index)?.to_raw())
@@ -145,6 +155,13 @@ impl Val {
             ValType::F32 => Val::F32(raw.get_u32()),
             ValType::F64 => Val::F64(raw.get_u64()),
             ValType::V128 => Val::V128(raw.get_u128()),
+            ValType::Ref(r) if r.heap_type == HeapType::Exn => Val::ExnRef(match raw.get_u64() {
+                0 => None,
+                exn => Some(crate::ExnRef {
+                    store: store.id,
+                    exn: exn as usize,
+                }),
+            }),
             ValType::Ref(r) if r.heap_type != HeapType::Extern => {
                 Val::FuncRef(match raw.get_u64() {
                     0 => None,

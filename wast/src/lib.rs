@@ -205,6 +205,11 @@ impl Runner {
             WastDirective::AssertTrap { exec, message, .. } => {
                 expect_trap(self.execute(exec), message).into()
             }
+            WastDirective::AssertException { exec, .. } => match self.execute(exec) {
+                Err(Error::Exception(_)) => Outcome::Pass,
+                Ok(values) => Outcome::Fail(format!("expected an exception, got {values:?}")),
+                Err(e) => Outcome::Fail(format!("expected an exception, got error: {e}")),
+            },
             WastDirective::AssertExhaustion { call, message, .. } => {
                 expect_trap(self.invoke(&call), message).into()
             }
@@ -249,7 +254,6 @@ impl Runner {
             }
             WastDirective::AssertInvalidCustom { .. }
             | WastDirective::AssertMalformedCustom { .. }
-            | WastDirective::AssertException { .. }
             | WastDirective::AssertSuspension { .. }
             | WastDirective::Thread(_)
             | WastDirective::Wait { .. } => Outcome::Skip,
@@ -337,6 +341,10 @@ impl Runner {
                 }
                 | HeapType::Concrete(_),
             ) => Val::FuncRef(None),
+            WastArgCore::RefNull(HeapType::Abstract {
+                ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
+                ..
+            }) => Val::ExnRef(None),
             WastArgCore::RefNull(_) => Val::ExternRef(None),
             WastArgCore::RefExtern(n) => Val::ExternRef(Some(ExternRef::new(&mut self.store, *n))),
             WastArgCore::RefHost(_) => return Err(Error::msg("ref.host is not supported")),
@@ -371,6 +379,7 @@ impl Runner {
             (Val::V128(a), WastRetCore::V128(e)) => match_v128(*a, e),
             (Val::FuncRef(a), WastRetCore::RefNull(_)) => a.is_none(),
             (Val::ExternRef(a), WastRetCore::RefNull(_)) => a.is_none(),
+            (Val::ExnRef(a), WastRetCore::RefNull(_)) => a.is_none(),
             (Val::FuncRef(a), WastRetCore::RefFunc(_)) => a.is_some(),
             (Val::ExternRef(a), WastRetCore::RefExtern(None)) => a.is_some(),
             (Val::ExternRef(Some(a)), WastRetCore::RefExtern(Some(n))) => {

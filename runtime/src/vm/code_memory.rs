@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
 use weft_environ::{
-    CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, Relocation, TrapKind,
+    CallSiteHandlers, CompiledFunction, LibCall, ModuleInfo, RelocKind, RelocTarget, Relocation,
+    TrapKind,
 };
 
 /// What is known about one function inside a [`CodeMemory`].
@@ -23,6 +24,9 @@ pub struct FunctionInfo {
     pub func_index: Option<u32>,
     pub traps: Vec<(u32, TrapKind)>,
     pub source_locations: Vec<(u32, u32)>,
+    /// Exception handlers of the function's call sites inside `try_table`, sorted by return
+    /// offset.
+    pub handlers: Vec<CallSiteHandlers>,
     /// Kept so the code can be written out unrelocated ([`CodeMemory::image`]) and placed again
     /// at another address.
     pub relocations: Vec<Relocation>,
@@ -244,6 +248,40 @@ pub fn lookup_trap(pc: usize) -> Option<TrapSite> {
     })
 }
 
+/// The exception handlers of one call site, as [`lookup_handlers`] finds them.
+pub struct CallSite {
+    /// The caller's frame pointer minus this is the stack pointer its handlers expect.
+    pub frame_offset: usize,
+    /// Where the caller's vmctx is, above that stack pointer.
+    pub vmctx_sp_offset: usize,
+    /// `(module tag index or None for a catch-all, handler address)`, in match order.
+    pub handlers: Vec<(Option<u32>, usize)>,
+}
+
+/// The exception handlers of the call whose return address is `return_address`, if it is a
+/// call site inside a `try_table` of Wasm code.
+pub fn lookup_handlers(return_address: usize) -> Option<CallSite> {
+    with_code(return_address, |code| {
+        let f = code.function_at(return_address)?;
+        let start = code.base as usize + f.start;
+        let offset = (return_address - start) as u32;
+        let i = f
+            .handlers
+            .binary_search_by_key(&offset, |h| h.return_offset)
+            .ok()?;
+        let site = &f.handlers[i];
+        Some(CallSite {
+            frame_offset: site.frame_offset as usize,
+            vmctx_sp_offset: site.vmctx_sp_offset as usize,
+            handlers: site
+                .handlers
+                .iter()
+                .map(|&(tag, handler)| (tag, start + handler as usize))
+                .collect(),
+        })
+    })
+}
+
 /// Resolves `pc` to a Wasm function and source offset; `None` for trampolines and non-Wasm PCs.
 pub fn lookup_frame(pc: usize) -> Option<FrameInfo> {
     with_code(pc, |code| {
@@ -282,6 +320,7 @@ fn layout(
             func_index,
             traps: f.traps.clone(),
             source_locations: f.source_locations.clone(),
+            handlers: f.handlers.clone(),
             relocations: f.relocations.clone(),
         });
         image.extend_from_slice(&f.code);
@@ -304,7 +343,14 @@ fn check_function_table(
             .filter(|&e| f.start >= end && e <= image_len)
             .ok_or("a function lies outside the code or out of order")?;
         end = f_end;
-        if !f.traps.is_sorted_by_key(|t| t.0) || !f.source_locations.is_sorted_by_key(|s| s.0) {
+        if !f.traps.is_sorted_by_key(|t| t.0)
+            || !f.source_locations.is_sorted_by_key(|s| s.0)
+            || !f.handlers.is_sorted_by_key(|h| h.return_offset)
+            || f.handlers.iter().any(|h| {
+                h.return_offset as usize > f.len
+                    || h.handlers.iter().any(|&(_, at)| at as usize >= f.len)
+            })
+        {
             return Err("trap sites or source locations are not sorted".into());
         }
         if let Some(index) = f.func_index

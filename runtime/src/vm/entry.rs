@@ -52,6 +52,8 @@ pub enum Recorded {
     Error(crate::Error),
     /// A panic in a host function, re-raised once control is back in the embedder's frame.
     Panic(Box<dyn Any + Send>),
+    /// A Wasm exception (its exnref) that no Wasm frame of the activation caught.
+    Exception(usize),
     /// A trap the runtime raises on Wasm's behalf (a suspending import outside a promising
     /// call); reported with the Wasm backtrace like a trap of compiled code.
     Api(crate::Trap),

@@ -169,23 +169,36 @@ where
     })) {
         Ok(Ok(())) => 1,
         // SAFETY: as above (the store context is live, an activation of it is running).
-        Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error)) },
+        Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error), values.as_mut_ptr()) },
         // SAFETY: as above.
-        Err(panic) => unsafe { fail(ctx.store, Err(panic)) },
+        Err(panic) => unsafe { fail(ctx.store, Err(panic), values.as_mut_ptr()) },
     }
 }
 
-/// Records why a host function failed (status 0): kept out of line, so the shim's success
-/// path carries none of it.
+/// Records why a host function failed (status 0), or, for a Wasm exception of this store,
+/// puts its exnref in the first value slot for the trampoline to throw into the Wasm caller
+/// (status `THREW`; see `crate::exception` for the rule). Kept out of line, so the shim's
+/// success path carries none of it.
 ///
 /// # Safety
-/// `store` is a live store context with an activation running.
+/// `store` is a live store context with an activation running; `values` is the
+/// trampoline's value buffer (at least one slot).
 #[cold]
 #[inline(never)]
 unsafe fn fail(
     store: *const VMStoreContext,
     failure: Result<crate::Error, Box<dyn Any + Send>>,
+    values: *mut ValRaw,
 ) -> u8 {
+    if let Ok(crate::Error::Exception(e)) = &failure {
+        // SAFETY: the caller's contract: the store context is live.
+        let store_id = unsafe { (*store).store_id };
+        if let Some(exn) = e.raw_in(store_id) {
+            // SAFETY: the caller's contract: the buffer has a first slot.
+            unsafe { values.write(ValRaw::from_u64(exn as u64)) };
+            return weft_environ::vmoffsets::host_func::THREW;
+        }
+    }
     let recorded = match failure {
         // A trap the host raises on Wasm's behalf gets Wasm's backtrace, like a trap of
         // compiled code (a suspending import outside a promising call, for one).

@@ -27,6 +27,8 @@ pub struct Instance {
     wasm: Arc<[u8]>,
     module: Arc<ModuleInfo>,
     dropped_data: Vec<bool>,
+    /// The store's index of each of the module's tags (imports first).
+    tags: Vec<u32>,
     /// The instance's index in its store.
     pub store_index: usize,
 }
@@ -123,6 +125,7 @@ impl Instance {
             tables: parts.tables.iter().map(|t| t.as_ptr()).collect(),
             elements: Vec::new(),
             dropped_data: vec![false; module.data.len()],
+            tags: Vec::new(),
             wasm,
             module,
             store_index,
@@ -230,6 +233,22 @@ impl Instance {
             .then(|| self.func_ref(index))
     }
 
+    /// Sets the store's index of each of the module's tags, before any code runs.
+    pub fn set_tags(&mut self, tags: Vec<u32>) {
+        debug_assert_eq!(tags.len(), self.module.tags.len());
+        self.tags = tags;
+    }
+
+    /// The store's index of the module's tag `index`.
+    pub fn tag(&self, index: u32) -> u32 {
+        self.tags[index as usize]
+    }
+
+    /// The module this is an instance of.
+    pub fn module(&self) -> &ModuleInfo {
+        &self.module
+    }
+
     pub fn set_elements(&mut self, elements: Vec<Option<Vec<usize>>>) {
         self.elements = elements;
     }
@@ -318,6 +337,9 @@ static BUILTINS: BuiltinTable = BuiltinTable {
     table_copy,
     table_init,
     elem_drop,
+    exn_new: super::exception::exn_new,
+    throw_ref: weft_arch::throw,
+    find_handler: super::exception::find_handler,
     epoch_interrupt,
     out_of_fuel,
 };

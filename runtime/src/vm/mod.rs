@@ -15,6 +15,7 @@
 //!   future); `suspend`: how a suspending import switches out of it and polls its future;
 //!   `interrupt`: the epoch-deadline and out-of-fuel builtins (trap, or yield through the same
 //!   suspend point).
+//! - `exception`: the store's exception objects and the handler search behind `throw`.
 //! - `instance` (vmctx and builtins), `host` (host functions as Wasm calls them), `memory`,
 //!   `table`, `code_memory` (published machine code and its trap/frame tables).
 
@@ -23,6 +24,7 @@ pub mod async_call;
 pub mod call;
 pub mod code_memory;
 pub mod entry;
+pub mod exception;
 pub mod fiber;
 pub mod host;
 pub mod instance;

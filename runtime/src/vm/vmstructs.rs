@@ -51,6 +51,9 @@ pub struct VMStoreContext {
     /// Set while a suspending import of this store polls its future: the store is then lent to
     /// that poll (see `suspend::with_polling_store`).
     pub(super) polling: UnsafeCell<bool>,
+    /// The store's exception objects (what exnrefs point to), allocated by compiled code's
+    /// `throw` and by the host.
+    pub(super) exceptions: UnsafeCell<super::exception::ExceptionHeap>,
     /// The owning store's id.
     pub store_id: u64,
 }
@@ -78,6 +81,7 @@ impl VMStoreContext {
             store_type: TypeId::of::<StoreContext<T>>(),
             call: UnsafeCell::new(ptr::null_mut()),
             polling: UnsafeCell::new(false),
+            exceptions: UnsafeCell::new(Default::default()),
             store_id,
         })
     }
@@ -172,6 +176,18 @@ impl VMStoreContext {
         // SAFETY: written only through `&mut self` (`Self::interruption`), which nobody can
         // hold while this store's Wasm runs a builtin.
         unsafe { *self.interruption.get() }
+    }
+
+    /// The store's exception objects.
+    pub fn exceptions(&self) -> &super::exception::ExceptionHeap {
+        // SAFETY: written only by a builtin of this store's running Wasm or through
+        // `&mut self`; a `&self` caller outside the VM layer is not inside such a builtin.
+        unsafe { &*self.exceptions.get() }
+    }
+
+    /// The store's exception objects, to add to.
+    pub fn exceptions_mut(&mut self) -> &mut super::exception::ExceptionHeap {
+        self.exceptions.get_mut()
     }
 
     /// The store as lent by the latest entry into Wasm.
