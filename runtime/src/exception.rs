@@ -71,7 +71,9 @@ impl Tag {
     /// # Errors
     /// None today; a `Result` as in wasmtime, for limits to come.
     pub fn new(mut store: impl AsContextMut, ty: &TagType) -> Result<Tag> {
-        Ok(store.as_context_mut().opaque.new_tag(ty.clone()))
+        let store = &mut store.as_context_mut().opaque;
+        let id = store.engine.func_type_id(ty.ty()).0;
+        Ok(store.new_tag(ty.clone(), id))
     }
 
     /// The tag's type.
@@ -81,7 +83,7 @@ impl Tag {
     pub fn ty(&self, store: impl AsContext) -> TagType {
         let store = &store.as_context().opaque;
         store.check(self.store);
-        store.tags[self.index as usize].clone()
+        store.tags[self.index as usize].0.clone()
     }
 }
 
@@ -216,8 +218,9 @@ impl fmt::Display for WasmException {
 }
 
 impl StoreOpaque {
-    pub(crate) fn new_tag(&mut self, ty: TagType) -> Tag {
-        self.tags.push(ty);
+    /// A new tag of type `ty`, whose engine type id is `type_id`.
+    pub(crate) fn new_tag(&mut self, ty: TagType, type_id: u32) -> Tag {
+        self.tags.push((ty, type_id));
         Tag {
             store: self.id,
             index: self.tags.len() as u32 - 1,
@@ -226,7 +229,7 @@ impl StoreOpaque {
 
     pub(crate) fn new_exception(&mut self, tag: Tag, payload: &[Val]) -> Result<ExnRef> {
         self.check(tag.store);
-        let ty = self.tags[tag.index as usize].clone();
+        let ty = self.tags[tag.index as usize].0.clone();
         if ty.params().len() != payload.len()
             || !payload
                 .iter()
@@ -271,7 +274,7 @@ impl StoreOpaque {
 
     pub(crate) fn exception_payload(&mut self, exn: usize) -> Vec<Val> {
         let (tag, raw) = self.exception_parts(exn);
-        let ty = self.tags[tag.index as usize].clone();
+        let ty = self.tags[tag.index as usize].0.clone();
         ty.params()
             .iter()
             .zip(raw)

@@ -222,8 +222,19 @@ fn check_import<T: 'static>(
             }
         }
         (ExternType::Tag(e), ExternType::Tag(a)) => {
-            // Tags are matched by their exact type.
-            if e != a {
+            // Tags are matched by their exact type: the same canonical type.
+            let EntityIndex::Tag(t) = import.index else {
+                unreachable!("a tag import's index is a tag's");
+            };
+            let expected_id = module.inner.type_ids[module.inner.info.tags[t as usize] as usize];
+            let actual_id = match actual {
+                Extern::Tag(tag) => {
+                    store.opaque.check(tag.store);
+                    store.opaque.tags[tag.index as usize].1
+                }
+                _ => unreachable!("matched as a tag"),
+            };
+            if expected_id != actual_id {
                 return Err(incompatible(format!("expected {e}, found {a}")));
             }
         }
@@ -351,13 +362,17 @@ fn instantiate_without_start<T: 'static>(
         type_ids: module.inner.type_ids.clone(),
     };
     // Defined tags: new tags of the store, one per instance.
-    for &ty in &info.tags[info.num_imported_tags as usize..] {
+    for &ty_index in &info.tags[info.num_imported_tags as usize..] {
         let ty = crate::TagType::new(
             module
                 .engine()
-                .func_type(module.inner.type_ids[ty as usize]),
+                .func_type(module.inner.type_ids[ty_index as usize]),
         );
-        tags.push(opaque.new_tag(ty).index);
+        tags.push(
+            opaque
+                .new_tag(ty, module.inner.type_ids[ty_index as usize])
+                .index,
+        );
     }
     let instance_index = opaque.instances.len();
     let mut vm_instance = vm::instance::Instance::new(

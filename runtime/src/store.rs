@@ -98,8 +98,9 @@ pub(crate) struct StoreOpaque {
     /// `HostFuncContext<T>` boxes.
     pub host_funcs: Vec<Box<dyn HostFunc>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
-    /// The type of each exception tag of the store (instances' and the host's), by index.
-    pub tags: Vec<crate::TagType>,
+    /// The type of each exception tag of the store (instances' and the host's), by index,
+    /// with the engine's id of that function type (what imports compare).
+    pub tags: Vec<(crate::TagType, u32)>,
     /// The stack of the last finished promising call, for the next one.
     pub spare_stack: weft_arch::SpareStack,
     /// Per-call shadow stacks, if the embedder asked for them (`Instance::set_shadow_stack`).

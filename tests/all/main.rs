@@ -9,6 +9,7 @@ mod async_rss;
 mod common;
 mod config;
 mod errors;
+mod exceptions;
 mod host_funcs;
 mod interrupt;
 mod nested_calls;
