@@ -4,7 +4,8 @@
 //!
 //! 1. **Validate** the whole binary with wasmparser before anything else, against WebAssembly
 //!    2.0 plus the 3.0 features weft implements (`Compiler::features`: tail calls, extended
-//!    constant expressions, relaxed SIMD, typed function references, multi-memory).
+//!    constant expressions, relaxed SIMD, typed function references, multi-memory, exception
+//!    handling).
 //!    GC is on for validation alone, because 3.0's rules for recursion groups and constant
 //!    expressions come with it there; GC's own types and instructions are refused by the
 //!    parser and the translator. Everything downstream assumes valid input and says so: the translator does not re-check
@@ -43,6 +44,15 @@
 //!   by a trap.
 //! - Nothing engine-specific is compiled in: `call_indirect` reads the expected engine type id
 //!   from the vmctx, so the code depends only on the module and the target.
+//! - Exceptions cost nothing until one is thrown. Inside a `try_table`, every call that
+//!   returns is a Cranelift `try_call` whose exception table names the function's vmctx (the
+//!   instance its tag indices are relative to) and the open catch clauses, innermost first;
+//!   the compiler hands the runtime each such call site's return offset, frame offset, where
+//!   the vmctx was spilled and the handlers (`weft_environ::CallSiteHandlers`). `throw`
+//!   allocates the exception (`exn_new`), stores the payload, and calls the runtime's throw
+//!   stub (also as a `try_call` inside a `try_table`, so the function's own handlers count);
+//!   the stub walks the frames and resumes at the handler, or returns when nothing in the
+//!   activation catches it, and the code traps with `TrapKind::Recorded`.
 //! - Host code is reached through per-signature trampolines: array-to-Wasm (the host calls
 //!   Wasm with a buffer of 16-byte value slots) and Wasm-to-array (Wasm calls a host function
 //!   the same way).

@@ -41,6 +41,17 @@
 //! overflowing that stack: the handler says so on stderr with `write(2)` and aborts. Other
 //! faults that are not Wasm traps go to the handler installed before weft's.
 //!
+//! # Exceptions
+//!
+//! Wasm exceptions (3.0's exception handling) are thrown by an assembly stub in `weft-arch`
+//! that asks the VM layer for the handler (`vm/exception.rs`: a frame-pointer walk of the
+//! running activation, each return address looked up in the code memories' handler tables)
+//! and resumes there; code that throws nothing pays nothing. The walk ends at the
+//! activation's entry, so an exception never crosses a host frame as an exception: one that
+//! leaves Wasm is [`Error::Exception`] to the host, and a host function that returns such an
+//! error throws it into its Wasm caller (see [`WasmException`]). Exception objects belong to
+//! the store and live as long as it does.
+//!
 //! # Continuations: promising calls and suspending imports
 //!
 //! The JSPI model with Rust futures. [`Linker::func_wrap_async`] defines a *suspending import*

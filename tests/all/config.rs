@@ -50,6 +50,7 @@ fn feature_switches_refuse_what_they_turn_off() {
         defaults.get_wasm_extended_const(),
         defaults.get_wasm_bulk_memory(),
         defaults.get_wasm_multi_value(),
+        defaults.get_wasm_exceptions(),
     ] {
         assert!(on);
     }
@@ -57,7 +58,7 @@ fn feature_switches_refuse_what_they_turn_off() {
     // message names as this Config's; an extended constant is just not constant to it.
     let turned_off = "Config turns off";
     type SwitchOff = fn(&mut Config) -> &mut Config;
-    let cases: [(&str, SwitchOff, &str); 4] = [
+    let cases: [(&str, SwitchOff, &str); 5] = [
         (
             "(module (func (param v128)))",
             |c| c.wasm_relaxed_simd(false).wasm_simd(false),
@@ -76,6 +77,11 @@ fn feature_switches_refuse_what_they_turn_off() {
         (
             "(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0))))",
             |c| c.wasm_bulk_memory(false),
+            turned_off,
+        ),
+        (
+            "(module (tag $e) (func (throw $e)))",
+            |c| c.wasm_exceptions(false),
             turned_off,
         ),
     ];

@@ -21,6 +21,7 @@ const WAT: &str = r#"
   (import "host" "throw" (func $host_throw (param i32)))
   (import "host" "call_back" (func $call_back (param i32) (result i32)))
   (import "host" "wait" (func $wait))
+  (import "host" "wait_then_throw" (func $wait_then_throw (param i32)))
   (tag $other (export "other"))
   (func $thrower (export "thrower") (param i32)
     (throw $e (local.get 0) (i64.const 7)))
@@ -61,6 +62,11 @@ const WAT: &str = r#"
   (func (export "uncaught_after_resume") (param i32)
     (call $wait)
     (call $middle (local.get 0)))
+  (func (export "catch_async_host_throw") (param i32) (result i32)
+    (block $h (result i32 i64)
+      (try_table (catch $e $h) (call $wait_then_throw (local.get 0)))
+      (return (i32.const -1)))
+    (drop))
   (func $deep (param i32)
     (if (i32.eqz (local.get 0))
       (then (throw $e (i32.const 99) (i64.const 1))))
@@ -105,7 +111,7 @@ fn setup() -> (Store<Host>, Instance, Tag) {
             "host",
             "call_back",
             |mut caller: Caller<'_, Host>, x: i32| -> weft::Result<i32> {
-                let thrower = caller.data().thrower.clone().unwrap();
+                let thrower = caller.data().thrower.unwrap();
                 let result = thrower.call(&mut caller, x);
                 if let Err(e) = &result {
                     caller.data_mut().nested_error = Some(e.to_string());
@@ -117,6 +123,22 @@ fn setup() -> (Store<Host>, Instance, Tag) {
         .unwrap();
     linker
         .func_wrap_async("host", "wait", |_: Caller<'_, Host>| PendingOnce(false))
+        .unwrap();
+    linker
+        .func_wrap_async(
+            "host",
+            "wait_then_throw",
+            |mut caller: Caller<'_, Host>, x: i32| {
+                // Made now: the future may not borrow the store.
+                let tag = caller.data().tag.unwrap();
+                let exception =
+                    WasmException::new(&mut caller, &tag, &[Val::I32(x + 100), Val::I64(0)]);
+                async move {
+                    PendingOnce(false).await;
+                    Err::<(), Error>(exception?.into())
+                }
+            },
+        )
         .unwrap();
     let module = Module::new(&engine, WAT).unwrap();
     let instance = linker.instantiate(&mut store, &module).unwrap();
@@ -252,6 +274,15 @@ fn exception_through_a_promising_calls_stack_reaches_the_awaiting_host() {
         .get_typed_func::<i32, i32>(&mut store, "throw_after_resume")
         .unwrap();
     assert_eq!(block_on(again.call_async(&mut store, 0)).unwrap(), 1);
+}
+
+#[test]
+fn suspending_import_throws_into_its_caller_after_resuming() {
+    let (mut store, instance, _) = setup();
+    let f = instance
+        .get_typed_func::<i32, i32>(&mut store, "catch_async_host_throw")
+        .unwrap();
+    assert_eq!(block_on(f.call_async(&mut store, 5)).unwrap(), 105);
 }
 
 #[test]
