@@ -228,12 +228,29 @@ fn feature_switches_turn_proposals_off() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("tail call"), "{stderr}");
     assert!(stderr.contains("turns off: tail-call"), "{stderr}");
-    let out = weft(&["run", "-W", "exceptions=y", "--invoke", "count", file, "3"]);
+    let out = weft(&["run", "-W", "gc=y", "--invoke", "count", file, "3"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("does not implement the exceptions proposal"),
+        text(&out.stderr).contains("does not implement the gc proposal"),
         "{}",
         text(&out.stderr)
     );
+    // Exceptions: on by default, an uncaught one is an error; off, the module is refused.
+    let thrower = dir.join("throw.wat");
+    std::fs::write(
+        &thrower,
+        r#"(module (tag $e (param i32)) (func (export "f") (throw $e (i32.const 3))))"#,
+    )
+    .unwrap();
+    let thrower = thrower.to_str().unwrap();
+    let out = weft(&["run", "--invoke", "f", thrower]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("uncaught Wasm exception"), "{stderr}");
+    assert!(stderr.contains("I32(3)"), "{stderr}");
+    let out = weft(&["run", "-W", "exceptions=n", "--invoke", "f", thrower]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("turns off: exceptions"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
