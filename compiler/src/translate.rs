@@ -37,6 +37,16 @@
 //! SSA construction for locals cheap: a frame's `next` and a loop header at the frame's `end`,
 //! everything else right after it is created.
 //!
+//! **Exceptions.** A `try_table` is a block frame that also opens catch clauses. Each clause
+//! gets a landing block taking the exnref; the translator keeps the clauses of every open
+//! `try_table` (innermost last) and tells the environment whenever the set changes, and the
+//! environment makes each call that returns a `try_call` listing them, so only calls carry
+//! handlers and the normal path is unchanged. Catch labels are resolved against the frames
+//! outside the `try_table`, and its landing blocks are filled at its `end` (the block being
+//! translated cannot be left half-filled before): each reads the tag's payload from the
+//! exception object and branches to the label with it (and the exnref for the `_ref` forms).
+//! `throw` and `throw_ref` end the block like `unreachable`.
+//!
 //! **SIMD.** A `v128` is one Cranelift value of type `I8X16` wherever it is stored or passed
 //! (value stack, locals, block parameters, signatures, globals). Each SIMD operator `bitcast`s
 //! its operands to the lane type it works on (`I32X4` for `i32x4.add`, read off the operator's

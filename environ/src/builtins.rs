@@ -41,7 +41,7 @@
 
 /// Calls `$mac!` with the list of builtins, one per line:
 /// `Variant = name(param: type, ...) -> result;`, where a type is `u32`, `u64`, `reference`
-/// (pointer-sized: a funcref pointer or an externref handle) or `status` (a `u8`, 0 on a trap),
+/// (pointer-sized: a funcref pointer, an externref handle, an exnref or an address) or `status` (a `u8`, 0 on a trap),
 /// and a builtin without `-> result` returns nothing. The vmctx parameter is implicit.
 #[macro_export]
 macro_rules! foreach_builtin {
@@ -97,7 +97,8 @@ macro_rules! foreach_builtin {
 pub enum BuiltinType {
     U32,
     U64,
-    /// Pointer-sized: a funcref pointer or an externref handle (0 is null).
+    /// Pointer-sized: a funcref pointer, an externref handle, an exnref (0 is null) or an
+    /// address.
     Reference,
     /// A `u8` that is 0 when the builtin recorded a trap.
     Status,

@@ -50,6 +50,8 @@ pub fn everything() -> Config {
         table_max_size_required: true,
         max_funcs: 30,
         max_instructions: 200,
+        // Off in wasm-smith's defaults; weft implements it, so its code paths get fuzzed.
+        exceptions_enabled: true,
         ..Config::default()
     }
 }

@@ -75,6 +75,7 @@ pub fn error_kind(error: &Error) -> String {
         Error::ResourceLimit(_) => "resource-limit".into(),
         Error::Host(_) => "host".into(),
         Error::Message(_) => "message".into(),
+        Error::Exception(_) => "exception".into(),
         _ => "other".into(),
     }
 }
@@ -106,6 +107,10 @@ pub fn instantiate_with_stubs(store: &mut Store<()>, module: &Module) -> Result<
             ExternType::Global(ty) => {
                 let global = Global::new(&mut *store, ty, Val::default_for(ty.content))?;
                 linker.define(&mut *store, module_name, name, global)?;
+            }
+            ExternType::Tag(ty) => {
+                let tag = weft::Tag::new(&mut *store, &ty)?;
+                linker.define(&mut *store, module_name, name, tag)?;
             }
         }
     }

@@ -228,6 +228,7 @@ fn bits(v: &Val) -> Option<u128> {
         Val::V128(x) => Some(x),
         Val::FuncRef(f) => f.map(|_| 1),
         Val::ExternRef(r) => r.map(|_| 1),
+        Val::ExnRef(r) => r.map(|_| 1),
     }
 }
 
