@@ -12,7 +12,8 @@
 //! [`WasmException::new`] — throws that exception into its Wasm caller, where a `try_table`
 //! may catch it. So in host → Wasm → host → Wasm, an exception of the inner Wasm that the
 //! host function passes on with `?` continues to the outer Wasm; one the host function handles
-//! does not. Any other error of a host function is a trap, as before.
+//! does not. Any other error of a host function is a trap, as before (an exception of another
+//! store too).
 
 use std::fmt;
 
