@@ -161,6 +161,11 @@ impl Instance {
     pub fn get_global(&self, store: impl AsContextMut, name: &str) -> Option<Global> {
         self.get_export(store, name)?.into_global()
     }
+
+    /// The exported tag `name`, if there is one.
+    pub fn get_tag(&self, store: impl AsContextMut, name: &str) -> Option<crate::Tag> {
+        self.get_export(store, name)?.into_tag()
+    }
 }
 
 /// Checks `actual` against what the module declares for import `i`.

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use weft::{
     Caller, Engine, Error, ExternType, FuncType, Instance, Linker, Module, Store, Tag, TagType,
-    TypedFunc, Val, ValType, WasmException,
+    Trap, TypedFunc, Val, ValType, WasmException,
 };
 
 use crate::common::PendingOnce;
@@ -67,6 +67,13 @@ const WAT: &str = r#"
       (try_table (catch $e $h) (call $wait_then_throw (local.get 0)))
       (return (i32.const -1)))
     (drop))
+  (func (export "catch_ref_out") (param i32) (result exnref) (local $x exnref)
+    (block $h (result i32 i64 exnref)
+      (try_table (catch_ref $e $h) (call $middle (local.get 0)))
+      (return (ref.null exn)))
+    (local.set $x) (drop) (drop) (local.get $x))
+  (func (export "throw_given") (param exnref)
+    (throw_ref (local.get 0)))
   (func $deep (param i32)
     (if (i32.eqz (local.get 0))
       (then (throw $e (i32.const 99) (i64.const 1))))
@@ -227,10 +234,7 @@ fn a_catch_of_one_tag_lets_another_tag_pass() {
         .get_typed_func::<(), i32>(&mut store, "other_is_not_caught_by_e")
         .unwrap();
     let e = expect_exception(f.call(&mut store, ()).unwrap_err());
-    let other = instance
-        .get_export(&mut store, "other")
-        .and_then(|e| e.into_tag())
-        .unwrap();
+    let other = instance.get_tag(&mut store, "other").unwrap();
     assert_eq!(e.tag(), other);
     assert!(e.payload().is_empty());
     assert!(other.ty(&store).params().is_empty());
@@ -249,6 +253,37 @@ fn catch_all_ref_and_throw_ref_rethrow_the_same_exception() {
     let e = expect_exception(f.call(&mut store, 10).unwrap_err());
     assert_eq!(e.tag(), tag);
     assert_eq!(e.payload(), &[Val::I32(11), Val::I64(7)]);
+}
+
+#[test]
+fn exnref_values_cross_the_api_and_throw_again_as_the_same_exception() {
+    let (mut store, instance, tag) = setup();
+    let catch_ref_out = instance.get_func(&mut store, "catch_ref_out").unwrap();
+    let mut out = [Val::I32(0)];
+    catch_ref_out
+        .call(&mut store, &[Val::I32(30)], &mut out)
+        .unwrap();
+    let Val::ExnRef(Some(exn)) = out[0] else {
+        panic!("expected an exnref, got {:?}", out[0]);
+    };
+    assert_eq!(exn.tag(&store), tag);
+    assert_eq!(exn.payload(&mut store), vec![Val::I32(31), Val::I64(7)]);
+    let throw_given = instance.get_func(&mut store, "throw_given").unwrap();
+    let error = throw_given.call(&mut store, &out, &mut []).unwrap_err();
+    assert_eq!(expect_exception(error).exnref(), exn);
+    let error = throw_given
+        .call(&mut store, &[Val::ExnRef(None)], &mut [])
+        .unwrap_err();
+    assert_eq!(error.trap(), Some(Trap::NullReference), "{error}");
+    // A host-made exception thrown by Wasm's throw_ref.
+    let made = weft::ExnRef::new(&mut store, &tag, &[Val::I32(-1), Val::I64(-2)]).unwrap();
+    let error = throw_given
+        .call(&mut store, &[Val::ExnRef(Some(made))], &mut [])
+        .unwrap_err();
+    let e = expect_exception(error);
+    assert_eq!(e.payload(), &[Val::I32(-1), Val::I64(-2)]);
+    // A payload of the wrong types is refused.
+    assert!(weft::ExnRef::new(&mut store, &tag, &[Val::I32(1)]).is_err());
 }
 
 #[test]
