@@ -15,7 +15,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedMachReloc, FinalizedRelocTarget, binemit::Reloc};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{FuncType, Validator, WasmFeatures};
-use weft_environ::vmoffsets::{VMOffsets, host_func};
+use weft_environ::vmoffsets::{VMOffsets, host_func, store_context};
 use weft_environ::{
     BuiltinFunction, CallSiteHandlers, CompiledFunction, LibCall, ModuleInfo, RelocKind,
     RelocTarget, Relocation, TrapKind,
@@ -556,9 +556,11 @@ impl Compiler {
         let params = builder.block_params(entry).to_vec();
         let (host_ctx, caller_vmctx) = (params[0], params[1]);
         let len = ty.params().len().max(ty.results().len());
+        // One slot more than the values: the caller's vmctx, for the throw path (below).
+        let vmctx_slot = slot(len.max(1));
         let buffer = builder.create_sized_stack_slot(ir::StackSlotData::new(
             ir::StackSlotKind::ExplicitSlot,
-            (len.max(1) * 16) as u32,
+            ((len.max(1) + 1) * 16) as u32,
             4,
         ));
         let values = builder.ins().stack_addr(pointer, buffer, 0);
@@ -577,6 +579,12 @@ impl Compiler {
             host_ctx,
             host_func::ARRAY_CALL,
         );
+        // Stored rather than kept in a register across the call: the throw path alone needs
+        // it after the call, and a callee-saved register would cost every call a save and a
+        // restore where this costs one store.
+        builder
+            .ins()
+            .store(MemFlagsData::trusted(), caller_vmctx, values, vmctx_slot);
         let len = builder.ins().iconst(pointer, len as i64);
         let call = builder.ins().call_indirect(
             host_sig,
@@ -602,9 +610,22 @@ impl Compiler {
             .icmp_imm_u(IntCC::Equal, status, i64::from(host_func::THREW));
         builder.ins().brif(is_throw, threw, &[], trapped, &[]);
         builder.switch_to_block(threw);
-        let exn = builder
+        let values = builder.ins().stack_addr(pointer, buffer, 0);
+        let caller_vmctx = builder
             .ins()
-            .load(pointer, MemFlagsData::trusted(), values, slot(0));
+            .load(pointer, MemFlagsData::trusted(), values, vmctx_slot);
+        let store_ctx = builder.ins().load(
+            pointer,
+            MemFlagsData::trusted().with_readonly(),
+            caller_vmctx,
+            VMOffsets::STORE_CONTEXT as i32,
+        );
+        let exn = builder.ins().load(
+            pointer,
+            MemFlagsData::trusted(),
+            store_ctx,
+            store_context::THROWN,
+        );
         let builtins = builder.ins().load(
             pointer,
             MemFlagsData::trusted().with_readonly(),

@@ -42,7 +42,10 @@ pub mod store_context {
     /// `u8`: what the last register-preserving builtin (the epoch and fuel checks') decided:
     /// 1 to go on, 0 after recording a trap.
     pub const CHECK_STATUS: i32 = 32;
-    pub const SIZE: u32 = 40;
+    /// `u64`: the exnref a host function throws, written before it returns
+    /// [`super::host_func::THREW`] and read by the Wasm-to-host trampoline's throw path.
+    pub const THROWN: i32 = 40;
+    pub const SIZE: u32 = 48;
 }
 
 /// `VMMemoryDefinition { base: *mut u8, current_length: usize }`.
@@ -76,7 +79,8 @@ pub mod func_ref {
 pub mod host_func {
     /// `unsafe extern "C" fn(host_ctx, caller_vmctx, values: *mut ValRaw, len: usize) -> u8`,
     /// returning 0 when it recorded a trap, [`THREW`] when it throws a Wasm exception into
-    /// its caller (the exnref is then in the first value slot), else 1.
+    /// its caller (the exnref is then in the store context's
+    /// [`super::store_context::THROWN`]), else 1.
     pub const ARRAY_CALL: i32 = 0;
     /// The status of an `ARRAY_CALL` that throws.
     pub const THREW: u8 = 2;

@@ -169,33 +169,32 @@ where
     })) {
         Ok(Ok(())) => 1,
         // SAFETY: as above (the store context is live, an activation of it is running).
-        Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error), values.as_mut_ptr()) },
+        Ok(Err(error)) => unsafe { fail(ctx.store, Ok(error)) },
         // SAFETY: as above.
-        Err(panic) => unsafe { fail(ctx.store, Err(panic), values.as_mut_ptr()) },
+        Err(panic) => unsafe { fail(ctx.store, Err(panic)) },
     }
 }
 
 /// Records why a host function failed (status 0), or, for a Wasm exception of this store,
-/// puts its exnref in the first value slot for the trampoline to throw into the Wasm caller
+/// leaves its exnref in the store context for the trampoline to throw into the Wasm caller
 /// (status `THREW`; see `crate::exception` for the rule). Kept out of line, so the shim's
-/// success path carries none of it.
+/// success path carries none of it: it needs nothing the shim would otherwise keep across the
+/// callback (the store context is reached through the host context, which it keeps anyway).
 ///
 /// # Safety
-/// `store` is a live store context with an activation running; `values` is the
-/// trampoline's value buffer (at least one slot).
+/// `store` is a live store context with an activation running.
 #[cold]
 #[inline(never)]
 unsafe fn fail(
     store: *const VMStoreContext,
     failure: Result<crate::Error, Box<dyn Any + Send>>,
-    values: *mut ValRaw,
 ) -> u8 {
     if let Ok(crate::Error::Exception(e)) = &failure {
         // SAFETY: the caller's contract: the store context is live.
         let store_id = unsafe { (*store).store_id };
         if let Some(exn) = e.raw_in(store_id) {
-            // SAFETY: the caller's contract: the buffer has a first slot.
-            unsafe { values.write(ValRaw::from_u64(exn as u64)) };
+            // SAFETY: the caller's contract: the store context is live and its Wasm running.
+            unsafe { (*store).write_thrown(exn as u64) };
             return weft_environ::vmoffsets::host_func::THREW;
         }
     }

@@ -30,6 +30,9 @@ pub struct VMStoreContext {
     /// The outcome of the last epoch or fuel check's builtin, which returns nothing (it
     /// preserves every register): 1 to go on, 0 after recording a trap.
     check_status: UnsafeCell<u8>,
+    /// The exnref of the exception a host function throws into its Wasm caller, for the
+    /// trampoline's throw path (see `host_func::THREW`).
+    thrown: UnsafeCell<u64>,
     // Compiled code reads nothing below.
     /// Fuel held back from `fuel` for the yield interval (see [`Self::set_fuel`]).
     fuel_reserve: UnsafeCell<u64>,
@@ -74,6 +77,7 @@ impl VMStoreContext {
             epoch_deadline: UnsafeCell::new(u64::MAX),
             fuel: UnsafeCell::new(0),
             check_status: UnsafeCell::new(1),
+            thrown: UnsafeCell::new(0),
             fuel_reserve: UnsafeCell::new(0),
             interruption: UnsafeCell::new(Interruption::default()),
             activation: UnsafeCell::new(ptr::null_mut()),
@@ -160,6 +164,15 @@ impl VMStoreContext {
     pub(super) unsafe fn write_epoch_deadline(&self, deadline: u64) {
         // SAFETY: the caller's contract.
         unsafe { *self.epoch_deadline.get() = deadline };
+    }
+
+    /// Hands the exnref a host function throws to the trampoline that called it.
+    ///
+    /// # Safety
+    /// As for [`Self::refuel`].
+    pub(super) unsafe fn write_thrown(&self, exn: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.thrown.get() = exn };
     }
 
     /// Reports a check builtin's outcome to the compiled code that called it.
@@ -368,6 +381,7 @@ const _: () = {
     assert!(
         offset_of!(VMStoreContext, check_status) == vmoffsets::store_context::CHECK_STATUS as usize
     );
+    assert!(offset_of!(VMStoreContext, thrown) == vmoffsets::store_context::THROWN as usize);
     assert!(offset_of!(VMMemoryDefinition, base) == vmoffsets::memory::BASE as usize);
     assert!(
         offset_of!(VMMemoryDefinition, current_length)
