@@ -237,6 +237,12 @@ pub trait FuncEnvironment {
         exn: Value,
     ) -> Vec<Value>;
 
+    /// Called in every landing block after the payload was read, before the branch to the
+    /// clause's label: `keeps_ref` says whether the exnref `exn` goes along (`catch_ref`,
+    /// `catch_all_ref`), so that the object outlives the catch; otherwise nothing refers to it
+    /// any more unless a reference escaped earlier.
+    fn exception_caught(&mut self, _builder: &mut FunctionBuilder, _exn: Value, _keeps_ref: bool) {}
+
     /// Called at the top of every landing block, before the payload is read (a place to
     /// reload what calls may change).
     fn landing_pad(&mut self, _builder: &mut FunctionBuilder) {}

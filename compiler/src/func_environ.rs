@@ -893,6 +893,19 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             .collect()
     }
 
+    fn exception_caught(&mut self, builder: &mut FunctionBuilder, exn: Value, keeps_ref: bool) {
+        if keeps_ref {
+            // The exnref becomes a value Wasm can copy anywhere: the object stays.
+            let one = builder.ins().iconst(I8, 1);
+            builder
+                .ins()
+                .store(MemFlagsData::trusted(), one, exn, exception::PINNED);
+        } else {
+            // The payload loads come first (a call orders memory), then the object may go.
+            self.call_builtin(builder, BuiltinFunction::ExnRelease, &[exn]);
+        }
+    }
+
     fn landing_pad(&mut self, builder: &mut FunctionBuilder) {
         // The counters were written back before the call that threw; the frames it unwound
         // may have used fuel.

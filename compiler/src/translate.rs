@@ -1508,6 +1508,8 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 Some(tag) => self.env.exception_payload(&mut self.builder, tag, exn),
                 None => Vec::new(),
             };
+            self.env
+                .exception_caught(&mut self.builder, exn, landing.with_ref);
             if landing.with_ref {
                 args.push(exn);
             }

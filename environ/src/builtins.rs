@@ -71,6 +71,10 @@ macro_rules! foreach_builtin {
             /// an exnref, whose payload slots compiled code fills (see
             /// `vmoffsets::exception`).
             ExnNew = exn_new(tag: u32) -> reference;
+            /// A handler that does not keep the exnref (`catch`, `catch_all`) has read the
+            /// payload of exception `exn`: the store frees the object unless it is pinned
+            /// (`vmoffsets::exception::PINNED`).
+            ExnRelease = exn_release(exn: reference);
             /// Throws exception `exn` (non-null): an assembly stub (`weft_arch::throw`) that
             /// asks `find_handler` (the `FindHandler` builtin's address, passed along) for the
             /// handler and resumes there. Returns 0 only when no Wasm frame of the activation

@@ -96,6 +96,10 @@ pub mod global {
 /// value, stored like a global's cell.
 pub mod exception {
     pub const TAG: i32 = 0;
+    /// A byte that is nonzero once a reference to the object has escaped the throw that
+    /// made it (to Wasm through `catch_ref`/`catch_all_ref`, or to the host): such an object
+    /// lives until its store is dropped; the others are freed when caught.
+    pub const PINNED: i32 = 8;
     pub const VALUES: i32 = 16;
     pub const VALUE_SIZE: u32 = 16;
 }

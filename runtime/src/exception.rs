@@ -14,6 +14,18 @@
 //! host function passes on with `?` continues to the outer Wasm; one the host function handles
 //! does not. Any other error of a host function is a trap, as before (an exception of another
 //! store too).
+//!
+//! # What the store keeps
+//!
+//! Exception objects are freed without a collector (the invariant is in
+//! `vm::exception`): one caught by `catch`/`catch_all` is freed once its payload is read, and
+//! one that leaves Wasm uncaught is freed when it becomes a [`WasmException`] (which owns its
+//! tag and payload; [`WasmException::exnref`] is then `None`), unless a reference to it
+//! escaped. References escape, and their objects then live until the store is dropped, when
+//! `catch_ref`/`catch_all_ref` hands the exnref to Wasm and when the host gets an [`ExnRef`]
+//! ([`ExnRef::new`], an exnref result, parameter or payload value). A [`WasmException::new`]
+//! makes no object until a host function throws it; Wasm catching that with `catch` frees it
+//! again. [`Store::exception_count`](crate::Store::exception_count) is the number held.
 
 use std::fmt;
 
@@ -22,6 +34,7 @@ use crate::store::{AsContext, AsContextMut, StoreId, StoreOpaque};
 use crate::types::{FuncType, ValType};
 use crate::values::Val;
 use crate::vm::ValRaw;
+use crate::vm::exception::ExceptionHeap;
 
 /// The type of an exception tag: the types of its payload (a function type with no
 /// results, as Wasm writes it).
@@ -89,7 +102,8 @@ impl Tag {
 }
 
 /// A reference to an exception object of a store (`exnref`): what `catch_ref` hands Wasm
-/// and `throw_ref` throws again. The store keeps the object as long as it lives.
+/// and `throw_ref` throws again. The store keeps the object until the store is dropped
+/// (a handle can be copied freely, so the store cannot tell when the last one goes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ExnRef {
     pub(crate) store: StoreId,
@@ -105,7 +119,14 @@ impl ExnRef {
     /// # Panics
     /// If `tag` or a reference in the payload belongs to another store.
     pub fn new(mut store: impl AsContextMut, tag: &Tag, payload: &[Val]) -> Result<ExnRef> {
-        store.as_context_mut().opaque.new_exception(*tag, payload)
+        let store = &mut store.as_context_mut().opaque;
+        let raw = store.exception_raw_payload(*tag, payload)?;
+        let exn = store.vm.exceptions_mut().allocate_with(tag.index, &raw);
+        store.vm.exceptions_mut().pin(exn);
+        Ok(ExnRef {
+            store: store.id,
+            exn,
+        })
     }
 
     /// The exception's tag.
@@ -134,9 +155,12 @@ impl ExnRef {
 /// Wasm caller by returning it (see the module docs for the rule).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WasmException {
-    exn: ExnRef,
+    /// The object, if it is pinned (see the module docs); otherwise a throw makes a new one.
+    exn: Option<ExnRef>,
     tag: Tag,
     payload: Vec<Val>,
+    /// The payload as Wasm stores it.
+    raw: Vec<u128>,
 }
 
 impl WasmException {
@@ -149,11 +173,15 @@ impl WasmException {
     /// # Panics
     /// If `tag` or a reference in the payload belongs to another store.
     pub fn new(mut store: impl AsContextMut, tag: &Tag, payload: &[Val]) -> Result<Self> {
-        let exn = ExnRef::new(&mut store, tag, payload)?;
+        let raw = store
+            .as_context_mut()
+            .opaque
+            .exception_raw_payload(*tag, payload)?;
         Ok(WasmException {
-            exn,
+            exn: None,
             tag: *tag,
             payload: payload.to_vec(),
+            raw,
         })
     }
 
@@ -167,14 +195,26 @@ impl WasmException {
         WasmException::of(store, exn.exn)
     }
 
+    /// The exception `exn` of `store`, an in-flight reference or a pinned one: an unpinned
+    /// object is freed (this was its only reference) and the exception owns its contents.
     pub(crate) fn of(store: &mut StoreOpaque, exn: usize) -> Self {
-        WasmException {
-            exn: ExnRef {
+        let (tag, raw) = store.exception_parts(exn);
+        let payload = store.exception_payload(exn);
+        let heap = store.vm.exceptions_mut();
+        let exn = if heap.is_pinned(exn) {
+            Some(ExnRef {
                 store: store.id,
                 exn,
-            },
-            tag: store.exception_parts(exn).0,
-            payload: store.exception_payload(exn),
+            })
+        } else {
+            heap.release(exn);
+            None
+        };
+        WasmException {
+            exn,
+            tag,
+            payload,
+            raw,
         }
     }
 
@@ -188,14 +228,26 @@ impl WasmException {
         &self.payload
     }
 
-    /// The exception object itself (what `catch_ref` would give Wasm).
-    pub fn exnref(&self) -> ExnRef {
+    /// The exception object itself (what `catch_ref` would give Wasm), if it is kept: an
+    /// exception thrown again from an [`ExnRef`] (Wasm's `throw_ref` of a `catch_ref`'s
+    /// exnref, [`WasmException::from_exnref`]). `None` when no reference to the object
+    /// existed: the store freed it when it left Wasm (and [`WasmException::new`] makes none
+    /// until it is thrown); the tag and payload are here.
+    pub fn exnref(&self) -> Option<ExnRef> {
         self.exn
     }
 
-    /// The raw exnref, for the VM layer, if it belongs to the store whose id is `store_id`.
-    pub(crate) fn raw_in(&self, store_id: u64) -> Option<usize> {
-        (self.exn.store.as_u64() == store_id).then_some(self.exn.exn)
+    /// The raw exnref to throw into Wasm of the store whose id is `store_id` and exception
+    /// heap is `heap`, if the exception belongs to that store: its pinned object, or a new
+    /// unpinned one (the throw's only reference).
+    pub(crate) fn raw_in(&self, store_id: u64, heap: &mut ExceptionHeap) -> Option<usize> {
+        if self.tag.store.as_u64() != store_id {
+            return None;
+        }
+        Some(match self.exn {
+            Some(exn) => exn.exn,
+            None => heap.allocate_with(self.tag.index, &self.raw),
+        })
     }
 }
 
@@ -228,7 +280,8 @@ impl StoreOpaque {
         }
     }
 
-    pub(crate) fn new_exception(&mut self, tag: Tag, payload: &[Val]) -> Result<ExnRef> {
+    /// `payload` as Wasm stores an exception of `tag`'s.
+    fn exception_raw_payload(&mut self, tag: Tag, payload: &[Val]) -> Result<Vec<u128>> {
         self.check(tag.store);
         let ty = self.tags[tag.index as usize].0.clone();
         if ty.params().len() != payload.len()
@@ -242,19 +295,10 @@ impl StoreOpaque {
                 ty.params()
             )));
         }
-        let raw = payload
+        payload
             .iter()
             .map(|v| v.to_raw(self).map(|r| r.get_u128()))
-            .collect::<Result<Vec<u128>>>()?;
-        let heap = self.vm.exceptions_mut();
-        let exn = heap.allocate(tag.index, raw.len());
-        heap.payload_mut(exn)
-            .expect("just allocated")
-            .copy_from_slice(&raw);
-        Ok(ExnRef {
-            store: self.id,
-            exn,
-        })
+            .collect()
     }
 
     /// The tag and raw payload of exception `exn` of this store.

@@ -149,6 +149,15 @@ impl<T: 'static> Store<T> {
         &mut self.inner.data
     }
 
+    /// How many Wasm exception objects the store holds: those pinned by a reference that
+    /// escaped (`catch_ref`, an [`crate::ExnRef`] of the host) and any in flight. Exceptions
+    /// caught with `catch`/`catch_all` or turned into a [`crate::WasmException`] are freed
+    /// (see [`crate::WasmException::exnref`]), so a program that throws in a loop keeps this
+    /// small.
+    pub fn exception_count(&self) -> usize {
+        self.inner.opaque.vm.exceptions().len()
+    }
+
     /// Drops the store and returns the host's data.
     pub fn into_data(self) -> T {
         self.inner.data

@@ -157,10 +157,15 @@ impl Val {
             ValType::V128 => Val::V128(raw.get_u128()),
             ValType::Ref(r) if r.heap_type == HeapType::Exn => Val::ExnRef(match raw.get_u64() {
                 0 => None,
-                exn => Some(crate::ExnRef {
-                    store: store.id,
-                    exn: exn as usize,
-                }),
+                exn => {
+                    // Already pinned (a first-class exnref always is); pinning again keeps
+                    // that true for the host's copy whatever the path.
+                    store.vm.exceptions_mut().pin(exn as usize);
+                    Some(crate::ExnRef {
+                        store: store.id,
+                        exn: exn as usize,
+                    })
+                }
             }),
             ValType::Ref(r) if r.heap_type != HeapType::Extern => {
                 Val::FuncRef(match raw.get_u64() {

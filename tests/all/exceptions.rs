@@ -198,15 +198,15 @@ fn uncaught_exception_reaches_the_host_with_tag_and_payload() {
     let e = expect_exception(uncaught.call(&mut store, 1).unwrap_err());
     assert_eq!(e.tag(), tag);
     assert_eq!(e.payload(), &[Val::I32(2), Val::I64(7)]);
-    // The same through the untyped call, and the exnref names the same exception.
+    // The same through the untyped call. Nothing referred to the object, so the store freed
+    // it and the error owns tag and payload.
     let func = instance.get_func(&mut store, "uncaught").unwrap();
     let error = func.call(&mut store, &[Val::I32(5)], &mut []).unwrap_err();
     let e = expect_exception(error);
-    assert_eq!(e.exnref().tag(&store), tag);
-    assert_eq!(
-        e.exnref().payload(&mut store),
-        vec![Val::I32(6), Val::I64(7)]
-    );
+    assert_eq!(e.tag(), tag);
+    assert_eq!(e.payload(), &[Val::I32(6), Val::I64(7)]);
+    assert_eq!(e.exnref(), None);
+    assert_eq!(store.exception_count(), 0);
     // The store is usable afterwards.
     assert_eq!(call_i32(&mut store, &instance, "catch_across_frames", 1), 2);
 }
@@ -225,6 +225,8 @@ fn exception_crossing_a_host_frame_is_an_error_there_and_rethrown_by_returning_i
     assert_eq!(call_i32(&mut store, &instance, "catch_through_host", 8), 8);
     let seen = store.data().nested_error.clone().unwrap();
     assert!(seen.contains("uncaught Wasm exception"), "{seen}");
+    // Freed when it left the inner Wasm; the rethrow's new object when the outer caught it.
+    assert_eq!(store.exception_count(), 0);
 }
 
 #[test]
@@ -270,7 +272,7 @@ fn exnref_values_cross_the_api_and_throw_again_as_the_same_exception() {
     assert_eq!(exn.payload(&mut store), vec![Val::I32(31), Val::I64(7)]);
     let throw_given = instance.get_func(&mut store, "throw_given").unwrap();
     let error = throw_given.call(&mut store, &out, &mut []).unwrap_err();
-    assert_eq!(expect_exception(error).exnref(), exn);
+    assert_eq!(expect_exception(error).exnref(), Some(exn));
     let error = throw_given
         .call(&mut store, &[Val::ExnRef(None)], &mut [])
         .unwrap_err();
@@ -324,4 +326,164 @@ fn suspending_import_throws_into_its_caller_after_resuming() {
 fn throw_from_a_deep_recursion_is_caught_at_its_base() {
     let (mut store, instance, _) = setup();
     assert_eq!(call_i32(&mut store, &instance, "deep", 5_000), 99);
+}
+
+/// Throwing in loops, to pin down which exception objects the store frees (see
+/// `Store::exception_count`).
+const LOOPS_WAT: &str = r#"
+(module
+  (import "host" "e" (tag $e (param i32 i64)))
+  (import "host" "throw" (func $host_throw (param i32)))
+  (global $kept (mut exnref) (ref.null exn))
+  (func $thrower (export "thrower") (param i32)
+    (throw $e (local.get 0) (i64.const 7)))
+  ;; For n down to 1: a throw one frame down caught by `catch`, and a throw in place caught
+  ;; by `catch_all`. The sum of the payloads.
+  (func (export "throw_loop") (param $n i32) (result i32) (local $sum i32)
+    (loop $l
+      (block $h (result i32 i64)
+        (try_table (catch $e $h) (call $thrower (local.get $n)))
+        (unreachable))
+      (drop) (local.get $sum) (i32.add) (local.set $sum)
+      (block $h
+        (try_table (catch_all $h) (throw $e (local.get $n) (i64.const 1)))
+        (unreachable))
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+    (local.get $sum))
+  ;; The same with a host function throwing.
+  (func (export "host_throw_loop") (param $n i32) (result i32) (local $sum i32)
+    (loop $l
+      (block $h (result i32 i64)
+        (try_table (catch $e $h) (call $host_throw (local.get $n)))
+        (unreachable))
+      (drop) (local.get $sum) (i32.add) (local.set $sum)
+      (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+    (local.get $sum))
+  ;; Keeps the exnref of a caught exception in a global.
+  (func (export "keep") (param i32)
+    (block $h (result i32 i64 exnref)
+      (try_table (catch_ref $e $h) (call $thrower (local.get 0)))
+      (unreachable))
+    (global.set $kept) (drop) (drop))
+  ;; Throws the kept exception again and catches it with `catch`: its payload.
+  (func (export "rethrow_kept") (result i32)
+    (block $h (result i32 i64)
+      (try_table (catch $e $h) (throw_ref (global.get $kept)))
+      (unreachable))
+    (drop))
+)
+"#;
+
+fn setup_loops() -> (Store<()>, Instance) {
+    let engine = Engine::default();
+    let mut store = Store::new(&engine, ());
+    let tag_type = TagType::new(FuncType::new([ValType::I32, ValType::I64], []));
+    let tag = Tag::new(&mut store, &tag_type).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker.define(&mut store, "host", "e", tag).unwrap();
+    linker
+        .func_wrap(
+            "host",
+            "throw",
+            move |mut caller: Caller<'_, ()>, x: i32| -> weft::Result<()> {
+                let payload = [Val::I32(x), Val::I64(5)];
+                Err(WasmException::new(&mut caller, &tag, &payload)?.into())
+            },
+        )
+        .unwrap();
+    let module = Module::new(&engine, LOOPS_WAT).unwrap();
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    (store, instance)
+}
+
+/// 1 + 2 + … + n, as Wasm's i32 arithmetic computes it.
+fn wasm_sum_to(n: u32) -> i32 {
+    (1..=n).fold(0i32, |sum, i| sum.wrapping_add(i as i32))
+}
+
+#[test]
+fn a_million_throws_caught_in_wasm_leave_no_exception_objects() {
+    let (mut store, instance) = setup_loops();
+    let throw_loop = instance
+        .get_typed_func::<i32, i32>(&mut store, "throw_loop")
+        .unwrap();
+    // Two throws per round: 1,000,000 in all. Without freeing, each would stay in the store.
+    let rounds = 500_000;
+    assert_eq!(
+        throw_loop.call(&mut store, rounds as i32).unwrap(),
+        wasm_sum_to(rounds)
+    );
+    assert_eq!(store.exception_count(), 0);
+}
+
+#[test]
+fn exceptions_thrown_by_a_host_function_or_reaching_the_host_are_freed() {
+    let (mut store, instance) = setup_loops();
+    let host_throw_loop = instance
+        .get_typed_func::<i32, i32>(&mut store, "host_throw_loop")
+        .unwrap();
+    assert_eq!(
+        host_throw_loop.call(&mut store, 5_000).unwrap(),
+        wasm_sum_to(5_000)
+    );
+    assert_eq!(store.exception_count(), 0);
+    let thrower = instance
+        .get_typed_func::<i32, ()>(&mut store, "thrower")
+        .unwrap();
+    for i in 0..5_000 {
+        let e = expect_exception(thrower.call(&mut store, i).unwrap_err());
+        assert_eq!(e.payload(), &[Val::I32(i), Val::I64(7)]);
+        assert_eq!(e.exnref(), None);
+    }
+    assert_eq!(store.exception_count(), 0);
+}
+
+#[test]
+fn an_exnref_kept_by_wasm_stays_valid_through_later_throws_and_catches() {
+    let (mut store, instance) = setup_loops();
+    let keep = instance
+        .get_typed_func::<i32, ()>(&mut store, "keep")
+        .unwrap();
+    let rethrow_kept = instance
+        .get_typed_func::<(), i32>(&mut store, "rethrow_kept")
+        .unwrap();
+    let throw_loop = instance
+        .get_typed_func::<i32, i32>(&mut store, "throw_loop")
+        .unwrap();
+    keep.call(&mut store, 41).unwrap();
+    assert_eq!(store.exception_count(), 1);
+    // A `catch` of the kept exception must not free it: the global still refers to it.
+    for _ in 0..3 {
+        assert_eq!(rethrow_kept.call(&mut store, ()).unwrap(), 41);
+    }
+    // Freed objects of other throws do not disturb it.
+    assert_eq!(
+        throw_loop.call(&mut store, 1_000).unwrap(),
+        wasm_sum_to(1_000)
+    );
+    assert_eq!(rethrow_kept.call(&mut store, ()).unwrap(), 41);
+    assert_eq!(store.exception_count(), 1);
+    // An overwritten exnref's object stays until the store is dropped (no collector).
+    keep.call(&mut store, 42).unwrap();
+    assert_eq!(rethrow_kept.call(&mut store, ()).unwrap(), 42);
+    assert_eq!(store.exception_count(), 2);
+}
+
+#[test]
+fn a_host_exnref_handle_stays_valid_through_later_throws_and_catches() {
+    let (mut store, instance) = setup_loops();
+    let tag_type = TagType::new(FuncType::new([ValType::I32, ValType::I64], []));
+    let tag = Tag::new(&mut store, &tag_type).unwrap();
+    let made = weft::ExnRef::new(&mut store, &tag, &[Val::I32(3), Val::I64(4)]).unwrap();
+    let throw_loop = instance
+        .get_typed_func::<i32, i32>(&mut store, "throw_loop")
+        .unwrap();
+    assert_eq!(
+        throw_loop.call(&mut store, 1_000).unwrap(),
+        wasm_sum_to(1_000)
+    );
+    assert_eq!(made.payload(&mut store), vec![Val::I32(3), Val::I64(4)]);
+    let e = WasmException::from_exnref(&mut store, made);
+    assert_eq!(e.exnref(), Some(made));
+    assert_eq!(store.exception_count(), 1);
 }

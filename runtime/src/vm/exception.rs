@@ -36,13 +36,20 @@ use super::instance::instance_of_vmctx;
 use super::vmstructs::VMStoreContext;
 
 /// The exception objects of one store, by address (the exnref).
+///
+/// Each object is a boxed slice of 16-byte slots: the header (tag index in bits 0..32,
+/// payload length in bits 32..64, the pinned byte at `exception::PINNED`), then the payload.
 #[derive(Default)]
 pub struct ExceptionHeap {
     objects: HashMap<usize, Box<[u128]>>,
 }
 
+/// The header bit of the pinned byte (`exception::PINNED` is its byte offset).
+const PINNED_BITS: u128 = 0xff << (8 * exception::PINNED as u32);
+
 impl ExceptionHeap {
-    /// A new exception of the store's tag `tag` with `len` zeroed payload slots: its exnref.
+    /// A new, unpinned exception of the store's tag `tag` with `len` zeroed payload slots:
+    /// its exnref.
     pub fn allocate(&mut self, tag: u32, len: usize) -> usize {
         let mut object = vec![0u128; 1 + len].into_boxed_slice();
         object[0] = u128::from(tag) | ((len as u128) << 32);
@@ -52,6 +59,13 @@ impl ExceptionHeap {
         address
     }
 
+    /// A new, unpinned exception of the store's tag `tag` with payload `raw`: its exnref.
+    pub fn allocate_with(&mut self, tag: u32, raw: &[u128]) -> usize {
+        let exn = self.allocate(tag, raw.len());
+        self.objects.get_mut(&exn).expect("just allocated")[1..].copy_from_slice(raw);
+        exn
+    }
+
     /// The store's index of the tag of exception `exn`, and its payload slots; `None` if `exn`
     /// is not an exception of this store.
     pub fn get(&self, exn: usize) -> Option<(u32, &[u128])> {
@@ -59,9 +73,32 @@ impl ExceptionHeap {
         Some((object[0] as u32, &object[1..]))
     }
 
-    /// The payload slots of exception `exn`, to fill.
-    pub fn payload_mut(&mut self, exn: usize) -> Option<&mut [u128]> {
-        Some(&mut self.objects.get_mut(&exn)?[1..])
+    /// Keeps exception `exn` until the store is dropped: a reference to it escapes to where
+    /// it can be copied (a Wasm value, a host handle).
+    pub fn pin(&mut self, exn: usize) {
+        if let Some(object) = self.objects.get_mut(&exn) {
+            object[0] |= PINNED_BITS;
+        }
+    }
+
+    /// Whether exception `exn` is pinned (`false` if it is not one of the store's).
+    pub fn is_pinned(&self, exn: usize) -> bool {
+        self.objects
+            .get(&exn)
+            .is_some_and(|object| object[0] & PINNED_BITS != 0)
+    }
+
+    /// Frees exception `exn` unless it is pinned: the caller held the only reference to it
+    /// (see [`ExceptionHeap`]'s invariant in the module docs) and is done with it.
+    pub fn release(&mut self, exn: usize) {
+        if !self.is_pinned(exn) {
+            self.objects.remove(&exn);
+        }
+    }
+
+    /// How many exception objects the store holds.
+    pub fn len(&self) -> usize {
+        self.objects.len()
     }
 }
 
@@ -77,6 +114,18 @@ pub(super) unsafe extern "C" fn exn_new(vmctx: *mut u8, tag: u32) -> usize {
     let len = instance.module().tag_params(tag).len();
     // SAFETY: the store's Wasm is running this builtin: nothing else touches the heap.
     unsafe { (*store.exceptions.get()).allocate(store_tag, len) }
+}
+
+/// The `exn_release` builtin: a `catch` or `catch_all` landed with exception `exn` and read
+/// its payload; it is freed unless pinned.
+///
+/// # Safety
+/// Called by compiled code with its own vmctx, with the exnref its landing block received.
+pub(super) unsafe extern "C" fn exn_release(vmctx: *mut u8, exn: usize) {
+    // SAFETY: our contract.
+    let store = unsafe { store_of(vmctx) };
+    // SAFETY: the store's Wasm is running this builtin: nothing else touches the heap.
+    unsafe { (*store.exceptions.get()).release(exn) }
 }
 
 /// The store context of the instance whose vmctx is `vmctx`.

@@ -192,7 +192,10 @@ unsafe fn fail(
     if let Ok(crate::Error::Exception(e)) = &failure {
         // SAFETY: the caller's contract: the store context is live.
         let store_id = unsafe { (*store).store_id };
-        if let Some(exn) = e.raw_in(store_id) {
+        // SAFETY: the caller's contract: the store context is live, and its host function
+        // has returned, so nothing else is using the store's exception heap.
+        let heap = unsafe { &mut *(*store).exceptions.get() };
+        if let Some(exn) = e.raw_in(store_id, heap) {
             // SAFETY: the caller's contract: the store context is live and its Wasm running.
             unsafe { (*store).write_thrown(exn as u64) };
             return weft_environ::vmoffsets::host_func::THREW;

@@ -338,6 +338,7 @@ static BUILTINS: BuiltinTable = BuiltinTable {
     table_init,
     elem_drop,
     exn_new: super::exception::exn_new,
+    exn_release: super::exception::exn_release,
     throw_ref: weft_arch::throw,
     find_handler: super::exception::find_handler,
     epoch_interrupt,
