@@ -50,7 +50,10 @@
 //! activation's entry, so an exception never crosses a host frame as an exception: one that
 //! leaves Wasm is [`Error::Exception`] to the host, and a host function that returns such an
 //! error throws it into its Wasm caller (see [`WasmException`]). Exception objects belong to
-//! the store and live as long as it does.
+//! the store, which frees one as soon as nothing can refer to it any more (caught by
+//! `catch`/`catch_all`, or become a [`WasmException`]); those whose exnref escaped to Wasm
+//! (`catch_ref`) or the host ([`ExnRef`]) live as long as the store
+//! ([`Store::exception_count`]).
 //!
 //! # Continuations: promising calls and suspending imports
 //!
