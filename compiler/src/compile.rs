@@ -26,23 +26,113 @@ use crate::func_environ::{WeftFuncEnvironment, install_stack_limit};
 use crate::traps::{trap_code, trap_kind};
 use crate::{CompileError, translate};
 
-/// How compiled code keeps memory accesses in bounds.
+/// The two classic ways of keeping memory accesses in bounds: a shorthand for a
+/// [`MemoryBounds`] (`Config::memory_mode` in the runtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MemoryMode {
     /// Each 32-bit memory reserves 8 GiB of address space (4 GiB of memory plus 4 GiB of
     /// guard), so any `index + offset` lands in the reservation and an access out of bounds
-    /// faults on an inaccessible page. No checks in the code.
+    /// faults on an inaccessible page. No checks in the code: [`MemoryBounds::GUARD_PAGES`].
     #[default]
     GuardPages,
-    /// Every access compares against the current length. For hosts that cannot reserve
-    /// address space.
+    /// Every access compares against the current length, and a memory reserves only what it
+    /// maps. For hosts that cannot reserve address space: [`MemoryBounds::EXPLICIT`].
     ExplicitBounds,
+}
+
+/// Largest byte length of a 32-bit memory (65,536 pages of 64 KiB).
+pub const MAX_MEMORY32_BYTES: u64 = 1 << 32;
+
+/// How a 32-bit linear memory lies in address space, as far as compiled code depends on it:
+/// `reservation` bytes the memory may use without moving, followed by `guard_size` bytes that
+/// are never accessible.
+///
+/// - A reservation of at least 4 GiB holds the largest 32-bit memory, so the memory's base
+///   never moves, and bytes past its current length up to the end of the guard fault. An
+///   access whose static `offset + size` is at most `reservation + guard_size - 4 GiB` can
+///   then reach no byte outside that region, whatever its index: it gets no check at all.
+///   Other accesses (huge offsets) compare against the current length.
+/// - A smaller reservation cannot hold every memory: every access is checked against the
+///   current length, and a memory that grows past its reservation may move, so its base is
+///   loaded again at each access. The guard has no use then and is not reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryBounds {
+    /// Bytes of address space a memory may occupy without moving.
+    pub reservation: u64,
+    /// Inaccessible bytes after the reservation.
+    pub guard_size: u64,
+}
+
+impl MemoryBounds {
+    /// 4 GiB of reservation and 4 GiB + 64 KiB of guard (the largest static offset plus the
+    /// largest access, rounded to a Wasm page): no access is ever checked.
+    pub const GUARD_PAGES: MemoryBounds = MemoryBounds {
+        reservation: MAX_MEMORY32_BYTES,
+        guard_size: MAX_MEMORY32_BYTES + 65536,
+    };
+    /// Nothing reserved beyond what a memory maps: every access is checked.
+    pub const EXPLICIT: MemoryBounds = MemoryBounds {
+        reservation: 0,
+        guard_size: 0,
+    };
+
+    /// Whether a memory's base is fixed for its lifetime (its reservation holds 4 GiB).
+    pub fn fixed_base(&self) -> bool {
+        self.reservation >= MAX_MEMORY32_BYTES
+    }
+
+    /// The largest static `offset + size` of an access that needs no check, if any access
+    /// goes without one.
+    pub fn unchecked_reach(&self) -> Option<u64> {
+        self.fixed_base().then(|| {
+            self.reservation
+                .saturating_add(self.guard_size)
+                .saturating_sub(MAX_MEMORY32_BYTES)
+        })
+    }
+
+    /// Whether an access of `size` bytes at static offset `offset` must be checked.
+    pub fn needs_check(&self, offset: u64, size: u32) -> bool {
+        match self.unchecked_reach() {
+            Some(reach) => offset.saturating_add(u64::from(size)) > reach,
+            None => true,
+        }
+    }
+
+    /// The shorthand this layout matches, if any: guard pages when no access can need a check.
+    pub fn mode(&self) -> MemoryMode {
+        // The largest static offset is u32::MAX, the widest access a v128's 16 bytes.
+        if !self.needs_check(u64::from(u32::MAX), 16) {
+            MemoryMode::GuardPages
+        } else {
+            MemoryMode::ExplicitBounds
+        }
+    }
+
+    /// What compiled code depends on, for the code fingerprint: two layouts with the same
+    /// description produce the same code.
+    fn describe(&self) -> String {
+        match self.unchecked_reach() {
+            Some(reach) => format!("fixed-base-guard-{reach}"),
+            None => "moving-base-checked".into(),
+        }
+    }
+}
+
+impl From<MemoryMode> for MemoryBounds {
+    fn from(mode: MemoryMode) -> Self {
+        match mode {
+            MemoryMode::GuardPages => MemoryBounds::GUARD_PAGES,
+            MemoryMode::ExplicitBounds => MemoryBounds::EXPLICIT,
+        }
+    }
 }
 
 /// Everything that shapes generated code; part of the engine's configuration.
 #[derive(Clone, Debug)]
 pub struct CompilerOptions {
-    pub memory_mode: MemoryMode,
+    /// Where memories lie and so which accesses are checked.
+    pub memory: MemoryBounds,
     /// Compile with Cranelift's IR verifier on (slower; for tests).
     pub verify: bool,
     /// Threads for compiling a module's functions; 0 picks the machine's parallelism.
@@ -196,7 +286,7 @@ impl CompilerOptions {
 impl Default for CompilerOptions {
     fn default() -> Self {
         CompilerOptions {
-            memory_mode: MemoryMode::GuardPages,
+            memory: MemoryBounds::GUARD_PAGES,
             verify: cfg!(debug_assertions),
             threads: 0,
             features: Features::default(),
@@ -216,7 +306,7 @@ pub struct CodeFingerprint {
     /// by commas.
     pub cpu_features: String,
     /// Cranelift's shared flags and weft's options that change code or what a module may
-    /// contain (memory mode, the feature switches, epoch checks, fuel), the same way.
+    /// contain (memory bounds, the feature switches, epoch checks, fuel), the same way.
     pub settings: String,
 }
 
@@ -286,7 +376,7 @@ impl Compiler {
         // Every option named, none with `..`: a new option must be placed here or left out
         // on purpose, or this does not compile.
         let CompilerOptions {
-            memory_mode,
+            memory,
             verify: _,
             threads: _,
             features,
@@ -302,9 +392,10 @@ impl Compiler {
             target: self.isa.triple().to_string(),
             cpu_features: join(self.isa.isa_flags()),
             settings: format!(
-                "{},memory_mode={memory_mode:?},{},\
+                "{},memory_bounds={},{},\
                  epoch_interruption={epoch_interruption},consume_fuel={consume_fuel}",
                 join(shared),
+                memory.describe(),
                 features.join(","),
             ),
         }
@@ -434,7 +525,7 @@ impl Compiler {
         let mut env = WeftFuncEnvironment {
             module,
             offsets,
-            memory_mode: self.options.memory_mode,
+            memory: self.options.memory,
             pointer_type: self.pointer_type(),
             host_call_conv: self.host_call_conv(),
             epoch_interruption: self.options.epoch_interruption,

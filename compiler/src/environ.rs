@@ -89,7 +89,7 @@ pub trait FuncEnvironment {
 
     /// The native address of the `access_size` bytes at Wasm address `index + offset` of
     /// `memory` (`index` is an i32), and the flags to load or store through it. Emits the bounds
-    /// check the memory mode needs; an out-of-bounds access traps with
+    /// check the memory bounds need; an out-of-bounds access traps with
     /// `TrapCode::HEAP_OUT_OF_BOUNDS` (a check, or the returned flags' trap code on a guard-page
     /// fault).
     fn heap_address(

@@ -15,7 +15,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use weft_environ::vmoffsets::{VMOffsets, exception, func_ref, memory, store_context, table};
 use weft_environ::{BuiltinFunction, BuiltinType, ModuleInfo, TrapKind};
 
-use crate::MemoryMode;
+use crate::MemoryBounds;
 use crate::environ::{CallKind, ExceptionHandler, FuncEnvironment, ir_type, wasm_signature};
 use crate::traps::trap_code;
 
@@ -29,7 +29,8 @@ fn readonly() -> MemFlagsData {
 pub struct WeftFuncEnvironment<'a> {
     pub module: &'a ModuleInfo,
     pub offsets: &'a VMOffsets,
-    pub memory_mode: MemoryMode,
+    /// Where memories lie, and so which accesses need a check.
+    pub memory: MemoryBounds,
     pub pointer_type: ir::Type,
     /// The platform calling convention, used for builtins.
     pub host_call_conv: CallConv,
@@ -495,38 +496,36 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) -> (Value, MemFlagsData) {
         let definition = self.vmctx_ptr(builder, self.offsets.memory(memory));
         let index = builder.ins().uextend(I64, index);
-        let base = match self.memory_mode {
-            // The base never moves and every address a 32-bit index plus a 32-bit offset can
-            // form lies inside the reservation: the guard pages do the bounds check.
-            MemoryMode::GuardPages => {
-                builder
-                    .ins()
-                    .load(self.pointer_type, readonly(), definition, memory::BASE)
-            }
-            // `memory.grow` may move the memory and changes its length: load both each time.
-            MemoryMode::ExplicitBounds => {
-                let len = builder.ins().load(
-                    I64,
-                    MemFlagsData::trusted(),
-                    definition,
-                    memory::CURRENT_LENGTH,
-                );
-                // index < 2^32 and offset < 2^32: the sum cannot overflow 64 bits.
-                let end = builder
-                    .ins()
-                    .iadd_imm_u(index, (offset + u64::from(access_size)) as i64);
-                let out_of_bounds = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
-                builder
-                    .ins()
-                    .trapnz(out_of_bounds, trap_code(TrapKind::MemoryOutOfBounds));
-                builder.ins().load(
-                    self.pointer_type,
-                    MemFlagsData::trusted(),
-                    definition,
-                    memory::BASE,
-                )
-            }
+        // The base never moves when the reservation holds the largest memory; then it is
+        // loaded like the vmctx's other constant pointers, so it may be hoisted and shared.
+        let base_flags = if self.memory.fixed_base() {
+            readonly()
+        } else {
+            // `memory.grow` may move the memory: load the base each time.
+            MemFlagsData::trusted()
         };
+        if self.memory.needs_check(offset, access_size) {
+            // `memory.grow` changes the length: load it each time.
+            let len = builder.ins().load(
+                I64,
+                MemFlagsData::trusted(),
+                definition,
+                memory::CURRENT_LENGTH,
+            );
+            // index < 2^32 and offset < 2^32: the sum cannot overflow 64 bits.
+            let end = builder
+                .ins()
+                .iadd_imm_u(index, (offset + u64::from(access_size)) as i64);
+            let out_of_bounds = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+            builder
+                .ins()
+                .trapnz(out_of_bounds, trap_code(TrapKind::MemoryOutOfBounds));
+        }
+        // Without a check, every address a 32-bit index plus this offset can form lies inside
+        // the reservation and its guard (`MemoryBounds`): the inaccessible pages do the check.
+        let base = builder
+            .ins()
+            .load(self.pointer_type, base_flags, definition, memory::BASE);
         let mut address = builder.ins().iadd(base, index);
         if offset != 0 {
             address = builder.ins().iadd_imm_u(address, offset as i64);

@@ -66,7 +66,10 @@ pub mod parse;
 pub mod translate;
 pub mod traps;
 
-pub use compile::{CodeFingerprint, Compiler, CompilerOptions, Features, MemoryMode};
+pub use compile::{
+    CodeFingerprint, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES, MemoryBounds,
+    MemoryMode,
+};
 pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};
 pub use parse::parse_module;
 pub use wasmparser::{self, FuncType, RefType, ValType};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weft_compiler::{Compiler, CompilerOptions, Features, MemoryMode};
+use weft_compiler::{Compiler, CompilerOptions, Features, MemoryBounds, MemoryMode};
 
 use crate::error::{Error, Result};
 use crate::types::{FuncType, FuncTypeId, ValType};
@@ -15,7 +15,10 @@ use crate::vm::code_memory::CodeMemory;
 /// (`get_*`) for each setting. [`Engine::new`] checks the combination.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) memory_mode: MemoryMode,
+    pub(crate) memory_reservation: u64,
+    pub(crate) memory_guard_size: u64,
+    pub(crate) memory_reservation_for_growth: u64,
+    pub(crate) allocation_strategy: crate::InstanceAllocationStrategy,
     pub(crate) max_wasm_stack: usize,
     pub(crate) async_stack_size: usize,
     pub(crate) max_async_stacks: usize,
@@ -30,7 +33,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            memory_mode: MemoryMode::GuardPages,
+            memory_reservation: MemoryBounds::GUARD_PAGES.reservation,
+            memory_guard_size: MemoryBounds::GUARD_PAGES.guard_size,
+            memory_reservation_for_growth: 0,
+            allocation_strategy: crate::InstanceAllocationStrategy::OnDemand,
             max_wasm_stack: 512 * 1024,
             async_stack_size: 2 << 20,
             max_async_stacks: 1 << 20,
@@ -68,16 +74,99 @@ impl Config {
         Self::default()
     }
 
-    /// How memory accesses are kept in bounds: guard pages (the default; each memory reserves
-    /// 8 GiB of address space) or explicit checks (for hosts that cannot reserve it).
+    /// How memory accesses are kept in bounds, as a shorthand for the layout settings:
+    /// [`MemoryMode::GuardPages`] (the default) is a reservation of 4 GiB and a guard of
+    /// 4 GiB + 64 KiB, so no access is checked; [`MemoryMode::ExplicitBounds`] is a
+    /// reservation and guard of 0, so every access is checked and a memory maps only what it
+    /// uses (for hosts that cannot reserve address space, or very many memories). Sets
+    /// [`Config::memory_reservation`] and [`Config::memory_guard_size`].
     pub fn memory_mode(&mut self, mode: MemoryMode) -> &mut Self {
-        self.memory_mode = mode;
+        let bounds = MemoryBounds::from(mode);
+        self.memory_reservation = bounds.reservation;
+        self.memory_guard_size = bounds.guard_size;
         self
     }
 
-    /// The memory mode (see [`Config::memory_mode`]).
+    /// The memory mode the layout settings amount to: [`MemoryMode::GuardPages`] if no access
+    /// needs a check, else [`MemoryMode::ExplicitBounds`] (see [`Config::memory_mode`]).
     pub fn get_memory_mode(&self) -> MemoryMode {
-        self.memory_mode
+        self.memory_bounds().mode()
+    }
+
+    /// Bytes of address space a 32-bit linear memory may occupy without moving (rounded up
+    /// to 64 KiB; default 4 GiB), as wasmtime's setting of the same name. This decides which
+    /// accesses compiled code checks ([`MemoryBounds`]):
+    ///
+    /// - 4 GiB or more holds the largest 32-bit memory, so a memory never moves, and an access
+    ///   whose static `offset + size` is at most `memory_reservation + memory_guard_size -
+    ///   4 GiB` needs no check: whatever its index, it lands in the reservation or the guard,
+    ///   and past the memory's length it faults. (With the defaults, none is checked.) Each
+    ///   memory costs that much address space, so a 47-bit address space holds about 16,000
+    ///   of them.
+    /// - Less, and every access is checked against the memory's length; the memory is mapped
+    ///   read-write at this size or its own, whichever is larger (only touched pages cost
+    ///   memory), grows in place within it and moves when it grows past it. The guard is not
+    ///   reserved then. This is the layout for very many small memories.
+    ///
+    /// Part of the code's fingerprint: modules compiled with other bounds are refused by
+    /// [`crate::Module::deserialize`]. [`Engine::new`] refuses more than 1 TiB.
+    pub fn memory_reservation(&mut self, bytes: u64) -> &mut Self {
+        self.memory_reservation = bytes;
+        self
+    }
+
+    /// The reservation per memory (see [`Config::memory_reservation`]).
+    pub fn get_memory_reservation(&self) -> u64 {
+        self.memory_reservation
+    }
+
+    /// Inaccessible bytes reserved after a memory whose reservation is 4 GiB or more (rounded
+    /// up to 64 KiB; default 4 GiB + 64 KiB): accesses whose static offset plus size fit in
+    /// it need no check (see [`Config::memory_reservation`]). Part of the code's fingerprint.
+    /// [`Engine::new`] refuses more than 1 TiB.
+    pub fn memory_guard_size(&mut self, bytes: u64) -> &mut Self {
+        self.memory_guard_size = bytes;
+        self
+    }
+
+    /// The guard after each memory (see [`Config::memory_guard_size`]).
+    pub fn get_memory_guard_size(&self) -> u64 {
+        self.memory_guard_size
+    }
+
+    /// Extra bytes mapped when a memory that may move (a reservation under 4 GiB) moves, so
+    /// that it can grow that much further in place (default 0: each growth past the mapping
+    /// moves it again, which `mremap` does without copying). Does not change compiled code.
+    pub fn memory_reservation_for_growth(&mut self, bytes: u64) -> &mut Self {
+        self.memory_reservation_for_growth = bytes;
+        self
+    }
+
+    /// The growth room of moving memories (see [`Config::memory_reservation_for_growth`]).
+    pub fn get_memory_reservation_for_growth(&self) -> u64 {
+        self.memory_reservation_for_growth
+    }
+
+    /// Where instances' memories, tables and vmctx come from: allocated on demand (the
+    /// default) or from pools reserved when the engine is made
+    /// ([`crate::InstanceAllocationStrategy::Pooling`]), for hosts that make very many short-
+    /// lived or small instances.
+    pub fn allocation_strategy(
+        &mut self,
+        strategy: crate::InstanceAllocationStrategy,
+    ) -> &mut Self {
+        self.allocation_strategy = strategy;
+        self
+    }
+
+    /// The allocation strategy (see [`Config::allocation_strategy`]).
+    pub fn get_allocation_strategy(&self) -> &crate::InstanceAllocationStrategy {
+        &self.allocation_strategy
+    }
+
+    /// The layout compiled code assumes, sizes rounded up to Wasm pages.
+    pub(crate) fn memory_bounds(&self) -> MemoryBounds {
+        crate::pooling::memory_bounds(self.memory_reservation, self.memory_guard_size)
     }
 
     /// The stack Wasm may use in a synchronous call before it traps with
@@ -260,6 +349,21 @@ impl Config {
 
     /// Checks that the settings go together.
     fn validate(&self) -> Result<()> {
+        for (name, bytes) in [
+            ("memory_reservation", self.memory_reservation),
+            ("memory_guard_size", self.memory_guard_size),
+            (
+                "memory_reservation_for_growth",
+                self.memory_reservation_for_growth,
+            ),
+        ] {
+            if bytes > MAX_MEMORY_SETTING {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} ({bytes} bytes) is larger than the most weft accepts \
+                     ({MAX_MEMORY_SETTING} bytes)"
+                )));
+            }
+        }
         self.features
             .check()
             .map_err(|e| Error::InvalidConfig(format!("WebAssembly features: {e}")))?;
@@ -298,6 +402,10 @@ impl Config {
 /// on others): far beyond any real stack, and small enough that the sizes derived from them
 /// (page rounding, guard pages, host headroom) cannot wrap around.
 const MAX_STACK_SETTING: usize = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
+
+/// The largest memory layout setting accepted (1 TiB): sums of them cannot wrap, and no
+/// memory needs more.
+const MAX_MEMORY_SETTING: u64 = 1 << 40;
 
 /// The trampolines of one function type.
 #[derive(Clone, Copy)]
@@ -372,6 +480,8 @@ struct EngineInner {
     stacks: weft_arch::StackPool,
     /// The epoch (see [`Engine::increment_epoch`]); every store's context shares it.
     epoch: Arc<AtomicU64>,
+    /// Where instances' memories, tables and vmctx come from.
+    allocator: crate::pooling::InstanceAllocator,
 }
 
 impl Engine {
@@ -382,8 +492,15 @@ impl Engine {
     /// [`Config::async_stack_size`]); an error if Cranelift does not support the host.
     pub fn new(config: &Config) -> Result<Engine> {
         config.validate()?;
+        let memory = crate::vm::memory::MemorySettings {
+            bounds: config.memory_bounds(),
+            reservation_for_growth: usize::try_from(config.memory_reservation_for_growth)
+                .map_err(|_| Error::InvalidConfig("memory_reservation_for_growth".into()))?,
+        };
+        let allocator =
+            crate::pooling::InstanceAllocator::new(&config.allocation_strategy, memory)?;
         let compiler = Compiler::new(CompilerOptions {
-            memory_mode: config.memory_mode,
+            memory: memory.bounds,
             verify: config.verify,
             threads: config.compile_threads,
             features: config.features,
@@ -397,6 +514,7 @@ impl Engine {
                 compiler,
                 types: Mutex::default(),
                 epoch: Arc::default(),
+                allocator,
                 stacks: weft_arch::StackPool::new(weft_arch::StackConfig {
                     size: config.async_stack_size,
                     max_stacks: config.max_async_stacks,
@@ -426,6 +544,10 @@ impl Engine {
 
     pub(crate) fn stack_pool(&self) -> &weft_arch::StackPool {
         &self.inner.stacks
+    }
+
+    pub(crate) fn allocator(&self) -> &crate::pooling::InstanceAllocator {
+        &self.inner.allocator
     }
 
     pub(crate) fn compiler(&self) -> &Compiler {

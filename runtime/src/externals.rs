@@ -120,9 +120,7 @@ impl Memory {
     /// [`Error::ResourceLimit`] if the memory cannot be allocated.
     pub fn new(mut store: impl AsContextMut, ty: MemoryType) -> Result<Memory> {
         let store = &mut store.as_context_mut().opaque;
-        let mode = store.engine.config().memory_mode;
-        let memory =
-            vm::memory::Memory::new(mode, ty.minimum, ty.maximum).map_err(Error::ResourceLimit)?;
+        let memory = store.engine.allocator().memory(ty.minimum, ty.maximum)?;
         store.memories.push(Box::new(memory));
         Ok(Memory {
             store: store.id,
@@ -268,8 +266,10 @@ impl Table {
             )));
         }
         let init = init.to_raw(store)?.get_u64() as usize;
-        let table =
-            vm::table::Table::new(ty.minimum, ty.maximum, init).map_err(Error::ResourceLimit)?;
+        let table = store
+            .engine
+            .allocator()
+            .table(ty.minimum, ty.maximum, init)?;
         store.tables.push(TableData {
             vm: Box::new(table),
             ty,

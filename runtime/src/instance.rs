@@ -283,8 +283,9 @@ fn instantiate_without_start<T: 'static>(
     for (i, import) in imports.iter().enumerate() {
         check_import(store, module, i, import)?;
     }
-    let mode = store.engine().config().memory_mode;
     let opaque = &mut store.opaque;
+    // The instance's slot first: a full pool refuses it before anything else is taken.
+    let vmctx = opaque.engine.allocator().vmctx(&info)?;
 
     // Imported items first, as the index spaces order them.
     let mut memories = Vec::new();
@@ -324,8 +325,7 @@ fn instantiate_without_start<T: 'static>(
     }
     // Defined memories, tables and (not yet initialized) globals.
     for ty in &info.memories[info.num_imported_memories as usize..] {
-        let memory =
-            vm::memory::Memory::new(mode, ty.initial, ty.maximum).map_err(Error::ResourceLimit)?;
+        let memory = opaque.engine.allocator().memory(ty.initial, ty.maximum)?;
         opaque.memories.push(Box::new(memory));
         memories.push(opaque.memories.last_mut().expect("just pushed").handle());
         memory_handles.push(Memory {
@@ -335,8 +335,11 @@ fn instantiate_without_start<T: 'static>(
     }
     for ty in &info.tables[info.num_imported_tables as usize..] {
         // Null for now; a table with an initializer gets its value once globals are set.
-        let table = vm::table::Table::new(ty.initial as u32, ty.maximum.map(|m| m as u32), 0)
-            .map_err(Error::ResourceLimit)?;
+        let table =
+            opaque
+                .engine
+                .allocator()
+                .table(ty.initial as u32, ty.maximum.map(|m| m as u32), 0)?;
         opaque.tables.push(TableData {
             vm: Box::new(table),
             ty: table_type(ty, &module.inner.type_ids),
@@ -386,6 +389,7 @@ fn instantiate_without_start<T: 'static>(
         &opaque.vm,
         parts,
         instance_index,
+        vmctx,
     );
     vm_instance.set_tags(tags.clone());
     let mut exports = HashMap::new();

@@ -235,6 +235,7 @@ mod func;
 mod instance;
 mod linker;
 mod module;
+mod pooling;
 mod promising;
 mod promising_values;
 mod serialize;
@@ -258,6 +259,7 @@ pub use func::Func;
 pub use instance::Instance;
 pub use linker::Linker;
 pub use module::{CompileProgress, Module};
+pub use pooling::{InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};
 pub use serialize::{DeserializeError, is_serialized_module};
 pub use shadow_stack::{ShadowStack, ShadowStackRegion, StackPointerGlobal};
@@ -269,4 +271,4 @@ pub use types::{
     TableType, ValType,
 };
 pub use values::{ExternRef, Val};
-pub use weft_compiler::MemoryMode;
+pub use weft_compiler::{MemoryBounds, MemoryMode};

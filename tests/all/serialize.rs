@@ -133,7 +133,10 @@ fn file_from_other_settings_is_refused_naming_the_difference() {
     let DeserializeError::Settings { differences } = &why else {
         panic!("expected a settings mismatch, got: {why}");
     };
-    assert_eq!(differences, "memory_mode: GuardPages, ExplicitBounds");
+    assert_eq!(
+        differences,
+        "memory_bounds: fixed-base-guard-4295032832, moving-base-checked"
+    );
     let mut config = Config::new();
     config.wasm_multi_memory(false);
     let why = refusal(&Engine::new(&config).unwrap(), &bytes);

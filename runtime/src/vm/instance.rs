@@ -8,6 +8,7 @@ use weft_environ::{BuiltinTable, ModuleInfo, TrapKind};
 use super::code_memory::CodeMemory;
 use super::entry::{Recorded, record};
 use super::memory::Memory;
+use super::pool::Vmctx;
 use super::table::{self, Table};
 use super::vmstructs::{FuncRefPtr, VMFuncRef, VMGlobal, VMStoreContext};
 
@@ -17,7 +18,7 @@ use super::vmstructs::{FuncRefPtr, VMFuncRef, VMGlobal, VMStoreContext};
 pub struct Instance {
     offsets: VMOffsets,
     /// Backing storage of the vmctx (16-byte aligned).
-    vmctx: Box<[u128]>,
+    vmctx: Vmctx,
     memories: Vec<*mut Memory>,
     tables: Vec<*mut Table>,
     /// Element segments `table.init` may still use; `None` once dropped (active and declared
@@ -95,16 +96,18 @@ impl Instance {
     ///
     /// What compiled code relies on comes as handles the VM layer made: `parts` names objects
     /// boxed in that store (so they live as long as this instance), and `parts.code` is the
-    /// module's compiled code.
+    /// module's compiled code. `vmctx` is zeroed storage of at least
+    /// `VMOffsets::new(&module).size()` bytes.
     ///
     /// # Panics
-    /// If `parts` does not match the module's index spaces.
+    /// If `parts` does not match the module's index spaces, or `vmctx` is too small.
     pub fn new(
         module: Arc<ModuleInfo>,
         wasm: Arc<[u8]>,
         store: &VMStoreContext,
         parts: InstanceParts<'_>,
         store_index: usize,
+        vmctx: Vmctx,
     ) -> Box<Instance> {
         // The vmctx has room for exactly one id per module type.
         assert_eq!(parts.type_ids.len(), module.types.len());
@@ -117,9 +120,9 @@ impl Instance {
             module.funcs.len()
         );
         let offsets = VMOffsets::new(&module);
-        let words = (offsets.size() as usize).div_ceil(16);
+        assert!(vmctx.byte_len() >= offsets.size() as usize);
         let mut instance = Box::new(Instance {
-            vmctx: vec![0u128; words.max(1)].into_boxed_slice(),
+            vmctx,
             offsets,
             memories: parts.memories.iter().map(|m| m.as_ptr()).collect(),
             tables: parts.tables.iter().map(|t| t.as_ptr()).collect(),
@@ -186,7 +189,7 @@ impl Instance {
 
     /// Writes a word of the vmctx at `offset`, one that `VMOffsets` handed out.
     fn write(&mut self, offset: u32, value: usize) {
-        assert!(offset as usize + 8 <= self.vmctx.len() * 16);
+        assert!(offset as usize + 8 <= self.vmctx.byte_len());
         // SAFETY: every offset `VMOffsets` hands out is inside the vmctx and pointer-aligned.
         unsafe {
             self.vmctx_ptr()
@@ -197,7 +200,7 @@ impl Instance {
     }
 
     pub fn vmctx_ptr(&self) -> *mut u8 {
-        self.vmctx.as_ptr().cast_mut().cast()
+        self.vmctx.as_ptr()
     }
 
     /// The funcref of function `index` (in the vmctx; stable for the instance's lifetime).

@@ -17,7 +17,8 @@
 //!   suspend point).
 //! - `exception`: the store's exception objects and the handler search behind `throw`.
 //! - `instance` (vmctx and builtins), `host` (host functions as Wasm calls them), `memory`,
-//!   `table`, `code_memory` (published machine code and its trap/frame tables).
+//!   `table`, `code_memory` (published machine code and its trap/frame tables); `pool`, the
+//!   pooling allocator's slots for memories, tables and vmctx.
 
 mod altstack;
 pub mod async_call;
@@ -30,6 +31,7 @@ pub mod host;
 pub mod instance;
 mod interrupt;
 pub mod memory;
+pub mod pool;
 mod signals;
 pub mod suspend;
 pub mod table;

@@ -1,6 +1,9 @@
 //! Tables: vectors of pointer-sized references (a `*const VMFuncRef` or an externref handle;
 //! 0 is null) that compiled code indexes through a `VMTableDefinition`.
 
+use std::sync::Arc;
+
+use super::pool::TablePool;
 use super::vmstructs::VMTableDefinition;
 
 /// Elements a table may hold at most, whatever its declared maximum: growing past this fails
@@ -11,6 +14,8 @@ pub struct Table {
     definition: Box<VMTableDefinition>,
     elements: Vec<usize>,
     max: Option<u32>,
+    /// The pool the elements go back to (whose `table_elements` bounds `max`).
+    pool: Option<Arc<TablePool>>,
 }
 
 // SAFETY: `definition.base` always points into `elements`, which the table owns; compiled code
@@ -30,16 +35,26 @@ impl Table {
                 "table of {min} elements exceeds weft's limit of {MAX_TABLE_ELEMENTS}"
             ));
         }
+        Ok(Table::with_elements(vec![init; min as usize], max, None))
+    }
+
+    /// A table holding `elements`, given back to `pool` (if any) when dropped.
+    pub(super) fn with_elements(
+        elements: Vec<usize>,
+        max: Option<u32>,
+        pool: Option<Arc<TablePool>>,
+    ) -> Table {
         let mut table = Table {
             definition: Box::new(VMTableDefinition {
                 base: std::ptr::null_mut(),
                 current_elements: 0,
             }),
-            elements: vec![init; min as usize],
+            elements,
             max,
+            pool,
         };
         table.sync();
-        Ok(table)
+        table
     }
 
     /// Points the definition at the (possibly reallocated) elements.
@@ -108,6 +123,14 @@ impl Table {
     /// The definition compiled code reads; its address is stable for the table's lifetime.
     pub fn definition(&self) -> *mut VMTableDefinition {
         (&raw const *self.definition).cast_mut()
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.release(std::mem::take(&mut self.elements));
+        }
     }
 }
 

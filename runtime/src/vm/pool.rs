@@ -1,0 +1,387 @@
+//! The pooling instance allocator's VM half: slots for memories, tables and vmctx, reserved
+//! when the engine is made and reused by instance after instance, so that instantiating needs
+//! no `mmap` or `munmap`.
+//!
+//! ```text
+//!   MemoryPool: one mapping, `total` slots of `stride` bytes
+//!   ┌──────────────────────┬──────────────────────┬─────
+//!   │ slot 0               │ slot 1               │ ...
+//!   │ [accessible][rest]   │ [accessible][rest]   │
+//!   └──────────────────────┴──────────────────────┴─────
+//! ```
+//!
+//! - With fixed-base memories (`MemoryBounds::fixed_base`) a slot is the reservation plus the
+//!   guard, inaccessible but for its first `accessible` bytes. A slot keeps that prefix
+//!   accessible when it is given back (its watermark), so the next memory of the same size
+//!   costs no `mprotect`; a smaller one makes the excess inaccessible again, because compiled
+//!   code relies on faults past the length. Each slot then costs up to two mappings.
+//! - With moving-base memories (checked accesses) the whole pool is one read-write mapping
+//!   (pages committed only when touched): a slot is `max_memory_size` bytes, growing within
+//!   it only changes the length, and the pool costs one mapping whatever its size.
+//!
+//! A slot is zeroed when it is given back: the pages below the length its memory reached
+//! (only those can have been written) are discarded with `MADV_DONTNEED`, or written with
+//! zeros where that does not zero them (qemu-user ignores it).
+//!
+//! Tables keep their element vectors (capacity `table_elements`) in a free list, and instances
+//! their vmctx storage; both pools count what is in use against their totals.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use weft_compiler::{MAX_MEMORY32_BYTES, MemoryBounds};
+
+use super::memory::{self, Memory, WASM_PAGE_SIZE};
+use super::table::Table;
+
+/// Sizes and counts of an engine's pools (the runtime's `PoolingAllocationConfig`, checked).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    pub total_memories: u32,
+    /// A memory's size limit in bytes, a multiple of the Wasm page.
+    pub max_memory_size: usize,
+    pub total_tables: u32,
+    pub table_elements: u32,
+    pub total_instances: u32,
+}
+
+/// The pools of one engine.
+pub struct Pools {
+    pub memories: Arc<MemoryPool>,
+    pub tables: Arc<TablePool>,
+    pub instances: Arc<InstancePool>,
+}
+
+impl Pools {
+    /// Reserves the address space of every memory slot.
+    ///
+    /// # Errors
+    /// A message if the reservation is refused or its size overflows.
+    pub fn new(limits: PoolLimits, bounds: MemoryBounds) -> Result<Pools, String> {
+        Ok(Pools {
+            memories: Arc::new(MemoryPool::new(
+                limits.total_memories,
+                limits.max_memory_size,
+                bounds,
+            )?),
+            tables: Arc::new(TablePool {
+                total: limits.total_tables,
+                max_elements: limits.table_elements,
+                slots: Mutex::new(Slots {
+                    in_use: 0,
+                    free: Vec::new(),
+                }),
+            }),
+            instances: Arc::new(InstancePool {
+                total: limits.total_instances,
+                slots: Mutex::new(Slots {
+                    in_use: 0,
+                    free: Vec::new(),
+                }),
+            }),
+        })
+    }
+}
+
+/// Counted reusable storage.
+struct Slots<S> {
+    in_use: u32,
+    free: Vec<S>,
+}
+
+pub struct MemoryPool {
+    base: *mut u8,
+    /// Bytes mapped for all slots.
+    len: usize,
+    stride: usize,
+    max_memory_bytes: usize,
+    fixed_base: bool,
+    total: u32,
+    /// Free slots and the bytes each keeps accessible; the last given back is the first
+    /// reused (its pages are the likeliest to be warm).
+    free: Mutex<Vec<(u32, usize)>>,
+}
+
+// SAFETY: the pool owns its mapping; slots are handed out under the mutex, each to one memory
+// at a time, and the pool itself only touches a slot while no memory holds it.
+unsafe impl Send for MemoryPool {}
+// SAFETY: as above.
+unsafe impl Sync for MemoryPool {}
+
+impl MemoryPool {
+    fn new(total: u32, max_memory_size: usize, bounds: MemoryBounds) -> Result<Self, String> {
+        let fixed_base = bounds.fixed_base();
+        let too_big = || {
+            format!(
+                "a memory pool of {total} slots of {max_memory_size} bytes (plus guards) exceeds \
+                 the address space"
+            )
+        };
+        let max_memory_bytes = max_memory_size.min(MAX_MEMORY32_BYTES as usize);
+        let stride = if fixed_base {
+            usize::try_from(bounds.reservation + bounds.guard_size).map_err(|_| too_big())?
+        } else {
+            max_memory_bytes
+        };
+        let len = stride.checked_mul(total as usize).ok_or_else(too_big)?;
+        let prot = if fixed_base {
+            libc::PROT_NONE
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
+        let base = if len == 0 {
+            std::ptr::NonNull::<u8>::dangling().as_ptr()
+        } else {
+            memory::map_with(len, prot)?
+        };
+        let accessible = if fixed_base { 0 } else { stride };
+        Ok(MemoryPool {
+            base,
+            len,
+            stride,
+            max_memory_bytes,
+            fixed_base,
+            total,
+            free: Mutex::new((0..total).rev().map(|slot| (slot, accessible)).collect()),
+        })
+    }
+
+    /// A memory of `min_pages` pages (at most `max_pages`) in a free slot.
+    ///
+    /// # Errors
+    /// A message if the memory does not fit a slot or every slot is in use.
+    pub fn allocate(
+        self: &Arc<Self>,
+        min_pages: u64,
+        max_pages: Option<u64>,
+    ) -> Result<Memory, String> {
+        let max_pages = max_pages
+            .unwrap_or(memory::MAX_PAGES_32)
+            .min(memory::MAX_PAGES_32);
+        if min_pages > max_pages {
+            return Err("memory minimum exceeds its maximum".into());
+        }
+        if min_pages > (self.max_memory_bytes / WASM_PAGE_SIZE) as u64 {
+            return Err(format!(
+                "a memory of {min_pages} pages does not fit the pool's slots of {} pages \
+                 (PoolingAllocationConfig::max_memory_size)",
+                self.max_memory_bytes / WASM_PAGE_SIZE
+            ));
+        }
+        let (slot, accessible) = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .ok_or_else(|| {
+                format!(
+                    "all {} memory slots of the pool are in use \
+                     (PoolingAllocationConfig::total_memories)",
+                    self.total
+                )
+            })?;
+        Memory::in_slot(self.clone(), slot, accessible, min_pages, max_pages)
+    }
+
+    pub(super) fn slot_base(&self, slot: u32) -> *mut u8 {
+        self.base.wrapping_add(slot as usize * self.stride)
+    }
+
+    pub(super) fn max_memory_bytes(&self) -> usize {
+        self.max_memory_bytes
+    }
+
+    pub(super) fn fixed_base(&self) -> bool {
+        self.fixed_base
+    }
+
+    /// Takes back `slot`, whose first `accessible` bytes are accessible and whose first
+    /// `dirty` may have been written: zeroes those, and keeps the accessible prefix.
+    pub(super) fn release(&self, slot: u32, accessible: usize, dirty: usize) {
+        // SAFETY: the slot's memory is being dropped, so nothing refers to its bytes; they lie
+        // in our mapping and are accessible (dirty <= accessible).
+        unsafe { discard(self.slot_base(slot), dirty) };
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((slot, accessible));
+    }
+}
+
+impl Drop for MemoryPool {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: our own mapping; every memory holds the pool alive, so none is left.
+            unsafe { libc::munmap(self.base.cast(), self.len) };
+        }
+    }
+}
+
+/// Zeroes the `len` accessible, read-write bytes at `base`, giving the pages back to the
+/// system where it can.
+///
+/// # Safety
+/// `base..base + len` is part of an anonymous private mapping of the caller's that nothing
+/// else refers to, and read-write.
+pub(super) unsafe fn discard(base: *mut u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    if dontneed_zeroes() {
+        // SAFETY: the caller's contract; on this system the pages read as zero afterwards.
+        unsafe { libc::madvise(base.cast(), len, libc::MADV_DONTNEED) };
+    } else {
+        // SAFETY: the caller's contract: the bytes are ours and writable.
+        unsafe { std::ptr::write_bytes(base, 0, len) };
+    }
+}
+
+/// Whether `MADV_DONTNEED` zeroes anonymous private pages here (it does on Linux; qemu-user
+/// before 8.1 accepts the call and ignores it). Probed once.
+fn dontneed_zeroes() -> bool {
+    static PROBED: AtomicU8 = AtomicU8::new(0);
+    match PROBED.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let page = 4096;
+    let works = match memory::map(page) {
+        Ok(probe) => {
+            // SAFETY: a fresh read-write page of our own, unmapped before returning.
+            unsafe {
+                probe.write_volatile(1);
+                libc::madvise(probe.cast(), page, libc::MADV_DONTNEED);
+                let zeroed = probe.read_volatile() == 0;
+                libc::munmap(probe.cast(), page);
+                zeroed
+            }
+        }
+        Err(_) => false,
+    };
+    PROBED.store(if works { 1 } else { 2 }, Ordering::Relaxed);
+    works
+}
+
+pub struct TablePool {
+    total: u32,
+    max_elements: u32,
+    slots: Mutex<Slots<Vec<usize>>>,
+}
+
+impl TablePool {
+    /// A table of `min` elements of `init` (at most `max`) from the pool.
+    ///
+    /// # Errors
+    /// A message if the table is larger than a slot or every slot is in use.
+    pub fn allocate(
+        self: &Arc<Self>,
+        min: u32,
+        max: Option<u32>,
+        init: usize,
+    ) -> Result<Table, String> {
+        if min > self.max_elements {
+            return Err(format!(
+                "a table of {min} elements does not fit the pool's slots of {} \
+                 (PoolingAllocationConfig::table_elements)",
+                self.max_elements
+            ));
+        }
+        let mut elements = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.in_use == self.total {
+                return Err(format!(
+                    "all {} table slots of the pool are in use \
+                     (PoolingAllocationConfig::total_tables)",
+                    self.total
+                ));
+            }
+            slots.in_use += 1;
+            slots.free.pop()
+        }
+        .unwrap_or_else(|| Vec::with_capacity(self.max_elements as usize));
+        elements.clear();
+        elements.resize(min as usize, init);
+        let max = Some(max.map_or(self.max_elements, |m| m.min(self.max_elements)));
+        Ok(Table::with_elements(elements, max, Some(self.clone())))
+    }
+
+    /// Takes back a table's elements.
+    pub(super) fn release(&self, elements: Vec<usize>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.in_use -= 1;
+        slots.free.push(elements);
+    }
+}
+
+pub struct InstancePool {
+    total: u32,
+    slots: Mutex<Slots<Box<[u128]>>>,
+}
+
+impl InstancePool {
+    /// Storage for a vmctx of `bytes` bytes, zeroed.
+    ///
+    /// # Errors
+    /// A message if every instance slot is in use.
+    pub fn allocate(self: &Arc<Self>, bytes: usize) -> Result<Vmctx, String> {
+        let words = bytes.div_ceil(16).max(1);
+        let reused = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.in_use == self.total {
+                return Err(format!(
+                    "all {} instance slots of the pool are in use \
+                     (PoolingAllocationConfig::total_core_instances)",
+                    self.total
+                ));
+            }
+            slots.in_use += 1;
+            slots.free.pop()
+        };
+        let words = match reused {
+            Some(mut storage) if storage.len() >= words => {
+                storage[..words].fill(0);
+                storage
+            }
+            _ => vec![0u128; words].into_boxed_slice(),
+        };
+        Ok(Vmctx {
+            words,
+            pool: Some(self.clone()),
+        })
+    }
+}
+
+/// The storage of an instance's vmctx (16-byte aligned), given back to its pool when dropped.
+pub struct Vmctx {
+    words: Box<[u128]>,
+    pool: Option<Arc<InstancePool>>,
+}
+
+impl Vmctx {
+    /// Zeroed storage of its own for a vmctx of `bytes` bytes.
+    pub fn on_demand(bytes: usize) -> Vmctx {
+        Vmctx {
+            words: vec![0u128; bytes.div_ceil(16).max(1)].into_boxed_slice(),
+            pool: None,
+        }
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut u8 {
+        self.words.as_ptr().cast_mut().cast()
+    }
+
+    pub(super) fn byte_len(&self) -> usize {
+        self.words.len() * 16
+    }
+}
+
+impl Drop for Vmctx {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut slots = pool.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.in_use -= 1;
+            slots.free.push(std::mem::take(&mut self.words));
+        }
+    }
+}
