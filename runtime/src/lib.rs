@@ -24,6 +24,14 @@
 //!   that made it. `call_ref` compares nothing: validation proved the reference's type. The
 //!   API names a type by that id ([`FuncTypeId`], in `HeapType::ConcreteFunc` of a typed
 //!   reference), and value checks look up a function's id in its store.
+//! - A linear memory lies in address space as [`Config::memory_reservation`] and
+//!   [`Config::memory_guard_size`] say ([`MemoryBounds`], part of the code's fingerprint): a
+//!   reservation of 4 GiB or more fixes the base and lets the guard stand in for bounds checks
+//!   (the default, 8 GiB per memory); a smaller one makes compiled code check every access and
+//!   the memory a single read-write mapping that moves when it outgrows it. Memories, tables
+//!   and vmctx storage come from the engine's allocator (`pooling`): on demand, or from slots
+//!   reserved when the engine is made ([`InstanceAllocationStrategy::Pooling`], `vm::pool`),
+//!   zeroed when given back, so that instantiating needs no `mmap`.
 //! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered
 //!   in a process-wide map the signal handler reads (PC → trap code, PC → function and Wasm
 //!   offset).

@@ -47,6 +47,7 @@ pub struct PoolingAllocationConfig {
     pub(crate) total_core_instances: u32,
     pub(crate) max_memories_per_module: u32,
     pub(crate) max_tables_per_module: u32,
+    pub(crate) linear_memory_keep_resident: usize,
 }
 
 impl Default for PoolingAllocationConfig {
@@ -59,6 +60,7 @@ impl Default for PoolingAllocationConfig {
             total_core_instances: 1000,
             max_memories_per_module: 1,
             max_tables_per_module: 1,
+            linear_memory_keep_resident: 0,
         }
     }
 }
@@ -117,6 +119,15 @@ impl PoolingAllocationConfig {
         /// The most tables a module may define (default 1); more are refused at instantiation.
         max_tables_per_module, get_max_tables_per_module, u32
     }
+    pool_setting! {
+        /// Bytes at the start of a memory slot that are zeroed by writing zeros when the
+        /// memory is dropped, instead of being given back to the system (default 0). Writing
+        /// costs time in proportion to the size and keeps the pages resident, but the next
+        /// instance in the slot then takes no page faults on them, and giving pages back costs
+        /// a system call and a TLB flush of its own. Beyond it, the bytes the memory reached
+        /// are given back (`MADV_DONTNEED`).
+        linear_memory_keep_resident, get_linear_memory_keep_resident, usize
+    }
 }
 
 /// An engine's allocator: what its [`InstanceAllocationStrategy`] became.
@@ -150,6 +161,7 @@ impl InstanceAllocator {
                     total_tables: config.total_tables,
                     table_elements: config.table_elements,
                     total_instances: config.total_core_instances,
+                    keep_resident: config.linear_memory_keep_resident,
                 };
                 let pools =
                     vm::pool::Pools::new(limits, settings.bounds).map_err(Error::ResourceLimit)?;

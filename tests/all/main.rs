@@ -13,6 +13,7 @@ mod exceptions;
 mod host_funcs;
 mod interrupt;
 mod nested_calls;
+mod pooling;
 mod serialize;
 mod shadow_stack;
 mod simd;

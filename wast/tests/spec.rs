@@ -93,6 +93,18 @@ fn run_suite(mode: MemoryMode, suite: &Suite) -> WastReport {
         if std::env::var_os("WEFT_WAST_INSTRUMENT").is_some() {
             config.epoch_interruption(true).consume_fuel(true);
         }
+        // WEFT_WAST_MEMORY_LAYOUT=RESERVATION:GUARD (bytes): the scripts with that memory
+        // layout instead of each mode's (say 4294967296:65536, a guard that covers small
+        // offsets only, or 65536:0, memories that move as they grow).
+        if let Ok(layout) = std::env::var("WEFT_WAST_MEMORY_LAYOUT") {
+            let (reservation, guard) = layout
+                .split_once(':')
+                .and_then(|(r, g)| Some((r.parse().ok()?, g.parse().ok()?)))
+                .expect("WEFT_WAST_MEMORY_LAYOUT is RESERVATION:GUARD");
+            config
+                .memory_reservation(reservation)
+                .memory_guard_size(guard);
+        }
         Engine::new(&config).expect("engine")
     };
     let (engine_suite, engine_multi_memory) = (engine(suite.multi_memory), engine(true));

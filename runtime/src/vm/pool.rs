@@ -43,6 +43,9 @@ pub struct PoolLimits {
     pub total_tables: u32,
     pub table_elements: u32,
     pub total_instances: u32,
+    /// Bytes at the start of a memory slot zeroed by writing rather than given back to the
+    /// system when the slot is released.
+    pub keep_resident: usize,
 }
 
 /// The pools of one engine.
@@ -59,11 +62,7 @@ impl Pools {
     /// A message if the reservation is refused or its size overflows.
     pub fn new(limits: PoolLimits, bounds: MemoryBounds) -> Result<Pools, String> {
         Ok(Pools {
-            memories: Arc::new(MemoryPool::new(
-                limits.total_memories,
-                limits.max_memory_size,
-                bounds,
-            )?),
+            memories: Arc::new(MemoryPool::new(&limits, bounds)?),
             tables: Arc::new(TablePool {
                 total: limits.total_tables,
                 max_elements: limits.table_elements,
@@ -97,6 +96,8 @@ pub struct MemoryPool {
     max_memory_bytes: usize,
     fixed_base: bool,
     total: u32,
+    /// Bytes at a slot's start zeroed in place on release (see `PoolLimits::keep_resident`).
+    keep_resident: usize,
     /// Free slots and the bytes each keeps accessible; the last given back is the first
     /// reused (its pages are the likeliest to be warm).
     free: Mutex<Vec<(u32, usize)>>,
@@ -109,7 +110,8 @@ unsafe impl Send for MemoryPool {}
 unsafe impl Sync for MemoryPool {}
 
 impl MemoryPool {
-    fn new(total: u32, max_memory_size: usize, bounds: MemoryBounds) -> Result<Self, String> {
+    fn new(limits: &PoolLimits, bounds: MemoryBounds) -> Result<Self, String> {
+        let (total, max_memory_size) = (limits.total_memories, limits.max_memory_size);
         let fixed_base = bounds.fixed_base();
         let too_big = || {
             format!(
@@ -142,6 +144,7 @@ impl MemoryPool {
             max_memory_bytes,
             fixed_base,
             total,
+            keep_resident: limits.keep_resident,
             free: Mutex::new((0..total).rev().map(|slot| (slot, accessible)).collect()),
         })
     }
@@ -196,11 +199,18 @@ impl MemoryPool {
     }
 
     /// Takes back `slot`, whose first `accessible` bytes are accessible and whose first
-    /// `dirty` may have been written: zeroes those, and keeps the accessible prefix.
+    /// `dirty` may have been written: zeroes those (the first `keep_resident` by writing
+    /// zeros, so that the next tenant finds them resident, the rest by giving them back), and
+    /// keeps the accessible prefix.
     pub(super) fn release(&self, slot: u32, accessible: usize, dirty: usize) {
+        let base = self.slot_base(slot);
+        let kept = dirty.min(self.keep_resident);
         // SAFETY: the slot's memory is being dropped, so nothing refers to its bytes; they lie
         // in our mapping and are accessible (dirty <= accessible).
-        unsafe { discard(self.slot_base(slot), dirty) };
+        unsafe {
+            std::ptr::write_bytes(base, 0, kept);
+            discard(base.add(kept), dirty - kept);
+        }
         self.free
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,274 @@
+//! Holds 100,000 promising calls suspended at once, each in a store and instance of its own
+//! with a 1-page memory taken from the pooling allocator, then resumes them all; and times
+//! what a host serving one request per instance pays to start one: a new store, an
+//! instantiation and a promising call run to its first suspension, pooled and on demand.
+//!
+//! Each call stores its argument in its memory, calls an async import that waits for a flag
+//! the example sets once every call is suspended, then returns what it stored plus a byte of
+//! its data segment, which is checked. Prints the count, the resident memory (`VmRSS`), page
+//! tables (`VmPTE`) and memory mappings (`/proc/self/maps` lines) each suspended call adds,
+//! and the wall time.
+//!
+//! ```console
+//! $ cargo run --release --example instances [COUNT [STACK_KIB]]
+//! ```
+//!
+//! `STACK_KIB` sets `Config::async_stack_size` (default 2048, with `max_wasm_stack` half of it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use weft::{
+    Caller, Config, Engine, InstanceAllocationStrategy, Linker, MemoryMode, Module,
+    PoolingAllocationConfig, SharedStore, Store,
+};
+
+/// A future that is ready once `flag` is set. Polled by hand here, so it needs no waker.
+struct Released(Arc<AtomicBool>);
+
+impl Future for Released {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A `/proc/self/status` field, in KiB.
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    status
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+fn mappings() -> u64 {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("Linux /proc")
+        .lines()
+        .count() as u64
+}
+
+type Call = Pin<Box<dyn Future<Output = weft::Result<i32>>>>;
+
+/// An engine, the module and a linker with its `wait` import, released by the flag.
+struct Setup {
+    engine: Engine,
+    module: Module,
+    linker: Linker<()>,
+    released: Arc<AtomicBool>,
+}
+
+impl Setup {
+    fn new(config: &Config) -> weft::Result<Setup> {
+        let engine = Engine::new(config)?;
+        let module = Module::new(
+            &engine,
+            r#"(module
+                 (import "env" "wait" (func $wait (param i32) (result i32)))
+                 (memory 1 1)
+                 (data (i32.const 8) "\2a")
+                 (func (export "run") (param i32) (result i32)
+                   (i32.store (i32.const 0) (local.get 0))
+                   (drop (call $wait (local.get 0)))
+                   (i32.add (i32.load (i32.const 0)) (i32.load8_u (i32.const 8)))))"#,
+        )?;
+        let released = Arc::new(AtomicBool::new(false));
+        let mut linker = Linker::new(&engine);
+        let flag = released.clone();
+        linker.func_wrap_async("env", "wait", move |_: Caller<'_, ()>, x: i32| {
+            let released = Released(flag.clone());
+            async move {
+                released.await;
+                x
+            }
+        })?;
+        Ok(Setup {
+            engine,
+            module,
+            linker,
+            released,
+        })
+    }
+
+    /// A new store, an instance and a call of `run(i)` polled to its suspension.
+    fn start(&self, i: usize, cx: &mut Context<'_>) -> weft::Result<Call> {
+        let store = SharedStore::new(Store::new(&self.engine, ()));
+        let run = {
+            let mut guard = store.try_lock().expect("nothing else holds the store");
+            let instance = self.linker.instantiate(&mut *guard, &self.module)?;
+            instance.get_typed_func::<i32, i32>(&mut *guard, "run")?
+        };
+        let mut call: Call = Box::pin(run.call_async(store, i as i32));
+        if let Poll::Ready(result) = call.as_mut().poll(cx) {
+            panic!("call {i} did not suspend: {:?}", result.map(|_| ()));
+        }
+        Ok(call)
+    }
+}
+
+fn finish(calls: &mut [Call], cx: &mut Context<'_>) {
+    for (i, call) in calls.iter_mut().enumerate() {
+        match call.as_mut().poll(cx) {
+            Poll::Ready(Ok(result)) => assert_eq!(result, i as i32 + 42, "call {i}"),
+            Poll::Ready(Err(error)) => panic!("call {i}: {error}"),
+            Poll::Pending => panic!("call {i} is still suspended"),
+        }
+    }
+}
+
+/// The layout for many small memories: checked accesses, a slot of one page each.
+fn pooled_config(count: usize, stack_kib: Option<usize>, keep_resident: usize) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.linear_memory_keep_resident(keep_resident)
+        .total_memories(count as u32)
+        .total_tables(count as u32)
+        .total_core_instances(count as u32)
+        .max_memory_size(1 << 16);
+    let mut config = Config::new();
+    config
+        .memory_reservation(1 << 16)
+        .memory_guard_size(0)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(kib) = stack_kib {
+        config.async_stack_size(kib << 10).max_wasm_stack(kib << 9);
+    }
+    config.max_async_stacks(config.get_max_async_stacks().max(count + 64));
+    config
+}
+
+/// Median time of `rounds` rounds of `batch` starts each (timed: new store, instantiate,
+/// run to the suspension), the calls then finished and dropped outside the timed part.
+fn time_starts(setup: &Setup, rounds: usize, batch: usize) -> weft::Result<Duration> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut times = Vec::with_capacity(rounds);
+    let mut held = Vec::with_capacity(batch);
+    for _ in 0..rounds + 1 {
+        setup.released.store(false, Ordering::Release);
+        let start = Instant::now();
+        for i in 0..batch {
+            held.push(setup.start(i, &mut cx)?);
+        }
+        times.push(start.elapsed() / batch as u32);
+        setup.released.store(true, Ordering::Release);
+        finish(&mut held, &mut cx);
+        held.clear();
+    }
+    // The first round warms up code, trampolines, stacks and slots.
+    times.remove(0);
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn main() -> weft::Result<()> {
+    let count: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse().expect("COUNT is a number"),
+        None => 100_000,
+    };
+    let stack_kib: Option<usize> = std::env::args()
+        .nth(2)
+        .map(|arg| arg.parse().expect("STACK_KIB is a number"));
+
+    // 1. Every call suspended at once, each on its own store and pooled instance.
+    let config = pooled_config(count + 1, stack_kib, 0);
+    let setup = Setup::new(&config)?;
+    let mut cx = Context::from_waker(Waker::noop());
+    drop(setup.start(0, &mut cx)?);
+    let (rss, pte, maps) = (status_kib("VmRSS:"), status_kib("VmPTE:"), mappings());
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        held.push(setup.start(i, &mut cx)?);
+    }
+    let suspended = start.elapsed();
+    let rss_delta = status_kib("VmRSS:").saturating_sub(rss);
+    let pte_delta = status_kib("VmPTE:").saturating_sub(pte);
+    let maps_delta = mappings().saturating_sub(maps);
+    setup.released.store(true, Ordering::Release);
+    let resume = Instant::now();
+    finish(&mut held, &mut cx);
+    let resumed = resume.elapsed();
+    drop(held);
+    let total = start.elapsed();
+    drop(setup);
+
+    let n = count as f64;
+    println!(
+        "{count} promising calls suspended at once, each on its own store and pooled instance \
+         with a 1-page memory ({} KiB stacks)",
+        config.get_async_stack_size() >> 10
+    );
+    println!(
+        "  RSS:      +{:.1} MiB, {:.2} KiB per suspended call (VmRSS)",
+        rss_delta as f64 / 1024.0,
+        rss_delta as f64 / n
+    );
+    println!(
+        "  page tables: +{:.1} MiB, {:.2} KiB per suspended call (VmPTE, not in VmRSS)",
+        pte_delta as f64 / 1024.0,
+        pte_delta as f64 / n
+    );
+    println!(
+        "  mappings: +{maps_delta}, {:.6} per suspended call (/proc/self/maps lines)",
+        maps_delta as f64 / n
+    );
+    println!(
+        "  time:     start all {:.2} s ({:.2} µs per call), resume all {:.2} s ({:.2} µs per \
+         call), wall {:.2} s",
+        suspended.as_secs_f64(),
+        suspended.as_secs_f64() * 1e6 / n,
+        resumed.as_secs_f64(),
+        resumed.as_secs_f64() * 1e6 / n,
+        total.as_secs_f64()
+    );
+    println!("  all {count} results correct");
+
+    // 2. What one start costs: pooled, and on demand in both memory modes.
+    let (rounds, batch) = (21, 1000);
+    println!(
+        "new store + instantiate + run to first suspension (median of {rounds} rounds of \
+         {batch}, each call then resumed and dropped untimed):"
+    );
+    let pooled = time_starts(&Setup::new(&pooled_config(batch, stack_kib, 0))?, rounds, batch)?;
+    println!(
+        "  pooled, 64 KiB slots:                 {:.2} µs",
+        pooled.as_secs_f64() * 1e6
+    );
+    let config = pooled_config(batch, stack_kib, 1 << 16);
+    let resident = time_starts(&Setup::new(&config)?, rounds, batch)?;
+    println!(
+        "  pooled, slots kept resident:          {:.2} µs",
+        resident.as_secs_f64() * 1e6
+    );
+    if std::env::var_os("ONLY_POOLED").is_some() {
+        return Ok(());
+    }
+    for (name, mode) in [
+        ("on demand, explicit bounds:", MemoryMode::ExplicitBounds),
+        ("on demand, guard pages (8 GiB):", MemoryMode::GuardPages),
+    ] {
+        let mut config = Config::new();
+        config.memory_mode(mode);
+        if let Some(kib) = stack_kib {
+            config.async_stack_size(kib << 10).max_wasm_stack(kib << 9);
+        }
+        let time = time_starts(&Setup::new(&config)?, rounds, batch)?;
+        println!("  {name:<37} {:.2} µs", time.as_secs_f64() * 1e6);
+    }
+    Ok(())
+}
