@@ -244,7 +244,11 @@ fn main() -> weft::Result<()> {
         "new store + instantiate + run to first suspension (median of {rounds} rounds of \
          {batch}, each call then resumed and dropped untimed):"
     );
-    let pooled = time_starts(&Setup::new(&pooled_config(batch, stack_kib, 0))?, rounds, batch)?;
+    let pooled = time_starts(
+        &Setup::new(&pooled_config(batch, stack_kib, 0))?,
+        rounds,
+        batch,
+    )?;
     println!(
         "  pooled, 64 KiB slots:                 {:.2} µs",
         pooled.as_secs_f64() * 1e6

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use weft::{
-    Caller, Config, Engine, Error, InstanceAllocationStrategy, Instance, Linker, MemoryMode,
+    Caller, Config, Engine, Error, Instance, InstanceAllocationStrategy, Linker, MemoryMode,
     Module, PoolingAllocationConfig, SharedStore, Store, Trap,
 };
 
@@ -255,8 +255,11 @@ fn exhausting_the_pool_is_a_resource_limit_and_the_engine_stays_usable() {
         }
         other => panic!("a second memory in a pool of one: {:?}", other.err()),
     }
-    let plain = Module::new(&engine, "(module (func (export \"f\") (result i32) i32.const 7))")
-        .unwrap();
+    let plain = Module::new(
+        &engine,
+        "(module (func (export \"f\") (result i32) i32.const 7))",
+    )
+    .unwrap();
     let instance = Instance::new(&mut second, &plain, &[]).unwrap();
     let f = instance
         .get_typed_func::<(), i32>(&mut second, "f")
@@ -336,7 +339,7 @@ fn many_pooled_instances_with_suspended_calls_keep_mappings_flat() {
         return;
     }
     let count: usize = if cfg!(target_arch = "aarch64") {
-        500
+        1_000
     } else {
         2_000
     };
@@ -402,7 +405,10 @@ fn many_pooled_instances_with_suspended_calls_keep_mappings_flat() {
             weft_arch::GuardKind::Installed => 0.01,
             weft_arch::GuardKind::Protected => 2.01,
         };
-        assert!(per_call <= allowed, "{per_call} mappings per pooled instance");
+        assert!(
+            per_call <= allowed,
+            "{per_call} mappings per pooled instance"
+        );
         released.store(true, Ordering::Release);
         for (i, call) in held.iter_mut().enumerate() {
             match call.as_mut().poll(&mut cx) {
