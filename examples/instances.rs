@@ -238,41 +238,42 @@ fn main() -> weft::Result<()> {
     );
     println!("  all {count} results correct");
 
-    // 2. What one start costs: pooled, and on demand in both memory modes.
-    let (rounds, batch) = (21, 1000);
+    // 2. What one start costs: pooled, and on demand in both memory modes; with a thousand
+    // calls in flight (each start takes fresh slots and stacks), and one at a time (each
+    // start reuses what the previous call gave back).
     println!(
-        "new store + instantiate + run to first suspension (median of {rounds} rounds of \
-         {batch}, each call then resumed and dropped untimed):"
+        "new store + instantiate + run to first suspension (median; each call then resumed \
+         and dropped untimed), 1,000 in flight | one at a time:"
     );
-    let pooled = time_starts(
-        &Setup::new(&pooled_config(batch, stack_kib, 0))?,
-        rounds,
-        batch,
-    )?;
-    println!(
-        "  pooled, 64 KiB slots:                 {:.2} µs",
-        pooled.as_secs_f64() * 1e6
-    );
-    let config = pooled_config(batch, stack_kib, 1 << 16);
-    let resident = time_starts(&Setup::new(&config)?, rounds, batch)?;
-    println!(
-        "  pooled, slots kept resident:          {:.2} µs",
-        resident.as_secs_f64() * 1e6
-    );
-    if std::env::var_os("ONLY_POOLED").is_some() {
-        return Ok(());
-    }
-    for (name, mode) in [
-        ("on demand, explicit bounds:", MemoryMode::ExplicitBounds),
-        ("on demand, guard pages (8 GiB):", MemoryMode::GuardPages),
-    ] {
-        let mut config = Config::new();
-        config.memory_mode(mode);
+    let configs = [
+        ("pooled, 64 KiB slots:", pooled_config(1000, stack_kib, 0)),
+        (
+            "pooled, slots kept resident:",
+            pooled_config(1000, stack_kib, 1 << 16),
+        ),
+        ("on demand, explicit bounds:", {
+            let mut config = Config::new();
+            config.memory_mode(MemoryMode::ExplicitBounds);
+            config
+        }),
+        ("on demand, guard pages (8 GiB):", {
+            let mut config = Config::new();
+            config.memory_mode(MemoryMode::GuardPages);
+            config
+        }),
+    ];
+    for (name, mut config) in configs {
         if let Some(kib) = stack_kib {
             config.async_stack_size(kib << 10).max_wasm_stack(kib << 9);
         }
-        let time = time_starts(&Setup::new(&config)?, rounds, batch)?;
-        println!("  {name:<37} {:.2} µs", time.as_secs_f64() * 1e6);
+        let setup = Setup::new(&config)?;
+        let in_flight = time_starts(&setup, 21, 1000)?;
+        let one_at_a_time = time_starts(&setup, 20_001, 1)?;
+        println!(
+            "  {name:<32} {:>6.2} µs | {:>6.2} µs",
+            in_flight.as_secs_f64() * 1e6,
+            one_at_a_time.as_secs_f64() * 1e6
+        );
     }
     Ok(())
 }
