@@ -21,7 +21,7 @@
 //!
 //! A slot is zeroed when it is given back: the pages below the length its memory reached
 //! (only those can have been written) are discarded with `MADV_DONTNEED`, or written with
-//! zeros where that does not zero them (qemu-user ignores it).
+//! zeros where that does not zero them (an emulator may accept the call and ignore it).
 //!
 //! Tables keep their element vectors (capacity `table_elements`) in a free list, and instances
 //! their vmctx storage; both pools count what is in use against their totals.
@@ -246,8 +246,9 @@ pub(super) unsafe fn discard(base: *mut u8, len: usize) {
     }
 }
 
-/// Whether `MADV_DONTNEED` zeroes anonymous private pages here (it does on Linux; qemu-user
-/// before 8.1 accepts the call and ignores it). Probed once.
+/// Whether `MADV_DONTNEED` zeroes anonymous private pages here (it does on Linux, and under
+/// the qemu-user 7.2 CI uses; an emulator that accepts the call and ignores it would leave a
+/// slot's old contents). Probed once.
 fn dontneed_zeroes() -> bool {
     static PROBED: AtomicU8 = AtomicU8::new(0);
     match PROBED.load(Ordering::Relaxed) {
