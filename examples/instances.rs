@@ -27,42 +27,9 @@ use weft::{
     PoolingAllocationConfig, SharedStore, Store,
 };
 
-/// A future that is ready once `flag` is set. Polled by hand here, so it needs no waker.
-struct Released(Arc<AtomicBool>);
-
-impl Future for Released {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.0.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// A `/proc/self/status` field, in KiB.
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
-}
-
-fn mappings() -> u64 {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("Linux /proc")
-        .lines()
-        .count() as u64
-}
+#[path = "common/held.rs"]
+mod held;
+use held::{Released, mappings, status_kib};
 
 type Call = Pin<Box<dyn Future<Output = weft::Result<i32>>>>;
 
