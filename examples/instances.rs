@@ -29,7 +29,7 @@ use weft::{
 
 #[path = "common/held.rs"]
 mod held;
-use held::{Released, mappings, status_kib};
+use held::{Before, Released};
 
 type Call = Pin<Box<dyn Future<Output = weft::Result<i32>>>>;
 
@@ -156,54 +156,30 @@ fn main() -> weft::Result<()> {
     let setup = Setup::new(&config)?;
     let mut cx = Context::from_waker(Waker::noop());
     drop(setup.start(0, &mut cx)?);
-    let (rss, pte, maps) = (status_kib("VmRSS:"), status_kib("VmPTE:"), mappings());
-    let start = Instant::now();
+    let before = Before::now();
     let mut held = Vec::with_capacity(count);
     for i in 0..count {
         held.push(setup.start(i, &mut cx)?);
     }
-    let suspended = start.elapsed();
-    let rss_delta = status_kib("VmRSS:").saturating_sub(rss);
-    let pte_delta = status_kib("VmPTE:").saturating_sub(pte);
-    let maps_delta = mappings().saturating_sub(maps);
+    let held_cost = before.held(count);
     setup.released.store(true, Ordering::Release);
     let resume = Instant::now();
     finish(&mut held, &mut cx);
     let resumed = resume.elapsed();
     drop(held);
-    let total = start.elapsed();
+    let total = before.elapsed();
     drop(setup);
 
-    let n = count as f64;
-    println!(
-        "{count} promising calls suspended at once, each on its own store and pooled instance \
-         with a 1-page memory ({} KiB stacks)",
-        config.get_async_stack_size() >> 10
+    held_cost.print(
+        &format!(
+            "{count} promising calls suspended at once, each on its own store and pooled \
+             instance with a 1-page memory ({} KiB stacks)",
+            config.get_async_stack_size() >> 10
+        ),
+        "start all",
+        resumed,
+        total,
     );
-    println!(
-        "  RSS:      +{:.1} MiB, {:.2} KiB per suspended call (VmRSS)",
-        rss_delta as f64 / 1024.0,
-        rss_delta as f64 / n
-    );
-    println!(
-        "  page tables: +{:.1} MiB, {:.2} KiB per suspended call (VmPTE, not in VmRSS)",
-        pte_delta as f64 / 1024.0,
-        pte_delta as f64 / n
-    );
-    println!(
-        "  mappings: +{maps_delta}, {:.6} per suspended call (/proc/self/maps lines)",
-        maps_delta as f64 / n
-    );
-    println!(
-        "  time:     start all {:.2} s ({:.2} µs per call), resume all {:.2} s ({:.2} µs per \
-         call), wall {:.2} s",
-        suspended.as_secs_f64(),
-        suspended.as_secs_f64() * 1e6 / n,
-        resumed.as_secs_f64(),
-        resumed.as_secs_f64() * 1e6 / n,
-        total.as_secs_f64()
-    );
-    println!("  all {count} results correct");
 
     // 2. What one start costs: pooled, and on demand in both memory modes; with a thousand
     // calls in flight (each start takes fresh slots and stacks), and one at a time (each

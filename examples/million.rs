@@ -27,7 +27,7 @@ use weft::{Caller, Config, Engine, Linker, Module, SharedStore, Store};
 
 #[path = "common/held.rs"]
 mod held;
-use held::{Released, mappings, status_kib};
+use held::{Before, Released};
 
 fn main() -> weft::Result<()> {
     let count: usize = match std::env::args().nth(1) {
@@ -73,8 +73,7 @@ fn main() -> weft::Result<()> {
     drop(warm);
 
     let mut held: Vec<Pin<Box<dyn Future<Output = weft::Result<i32>>>>> = Vec::with_capacity(count);
-    let (rss, pte, maps) = (status_kib("VmRSS:"), status_kib("VmPTE:"), mappings());
-    let start = Instant::now();
+    let before = Before::now();
     for i in 0..count {
         let mut call = Box::pin(run.call_async(store.clone(), i as i32));
         if let Poll::Ready(result) = call.as_mut().poll(&mut cx) {
@@ -85,10 +84,7 @@ fn main() -> weft::Result<()> {
         }
         held.push(call);
     }
-    let suspended = start.elapsed();
-    let rss_delta = status_kib("VmRSS:").saturating_sub(rss);
-    let pte_delta = status_kib("VmPTE:").saturating_sub(pte);
-    let maps_delta = mappings().saturating_sub(maps);
+    let held_cost = before.held(count);
 
     released.store(true, Ordering::Release);
     let resume = Instant::now();
@@ -101,36 +97,16 @@ fn main() -> weft::Result<()> {
     }
     let resumed = resume.elapsed();
     drop(held);
-    let total = start.elapsed();
+    let total = before.elapsed();
 
-    let n = count as f64;
-    println!(
-        "{count} promising calls suspended at once on one SharedStore ({} KiB stacks)",
-        config.get_async_stack_size() >> 10
+    held_cost.print(
+        &format!(
+            "{count} promising calls suspended at once on one SharedStore ({} KiB stacks)",
+            config.get_async_stack_size() >> 10
+        ),
+        "suspend all",
+        resumed,
+        total,
     );
-    println!(
-        "  RSS:      +{:.1} MiB, {:.2} KiB per suspended call (VmRSS)",
-        rss_delta as f64 / 1024.0,
-        rss_delta as f64 / n
-    );
-    println!(
-        "  page tables: +{:.1} MiB, {:.2} KiB per suspended call (VmPTE, not in VmRSS)",
-        pte_delta as f64 / 1024.0,
-        pte_delta as f64 / n
-    );
-    println!(
-        "  mappings: +{maps_delta}, {:.6} per suspended call (/proc/self/maps lines)",
-        maps_delta as f64 / n
-    );
-    println!(
-        "  time:     suspend all {:.2} s ({:.2} µs per call), resume all {:.2} s ({:.2} µs per \
-         call), wall {:.2} s",
-        suspended.as_secs_f64(),
-        suspended.as_secs_f64() * 1e6 / n,
-        resumed.as_secs_f64(),
-        resumed.as_secs_f64() * 1e6 / n,
-        total.as_secs_f64()
-    );
-    println!("  all {count} results correct");
     Ok(())
 }

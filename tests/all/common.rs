@@ -68,3 +68,12 @@ impl std::future::Future for PendingOnce {
         std::task::Poll::Pending
     }
 }
+
+/// The process's memory mappings: lines of `/proc/self/maps`.
+#[allow(dead_code)] // The CLI's tests include this file but count no mappings.
+pub fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}

@@ -301,13 +301,6 @@ fn module_exceeding_the_pool_slots_is_refused_at_instantiation() {
         .collect();
 }
 
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
 /// A future that is ready once `flag` is set.
 struct Released(Arc<AtomicBool>);
 
@@ -397,9 +390,9 @@ fn many_pooled_instances_with_suspended_calls_keep_mappings_flat() {
 
     for round in 0..2 {
         released.store(false, Ordering::Release);
-        let before = mappings();
+        let before = common::mappings();
         let mut held: Vec<Call> = (0..count).map(|i| start(i, &mut cx)).collect();
-        let per_call = (mappings() - before) as f64 / count as f64;
+        let per_call = (common::mappings() - before) as f64 / count as f64;
         println!("round {round}: {count} pooled instances: {per_call:.4} mappings each");
         let allowed = match weft_arch::guard_kind() {
             weft_arch::GuardKind::Installed => 0.01,

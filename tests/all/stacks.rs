@@ -158,13 +158,6 @@ fn os_refusing_a_stack_is_a_resource_limit_and_the_store_stays_usable() {
     finish_calls(held, 0);
 }
 
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
 /// Many suspended calls on one store cost (almost) no memory mapping each: with guards
 /// installed by `madvise`, a slab of about 500 stacks is one mapping. Where the kernel (or
 /// qemu-user) cannot install guards, the pool falls back to two mappings per stack, and this
@@ -196,9 +189,9 @@ fn many_suspended_calls_keep_memory_mappings_flat() {
     let warm = suspend_calls(&store, &func, 0, 1);
     gate.add_permits(1);
     finish_calls(warm, 0);
-    let before = mappings();
+    let before = common::mappings();
     let held = suspend_calls(&store, &func, 0, count);
-    let per_call = (mappings() - before) as f64 / count as f64;
+    let per_call = (common::mappings() - before) as f64 / count as f64;
     println!("{count} suspended calls: {per_call:.4} mappings per call");
     match weft_arch::guard_kind() {
         weft_arch::GuardKind::Installed => {

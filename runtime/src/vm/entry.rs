@@ -425,3 +425,57 @@ fn approximate_sp() -> usize {
     let marker = 0u8;
     std::hint::black_box(&marker) as *const u8 as usize
 }
+
+/// The frames of an activation's Wasm code, innermost first, found by the frame-pointer chain:
+/// `(pc, fp)` pairs, `pc` an address in the frame whose frame pointer is `fp`. Used by the
+/// signal handler (backtraces) and the exception unwinder (handler search). Allocates nothing,
+/// so it is async-signal-safe.
+///
+/// The walk starts at a given pc and fp. It reads a frame's record only while its fp lies
+/// between `low` and the activation's entry frame `end`, 8-aligned, and it stops after a record
+/// whose caller's fp does not lie above it. The last pair is the return into the entry routine.
+pub(super) struct Frames {
+    next: Option<(usize, usize)>,
+    low: usize,
+    end: usize,
+}
+
+impl Frames {
+    /// # Safety
+    /// `fp` is the frame pointer of a frame of the running activation whose entry frame's fp is
+    /// `end`, with `pc` in that frame, and every address between `low` and `end` is this
+    /// activation's live stack (as the frames of the chain are, Cranelift and weft's
+    /// trampolines keeping frame records). The frames stay live while the walk goes on.
+    pub(super) unsafe fn new(pc: usize, fp: usize, low: usize, end: usize) -> Frames {
+        Frames {
+            next: Some((pc, fp)),
+            low,
+            end,
+        }
+    }
+}
+
+impl Iterator for Frames {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (pc, fp) = self.next.take()?;
+        if fp >= self.low && fp < self.end && fp.is_multiple_of(8) {
+            // SAFETY: `fp` lies in the activation's live stack (checked against `low` and
+            // `end`, as `new`'s contract allows) and is a frame record of its chain.
+            let (return_address, caller_fp) = unsafe {
+                (
+                    *((fp + weft_arch::FP_TO_RETURN_ADDRESS) as *const usize),
+                    *(fp as *const usize),
+                )
+            };
+            if caller_fp > fp {
+                self.next = Some((return_address, caller_fp));
+            } else {
+                // A broken chain: report the return address and stop there.
+                self.next = Some((return_address, self.end));
+            }
+        }
+        Some((pc, fp))
+    }
+}

@@ -27,11 +27,11 @@
 
 use std::collections::HashMap;
 
-use weft_arch::{FP_TO_RETURN_ADDRESS, ResumeTarget};
+use weft_arch::ResumeTarget;
 use weft_environ::vmoffsets::exception;
 
 use super::code_memory;
-use super::entry::{Recorded, record};
+use super::entry::{Frames, Recorded, record};
 use super::instance::instance_of_vmctx;
 use super::vmstructs::VMStoreContext;
 
@@ -169,8 +169,15 @@ pub(super) unsafe extern "C" fn find_handler(
         unsafe { record(store, Recorded::Trap(weft_environ::TrapKind::NullReference)) };
         return 0;
     };
-    let (mut return_address, mut fp) = (return_address, fp);
-    loop {
+    // SAFETY: the stub's frame is the thrower's callee, so `fp` is a live Wasm frame of the
+    // store's innermost activation and `return_address` is in it; the stack from there up to
+    // the activation's entry frame is live while this builtin runs.
+    let frames = unsafe { Frames::new(return_address, fp, fp, end) };
+    for (return_address, fp) in frames {
+        if fp >= end {
+            // The entry routine's frame, or past a broken chain: no Wasm frame to search.
+            break;
+        }
         if let Some(site) = code_memory::lookup_handlers(return_address) {
             let sp = fp - site.frame_offset;
             // SAFETY: `fp` is a live Wasm frame of this activation (below its entry), and the
@@ -192,20 +199,6 @@ pub(super) unsafe extern "C" fn find_handler(
                 }
             }
         }
-        // SAFETY: `fp` lies in this activation's stack, below its entry frame, and every frame
-        // on the way keeps a frame record (Cranelift preserves frame pointers; so do the
-        // trampolines).
-        let (caller_return_address, caller_fp) = unsafe {
-            (
-                *((fp + FP_TO_RETURN_ADDRESS) as *const usize),
-                *(fp as *const usize),
-            )
-        };
-        if caller_fp >= end || caller_fp <= fp {
-            break;
-        }
-        return_address = caller_return_address;
-        fp = caller_fp;
     }
     // SAFETY: as above.
     unsafe { record(store, Recorded::Exception(exn)) };

@@ -64,28 +64,65 @@ impl Pools {
         Ok(Pools {
             memories: Arc::new(MemoryPool::new(&limits, bounds)?),
             tables: Arc::new(TablePool {
-                total: limits.total_tables,
                 max_elements: limits.table_elements,
-                slots: Mutex::new(Slots {
-                    in_use: 0,
-                    free: Vec::new(),
-                }),
+                slots: Slots::new(limits.total_tables, "table", "total_tables"),
             }),
             instances: Arc::new(InstancePool {
-                total: limits.total_instances,
-                slots: Mutex::new(Slots {
-                    in_use: 0,
-                    free: Vec::new(),
-                }),
+                slots: Slots::new(limits.total_instances, "instance", "total_core_instances"),
             }),
         })
     }
 }
 
-/// Counted reusable storage.
+/// Counted reusable storage: at most `total` in use, and what was given back, for reuse.
 struct Slots<S> {
+    total: u32,
+    /// What the slots are and the setting that bounds them, for the refusal's message.
+    what: &'static str,
+    setting: &'static str,
+    state: Mutex<SlotState<S>>,
+}
+
+struct SlotState<S> {
     in_use: u32,
     free: Vec<S>,
+}
+
+impl<S> Slots<S> {
+    fn new(total: u32, what: &'static str, setting: &'static str) -> Self {
+        Slots {
+            total,
+            what,
+            setting,
+            state: Mutex::new(SlotState {
+                in_use: 0,
+                free: Vec::new(),
+            }),
+        }
+    }
+
+    /// Counts one more slot in use, with storage given back earlier if there is some.
+    ///
+    /// # Errors
+    /// A message naming the setting if every slot is in use.
+    fn take(&self) -> Result<Option<S>, String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.in_use == self.total {
+            return Err(format!(
+                "all {} {} slots of the pool are in use (PoolingAllocationConfig::{})",
+                self.total, self.what, self.setting
+            ));
+        }
+        state.in_use += 1;
+        Ok(state.free.pop())
+    }
+
+    /// Counts a slot as free again, keeping its storage for the next [`Self::take`].
+    fn give_back(&self, storage: S) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_use -= 1;
+        state.free.push(storage);
+    }
 }
 
 pub struct MemoryPool {
@@ -275,9 +312,8 @@ fn dontneed_zeroes() -> bool {
 }
 
 pub struct TablePool {
-    total: u32,
     max_elements: u32,
-    slots: Mutex<Slots<Vec<usize>>>,
+    slots: Slots<Vec<usize>>,
 }
 
 impl TablePool {
@@ -298,19 +334,10 @@ impl TablePool {
                 self.max_elements
             ));
         }
-        let mut elements = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if slots.in_use == self.total {
-                return Err(format!(
-                    "all {} table slots of the pool are in use \
-                     (PoolingAllocationConfig::total_tables)",
-                    self.total
-                ));
-            }
-            slots.in_use += 1;
-            slots.free.pop()
-        }
-        .unwrap_or_else(|| Vec::with_capacity(self.max_elements as usize));
+        let mut elements = self
+            .slots
+            .take()?
+            .unwrap_or_else(|| Vec::with_capacity(self.max_elements as usize));
         elements.clear();
         elements.resize(min as usize, init);
         let max = Some(max.map_or(self.max_elements, |m| m.min(self.max_elements)));
@@ -319,15 +346,12 @@ impl TablePool {
 
     /// Takes back a table's elements.
     pub(super) fn release(&self, elements: Vec<usize>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.in_use -= 1;
-        slots.free.push(elements);
+        self.slots.give_back(elements);
     }
 }
 
 pub struct InstancePool {
-    total: u32,
-    slots: Mutex<Slots<Box<[u128]>>>,
+    slots: Slots<Box<[u128]>>,
 }
 
 impl InstancePool {
@@ -337,18 +361,7 @@ impl InstancePool {
     /// A message if every instance slot is in use.
     pub fn allocate(self: &Arc<Self>, bytes: usize) -> Result<Vmctx, String> {
         let words = bytes.div_ceil(16).max(1);
-        let reused = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if slots.in_use == self.total {
-                return Err(format!(
-                    "all {} instance slots of the pool are in use \
-                     (PoolingAllocationConfig::total_core_instances)",
-                    self.total
-                ));
-            }
-            slots.in_use += 1;
-            slots.free.pop()
-        };
+        let reused = self.slots.take()?;
         let words = match reused {
             Some(mut storage) if storage.len() >= words => {
                 storage[..words].fill(0);
@@ -390,9 +403,7 @@ impl Vmctx {
 impl Drop for Vmctx {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            let mut slots = pool.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.in_use -= 1;
-            slots.free.push(std::mem::take(&mut self.words));
+            pool.slots.give_back(std::mem::take(&mut self.words));
         }
     }
 }

@@ -6,10 +6,8 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Once;
 
-use weft_arch::FP_TO_RETURN_ADDRESS;
-
 use super::code_memory;
-use super::entry::{self, Activation, MAX_BACKTRACE};
+use super::entry::{self, Activation, Frames, MAX_BACKTRACE};
 
 const SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
 
@@ -114,31 +112,19 @@ fn host_overflowed_fiber_stack(guard: usize) -> ! {
 unsafe fn record_backtrace(activation: &mut Activation, regs: weft_arch::ContextRegisters) {
     use entry::KEEP_INNER;
     const KEEP_OUTER: usize = MAX_BACKTRACE - KEEP_INNER;
-    activation.backtrace[0] = MaybeUninit::new(regs.pc);
-    let mut total = 1;
-    let mut fp = regs.fp;
-    let end = activation.entry.fp;
-    while fp >= regs.sp && fp < end && fp.is_multiple_of(8) {
-        // SAFETY: `fp` lies between the faulting SP and the entry frame, i.e. within the live
-        // stack of this activation, and Cranelift keeps the frame-pointer chain intact.
-        let (return_address, caller_fp) = unsafe {
-            (
-                *((fp + FP_TO_RETURN_ADDRESS) as *const usize),
-                *(fp as *const usize),
-            )
-        };
+    // SAFETY: the stack between the faulting SP and the entry frame is the live stack of this
+    // activation, whose interrupted frame is `regs`' (the caller's contract).
+    let frames = unsafe { Frames::new(regs.pc, regs.fp, regs.sp, activation.entry.fp) };
+    let mut total = 0;
+    for (pc, _) in frames {
         // Below `MAX_BACKTRACE` this is `total` itself; beyond, the ring of outer frames.
         let slot = if total < KEEP_INNER {
             total
         } else {
             KEEP_INNER + (total - KEEP_INNER) % KEEP_OUTER
         };
-        activation.backtrace[slot] = MaybeUninit::new(return_address);
+        activation.backtrace[slot] = MaybeUninit::new(pc);
         total += 1;
-        if caller_fp <= fp {
-            break;
-        }
-        fp = caller_fp;
     }
     if total > MAX_BACKTRACE {
         // The oldest of the kept outer frames is where the next one would have gone.
