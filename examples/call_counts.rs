@@ -23,6 +23,10 @@
 //!   two cases only.
 //! - `tokio_yield`: a plain Rust future that is pending once, awaited under the same runtime:
 //!   the executor's own share of a round trip (`tokio_roundtrip` minus this is weft's).
+//! - `pooled_start`: what a host serving one request per instance pays: a new `SharedStore`,
+//!   an instantiation from the pooling allocator (1-page memory kept resident, a data segment)
+//!   and a promising call polled to its first suspension, then resumed and dropped.
+//! - `pooled_start_pre`: the same through an `InstancePre` (imports resolved once).
 //!
 //! Compiles on one thread, so the instruction counts do not depend on scheduling.
 
@@ -30,7 +34,11 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
-use weft::{Caller, Config, Engine, Linker, Module, Store};
+use weft::{Caller, Config, Engine, Linker, Module, SharedStore, Store};
+
+#[path = "common/request.rs"]
+mod request;
+use request::{REQUEST_WAT, pooled_config};
 
 const FIB_WASM: &[u8] = include_bytes!("../benches/asyncify/fib.wasm");
 
@@ -199,6 +207,43 @@ fn main() {
                 run(f.call_async(&mut store, reps)).unwrap();
             }
         }
+        "pooled_start" | "pooled_start_pre" => pooled_start(reps, case == "pooled_start_pre"),
         other => panic!("unknown case {other}"),
+    }
+}
+
+/// The `pooled_start` cases: `reps` request-shaped lifecycles on a pooled engine, with the
+/// module's imports resolved once (`pre`) or by the linker each time.
+fn pooled_start(reps: i32, pre: bool) {
+    let mut config = pooled_config(16, 1 << 16);
+    config.compile_threads(1);
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::new(&engine, REQUEST_WAT).unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap_async("env", "wait", |_: Caller<'_, ()>, x: i32| {
+            PendingOnce(x, false)
+        })
+        .unwrap();
+    let pre = pre.then(|| linker.instantiate_pre(&module).unwrap());
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..reps {
+        let store = SharedStore::new(Store::new(&engine, ()));
+        let run = {
+            let mut guard = store.try_lock().unwrap();
+            let instance = match &pre {
+                Some(pre) => pre.instantiate(&mut *guard).unwrap(),
+                None => linker.instantiate(&mut *guard, &module).unwrap(),
+            };
+            instance
+                .get_typed_func::<i32, i32>(&mut *guard, "run")
+                .unwrap()
+        };
+        let mut call = pin!(run.call_async(store, i));
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        match call.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => assert_eq!(result.unwrap(), i + 42),
+            Poll::Pending => panic!("call {i} suspended twice"),
+        }
     }
 }

@@ -22,39 +22,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use weft::{
-    Caller, Config, Engine, InstanceAllocationStrategy, Linker, MemoryMode, Module,
-    PoolingAllocationConfig, SharedStore, Store,
-};
+use weft::{Caller, Config, Engine, InstancePre, Linker, MemoryMode, Module, SharedStore, Store};
 
 #[path = "common/held.rs"]
 mod held;
+#[path = "common/request.rs"]
+mod request;
 use held::{Before, Released};
+use request::{REQUEST_WAT, pooled_config};
 
 type Call = Pin<Box<dyn Future<Output = weft::Result<i32>>>>;
 
-/// An engine, the module and a linker with its `wait` import, released by the flag.
+/// An engine, the module and a linker with its `wait` import, released by the flag; with
+/// `pre`, instantiation goes through the module's imports resolved once.
 struct Setup {
     engine: Engine,
     module: Module,
     linker: Linker<()>,
+    pre: Option<InstancePre<()>>,
     released: Arc<AtomicBool>,
 }
 
 impl Setup {
     fn new(config: &Config) -> weft::Result<Setup> {
         let engine = Engine::new(config)?;
-        let module = Module::new(
-            &engine,
-            r#"(module
-                 (import "env" "wait" (func $wait (param i32) (result i32)))
-                 (memory 1 1)
-                 (data (i32.const 8) "\2a")
-                 (func (export "run") (param i32) (result i32)
-                   (i32.store (i32.const 0) (local.get 0))
-                   (drop (call $wait (local.get 0)))
-                   (i32.add (i32.load (i32.const 0)) (i32.load8_u (i32.const 8)))))"#,
-        )?;
+        let module = Module::new(&engine, REQUEST_WAT)?;
         let released = Arc::new(AtomicBool::new(false));
         let mut linker = Linker::new(&engine);
         let flag = released.clone();
@@ -69,6 +61,7 @@ impl Setup {
             engine,
             module,
             linker,
+            pre: None,
             released,
         })
     }
@@ -78,7 +71,10 @@ impl Setup {
         let store = SharedStore::new(Store::new(&self.engine, ()));
         let run = {
             let mut guard = store.try_lock().expect("nothing else holds the store");
-            let instance = self.linker.instantiate(&mut *guard, &self.module)?;
+            let instance = match &self.pre {
+                Some(pre) => pre.instantiate(&mut *guard)?,
+                None => self.linker.instantiate(&mut *guard, &self.module)?,
+            };
             instance.get_typed_func::<i32, i32>(&mut *guard, "run")?
         };
         let mut call: Call = Box::pin(run.call_async(store, i as i32));
@@ -99,23 +95,12 @@ fn finish(calls: &mut [Call], cx: &mut Context<'_>) {
     }
 }
 
-/// The layout for many small memories: checked accesses, a slot of one page each.
-fn pooled_config(count: usize, stack_kib: Option<usize>, keep_resident: usize) -> Config {
-    let mut pool = PoolingAllocationConfig::new();
-    pool.linear_memory_keep_resident(keep_resident)
-        .total_memories(count as u32)
-        .total_tables(count as u32)
-        .total_core_instances(count as u32)
-        .max_memory_size(1 << 16);
-    let mut config = Config::new();
-    config
-        .memory_reservation(1 << 16)
-        .memory_guard_size(0)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+/// The pooled layout, with `STACK_KIB` stacks if given.
+fn pooled(count: usize, stack_kib: Option<usize>, keep_resident: usize) -> Config {
+    let mut config = pooled_config(count, keep_resident);
     if let Some(kib) = stack_kib {
         config.async_stack_size(kib << 10).max_wasm_stack(kib << 9);
     }
-    config.max_async_stacks(config.get_max_async_stacks().max(count + 64));
     config
 }
 
@@ -152,7 +137,7 @@ fn main() -> weft::Result<()> {
         .map(|arg| arg.parse().expect("STACK_KIB is a number"));
 
     // 1. Every call suspended at once, each on its own store and pooled instance.
-    let config = pooled_config(count + 1, stack_kib, 0);
+    let config = pooled(count + 1, stack_kib, 0);
     let setup = Setup::new(&config)?;
     let mut cx = Context::from_waker(Waker::noop());
     drop(setup.start(0, &mut cx)?);
@@ -189,10 +174,14 @@ fn main() -> weft::Result<()> {
          and dropped untimed), 1,000 in flight | one at a time:"
     );
     let configs = [
-        ("pooled, 64 KiB slots:", pooled_config(1000, stack_kib, 0)),
+        ("pooled, 64 KiB slots:", pooled(1000, stack_kib, 0)),
         (
             "pooled, slots kept resident:",
-            pooled_config(1000, stack_kib, 1 << 16),
+            pooled(1000, stack_kib, 1 << 16),
+        ),
+        (
+            "pooled, kept resident, InstancePre:",
+            pooled(1000, stack_kib, 1 << 16),
         ),
         ("on demand, explicit bounds:", {
             let mut config = Config::new();
@@ -209,11 +198,14 @@ fn main() -> weft::Result<()> {
         if let Some(kib) = stack_kib {
             config.async_stack_size(kib << 10).max_wasm_stack(kib << 9);
         }
-        let setup = Setup::new(&config)?;
+        let mut setup = Setup::new(&config)?;
+        if name.contains("InstancePre") {
+            setup.pre = Some(setup.linker.instantiate_pre(&setup.module)?);
+        }
         let in_flight = time_starts(&setup, 21, 1000)?;
         let one_at_a_time = time_starts(&setup, 20_001, 1)?;
         println!(
-            "  {name:<32} {:>6.2} µs | {:>6.2} µs",
+            "  {name:<36} {:>6.2} µs | {:>6.2} µs",
             in_flight.as_secs_f64() * 1e6,
             one_at_a_time.as_secs_f64() * 1e6
         );

@@ -62,16 +62,17 @@
 //!
 //! 1. **The caller's spare** ([`SpareStack`]): one stack a caller keeps for its next allocation
 //!    (the runtime keeps one per store). Back-to-back allocations from one spare touch no lock,
-//!    no thread-local and no `madvise`: a released stack goes straight back into it, warm.
+//!    no thread-local and no `madvise`: a released stack goes straight back into it, warm. A
+//!    dropped spare's stack is released like any other (tier 2 first), so a host that makes a
+//!    store per request finds the last store's stack still committed.
 //! 2. **This thread's warm stacks**: up to [`StackConfig::warm_per_thread`] stacks kept without
 //!    giving back their pages, for callers whose spare is taken (several calls in flight).
 //! 3. **The shared free list**, behind a lock: released stacks land here with their pages
 //!    below the resident watermark given back (last released, first reused, since its top
 //!    pages are warm), so one deep call does not keep its memory forever.
-//! 4. **Vacant slots**: stacks released beyond [`StackConfig::max_pooled`], and those a
-//!    dropped [`SpareStack`] or an exiting thread's warm list held, with all their pages
-//!    given back. Their address space stays reserved (a slot is never unmapped alone), their
-//!    guard stays installed.
+//! 4. **Vacant slots**: stacks released beyond [`StackConfig::max_pooled`], and those an
+//!    exiting thread's warm list held, with all their pages given back. Their address space
+//!    stays reserved (a slot is never unmapped alone), their guard stays installed.
 //! 5. A new slot, carved from the current slab, or from a new slab when it is full.
 //!
 //! At most [`StackConfig::max_stacks`] stacks exist at once (in use, spare, warm, pooled or
@@ -282,6 +283,34 @@ impl Stack {
             owner.lock().vacant.push(slot.base);
         }
         // Dropping `owner` here may unmap the slabs, if this was the last reference.
+    }
+
+    /// Gives the stack back to its own pool, as [`StackPool::release`] describes: warm on this
+    /// thread if there is room, else into the shared list or vacant.
+    fn give_back(self) {
+        // A lone stack's pool never allocates again: only a keeping pool's stacks stay warm.
+        let limit = if self.owner.keep {
+            self.owner.config.warm_per_thread
+        } else {
+            0
+        };
+        let mut stack = Some(self);
+        if limit > 0 {
+            // `try_with`: during thread exit the warm stacks may be gone already.
+            let _ = WARM.try_with(|warm| {
+                let warm = &mut warm.borrow_mut().0;
+                if warm.len() < limit {
+                    warm.extend(stack.take());
+                }
+            });
+        }
+        let Some(stack) = stack else { return };
+        if !stack.owner.keep {
+            stack.vacate();
+            return;
+        }
+        let (base, owner) = stack.into_slot();
+        owner.take_back(base);
     }
 
     /// The slot's address, giving up the handle's reference to its owner (the caller has
@@ -495,14 +524,15 @@ thread_local! {
 /// One stack a caller keeps for its next allocation from a pool (tier 1 in the module docs).
 ///
 /// Use one spare with one pool only. Whatever it still holds when dropped goes back to its
-/// pool as a vacant slot.
+/// pool as a released stack does: warm on this thread if there is room (so the next store's
+/// first call on this thread finds it committed), else into the pool's lists.
 #[derive(Debug, Default)]
 pub struct SpareStack(Option<Stack>);
 
 impl Drop for SpareStack {
     fn drop(&mut self) {
         if let Some(stack) = self.0.take() {
-            stack.vacate();
+            stack.give_back();
         }
     }
 }
@@ -600,24 +630,7 @@ impl StackPool {
     /// The shared list costs one `madvise` (about 0.2–1 µs, mostly syscall entry) when the
     /// stack is larger than the watermark.
     pub fn release(&self, stack: Stack) {
-        let mut stack = Some(stack);
-        if self.core.config.warm_per_thread > 0 {
-            let limit = self.core.config.warm_per_thread;
-            // `try_with`: during thread exit the warm stacks may be gone already.
-            let _ = WARM.try_with(|warm| {
-                let warm = &mut warm.borrow_mut().0;
-                if warm.len() < limit {
-                    warm.extend(stack.take());
-                }
-            });
-        }
-        let Some(stack) = stack else { return };
-        if !stack.owner.keep {
-            stack.vacate();
-            return;
-        }
-        let (base, owner) = stack.into_slot();
-        owner.take_back(base);
+        stack.give_back();
     }
 
     /// How many stacks wait in the pool's shared free list.
@@ -847,11 +860,44 @@ mod tests {
         pool.release_into(&mut spare, again);
         pool.release_into(&mut spare, other);
         assert_eq!(pool.pooled(), 1);
-        // A dropped spare gives its stack back as a vacant slot, reused before a new one.
+        // A dropped spare gives its stack back as a release does (here, with no warm stacks,
+        // to the shared list), reused before a new one.
         drop(spare);
         let stacks: Vec<_> = (0..2).map(|_| pool.allocate().unwrap()).collect();
         assert_eq!(pool.stacks(), 2);
         stacks.into_iter().for_each(|stack| pool.release(stack));
+    }
+
+    #[test]
+    fn a_dropped_spare_stack_stays_warm_on_its_thread() {
+        let pool = StackPool::new(StackConfig::default());
+        // A fresh thread: the warm stacks are per thread, and other tests share ours.
+        std::thread::spawn(move || {
+            let mut spare = SpareStack::default();
+            let stack = pool.allocate_from(&mut spare).unwrap();
+            let (top, usable) = (stack.top(), stack.usable());
+            // Touch pages below the resident watermark: a shared-list release would give
+            // them back.
+            let deep = usable.end - 8 * page_size()..usable.end;
+            touch(deep.clone());
+            pool.release_into(&mut spare, stack);
+            // What a store does when it is dropped: its spare goes back as a release does.
+            drop(spare);
+            assert_eq!(pool.pooled(), 0, "not in the shared list");
+            let again = pool.allocate().unwrap();
+            assert_eq!(
+                again.top(),
+                top,
+                "the same stack, from this thread's warm list"
+            );
+            assert!(
+                resident_pages(deep).into_iter().all(|resident| resident),
+                "its pages were not given back"
+            );
+            pool.release(again);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

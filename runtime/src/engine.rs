@@ -617,6 +617,12 @@ impl Engine {
         registry.types[id as usize].clone()
     }
 
+    /// `f` of the function type `id`, without copying it out of the registry.
+    pub(crate) fn with_func_type<R>(&self, id: u32, f: impl FnOnce(&FuncType) -> R) -> R {
+        let registry = self.inner.types.lock().unwrap_or_else(|e| e.into_inner());
+        f(&registry.types[id as usize])
+    }
+
     /// This engine's id for the function type `ty`, registering it if it is new: what a
     /// typed function reference to functions of that type names
     /// ([`crate::HeapType::ConcreteFunc`]). Modules of this engine that declare an equal

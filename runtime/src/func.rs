@@ -95,17 +95,16 @@ impl Func {
         )
     }
 
-    /// A host function of type `ty` calling `callback`.
+    /// A host function of the engine's function type `type_id` calling `callback`.
     ///
     /// # Errors
     /// If the type's trampoline cannot be compiled or its code memory mapped (say, at the
     /// process's mapping limit): what the linker reports from `instantiate`.
-    pub(crate) fn try_from_callback<T: 'static>(
+    pub(crate) fn try_from_type_id<T: 'static>(
         store: &mut StoreContext<T>,
-        ty: &FuncType,
+        type_id: u32,
         callback: HostCallback<T>,
     ) -> Result<Func> {
-        let type_id = store.opaque.engine.type_id(ty);
         let trampoline = store.opaque.engine.trampolines(type_id)?.wasm_to_array;
         Ok(Func::register_host(
             store,
@@ -214,10 +213,15 @@ impl Func {
         &self,
         store: impl AsContext,
     ) -> Result<TypedFunc<Params, Results>> {
-        let ty = self.ty(store);
-        if ty.params() != Params::valtypes().as_slice()
-            || ty.results() != Results::valtypes().as_slice()
-        {
+        let opaque = &store.as_context().opaque;
+        opaque.check(self.store);
+        let matches = opaque
+            .engine
+            .with_func_type(opaque.funcs[self.index].type_id, |ty| {
+                Params::valtypes_are(ty.params()) && Results::valtypes_are(ty.results())
+            });
+        if !matches {
+            let ty = opaque.func_type(self.index);
             return Err(Error::TypeMismatch(format!(
                 "function is {ty}, not {}",
                 FuncType::new(Params::valtypes(), Results::valtypes())

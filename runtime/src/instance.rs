@@ -1,7 +1,5 @@
 //! `Instance`: a module instantiated in a store, and instantiation itself.
 
-use std::collections::HashMap;
-
 use weft_environ::module_info::{ConstInit, DataMode, ElementMode, EntityIndex};
 
 use crate::error::{Error, Result, Trap};
@@ -79,50 +77,35 @@ impl Instance {
     pub fn get_export(&self, mut store: impl AsContextMut, name: &str) -> Option<Extern> {
         let store = store.as_context_mut();
         store.opaque.check(self.store);
+        let position = store.opaque.instances[self.index].export_position(name)?;
+        Some(self.export_at(store, position))
+    }
+
+    /// The export at `position` of the module's exports.
+    fn export_at<T: 'static>(&self, store: &mut StoreContext<T>, position: usize) -> Extern {
         let data = &store.opaque.instances[self.index];
-        if let Some(e) = data.exports.get(name) {
-            return Some(*e);
+        if let Some(export) = data.exports[position] {
+            return export;
         }
-        let index = data
-            .module
-            .inner
-            .info
-            .exports
-            .iter()
-            .find(|(n, _)| n == name)?
-            .1;
-        let export = match index {
-            EntityIndex::Func(f) => {
-                let opaque = &mut store.opaque;
-                let func_ref = opaque.instances[self.index].vm.func_ref(f);
-                Extern::Func(Func::from_index(opaque.id, opaque.func_for_ref(func_ref)))
-            }
-            // Tables, memories and globals are resolved eagerly at instantiation.
+        match data.module.inner.info.exports[position].1 {
+            EntityIndex::Func(f) => Extern::Func(self.func_by_index(store, f)),
+            // Tables, memories, globals and tags are resolved at instantiation.
             _ => unreachable!("non-function exports are recorded at instantiation"),
-        };
-        store.opaque.instances[self.index]
-            .exports
-            .insert(name.to_string(), export);
-        Some(export)
+        }
     }
 
     /// All exports, in the module's order.
     pub fn exports(&self, mut store: impl AsContextMut) -> Vec<(String, Extern)> {
         let store = store.as_context_mut();
-        let names: Vec<String> = store.opaque.instances[self.index]
-            .module
+        store.opaque.check(self.store);
+        let module = store.opaque.instances[self.index].module.clone();
+        module
             .inner
             .info
             .exports
             .iter()
-            .map(|(n, _)| n.clone())
-            .collect();
-        names
-            .into_iter()
-            .filter_map(|n| {
-                let e = self.get_export(&mut *store, &n)?;
-                Some((n, e))
-            })
+            .enumerate()
+            .map(|(position, (name, _))| (name.clone(), self.export_at(store, position)))
             .collect()
     }
 
@@ -181,6 +164,15 @@ fn check_import<T: 'static>(
         name: import.name.clone(),
         reason,
     };
+    // The common case first, without building either type: a function of the expected
+    // canonical type.
+    if let (EntityIndex::Func(f), Extern::Func(func)) = (import.index, actual) {
+        store.opaque.check(func.store);
+        let expected_id = module.inner.type_ids[module.inner.info.funcs[f as usize] as usize];
+        if store.opaque.funcs[func.index].type_id == expected_id {
+            return Ok(());
+        }
+    }
     let expected = module.entity_type(import.index);
     let actual_ty = actual.ty(store);
     match (&expected, &actual_ty) {
@@ -392,20 +384,20 @@ fn instantiate_without_start<T: 'static>(
         vmctx,
     );
     vm_instance.set_tags(tags.clone());
-    let mut exports = HashMap::new();
-    for (name, index) in &info.exports {
-        let export = match *index {
-            EntityIndex::Func(_) => continue,
-            EntityIndex::Memory(m) => Extern::Memory(memory_handles[m as usize]),
-            EntityIndex::Table(t) => Extern::Table(table_handles[t as usize]),
-            EntityIndex::Global(g) => Extern::Global(global_handles[g as usize]),
-            EntityIndex::Tag(t) => Extern::Tag(crate::Tag {
+    let exports = info
+        .exports
+        .iter()
+        .map(|(_, index)| match *index {
+            EntityIndex::Func(_) => None,
+            EntityIndex::Memory(m) => Some(Extern::Memory(memory_handles[m as usize])),
+            EntityIndex::Table(t) => Some(Extern::Table(table_handles[t as usize])),
+            EntityIndex::Global(g) => Some(Extern::Global(global_handles[g as usize])),
+            EntityIndex::Tag(t) => Some(Extern::Tag(crate::Tag {
                 store: opaque.id,
                 index: tags[t as usize],
-            }),
-        };
-        exports.insert(name.clone(), export);
-    }
+            })),
+        })
+        .collect();
     opaque.instances.push(InstanceData {
         vm: vm_instance,
         module: module.clone(),

@@ -265,7 +265,7 @@ pub use exception::{ExnRef, Tag, TagType, WasmException};
 pub use externals::{Extern, Global, Memory, Table};
 pub use func::Func;
 pub use instance::Instance;
-pub use linker::Linker;
+pub use linker::{InstancePre, Linker};
 pub use module::{CompileProgress, Module};
 pub use pooling::{InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use promising::{AsyncStore, IntoAsyncFunc, StoreAccess};

@@ -12,29 +12,55 @@ use crate::instance::Instance;
 use crate::module::Module;
 use crate::store::AsContextMut;
 use crate::typed::IntoFunc;
-use crate::types::{ExternType, FuncType};
+use crate::types::FuncType;
 use crate::values::Val;
+use weft_environ::module_info::EntityIndex;
 
 enum Definition<T: 'static> {
     /// An item of one particular store.
     Extern(Extern),
     /// A host function, created in each store that instantiates with it.
-    HostFunc(FuncType, HostCallback<T>),
+    HostFunc(HostDefinition<T>),
 }
 
 impl<T> Clone for Definition<T> {
     fn clone(&self) -> Self {
         match self {
             Definition::Extern(e) => Definition::Extern(*e),
-            Definition::HostFunc(ty, f) => Definition::HostFunc(ty.clone(), f.clone()),
+            Definition::HostFunc(f) => Definition::HostFunc(f.clone()),
         }
+    }
+}
+
+/// A host function as the linker keeps it: its engine type id is found once, when it is
+/// defined, so instantiating matches and creates it without hashing its type again.
+struct HostDefinition<T: 'static> {
+    type_id: u32,
+    callback: HostCallback<T>,
+}
+
+impl<T> Clone for HostDefinition<T> {
+    fn clone(&self) -> Self {
+        HostDefinition {
+            type_id: self.type_id,
+            callback: self.callback.clone(),
+        }
+    }
+}
+
+impl<T: 'static> HostDefinition<T> {
+    /// The function, made in `store`.
+    fn make(&self, mut store: impl AsContextMut<Data = T>) -> Result<Func> {
+        Func::try_from_type_id(store.as_context_mut(), self.type_id, self.callback.clone())
     }
 }
 
 /// Resolves imports by `(module, name)`.
 pub struct Linker<T: 'static> {
     engine: Engine,
-    definitions: HashMap<(String, String), Definition<T>>,
+    /// By module name, then by name: looked up with borrowed names, so resolving an import
+    /// allocates nothing.
+    definitions: HashMap<String, HashMap<String, Definition<T>>>,
     allow_shadowing: bool,
 }
 
@@ -61,12 +87,34 @@ impl<T: 'static> Linker<T> {
     }
 
     fn insert(&mut self, module: &str, name: &str, definition: Definition<T>) -> Result<()> {
-        let key = (module.to_string(), name.to_string());
-        if !self.allow_shadowing && self.definitions.contains_key(&key) {
+        let names = match self.definitions.get_mut(module) {
+            Some(names) => names,
+            None => self.definitions.entry(module.to_string()).or_default(),
+        };
+        if !self.allow_shadowing && names.contains_key(name) {
             return Err(Error::msg(format!("`{module}::{name}` is already defined")));
         }
-        self.definitions.insert(key, definition);
+        names.insert(name.to_string(), definition);
         Ok(())
+    }
+
+    fn insert_host(
+        &mut self,
+        module: &str,
+        name: &str,
+        ty: &FuncType,
+        callback: HostCallback<T>,
+    ) -> Result<()> {
+        let type_id = self.engine.type_id(ty);
+        self.insert(
+            module,
+            name,
+            Definition::HostFunc(HostDefinition { type_id, callback }),
+        )
+    }
+
+    fn definition(&self, module: &str, name: &str) -> Option<&Definition<T>> {
+        self.definitions.get(module)?.get(name)
     }
 
     /// Defines `module::name` as `item`, an item of `store`.
@@ -95,7 +143,7 @@ impl<T: 'static> Linker<T> {
         f: impl IntoFunc<T, Params, Results>,
     ) -> Result<&mut Self> {
         let (ty, callback) = f.into_func();
-        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        self.insert_host(module, name, &ty, callback)?;
         Ok(self)
     }
 
@@ -121,7 +169,7 @@ impl<T: 'static> Linker<T> {
         f: impl crate::IntoAsyncFunc<T, Params, Results>,
     ) -> Result<&mut Self> {
         let (ty, callback) = f.into_async_func();
-        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        self.insert_host(module, name, &ty, callback)?;
         Ok(self)
     }
 
@@ -158,7 +206,7 @@ impl<T: 'static> Linker<T> {
         f: impl Fn(Caller<'_, T>, &[Val], &mut [Val]) -> Result<()> + Send + Sync + 'static,
     ) -> Result<&mut Self> {
         let callback = dynamic_callback(ty.clone(), f);
-        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        self.insert_host(module, name, &ty, callback)?;
         Ok(self)
     }
 
@@ -186,7 +234,7 @@ impl<T: 'static> Linker<T> {
         Fut: Future<Output = Result<Vec<Val>>> + Send + 'static,
     {
         let callback = crate::promising::dynamic_async_callback(ty.clone(), f);
-        self.insert(module, name, Definition::HostFunc(ty, callback))?;
+        self.insert_host(module, name, &ty, callback)?;
         Ok(self)
     }
 
@@ -222,24 +270,15 @@ impl<T: 'static> Linker<T> {
     /// [`Self::get`], with the failure to make a host function as an error.
     fn try_get(
         &self,
-        mut store: impl AsContextMut<Data = T>,
+        store: impl AsContextMut<Data = T>,
         module: &str,
         name: &str,
     ) -> Result<Option<Extern>> {
-        let Some(definition) = self
-            .definitions
-            .get(&(module.to_string(), name.to_string()))
-        else {
-            return Ok(None);
-        };
-        Ok(Some(match definition {
-            Definition::Extern(e) => *e,
-            Definition::HostFunc(ty, callback) => Extern::Func(Func::try_from_callback(
-                store.as_context_mut(),
-                ty,
-                callback.clone(),
-            )?),
-        }))
+        Ok(match self.definition(module, name) {
+            None => None,
+            Some(Definition::Extern(e)) => Some(*e),
+            Some(Definition::HostFunc(f)) => Some(Extern::Func(f.make(store)?)),
+        })
     }
 
     /// Resolves `module`'s imports and instantiates it (running its start function).
@@ -261,29 +300,142 @@ impl<T: 'static> Linker<T> {
         mut store: impl AsContextMut<Data = T>,
         module: &Module,
     ) -> Result<Vec<Extern>> {
-        module
-            .imports()
-            .map(|(m, n, ty)| {
-                let item = self
-                    .try_get(&mut store, m, n)?
-                    .ok_or_else(|| Error::UnknownImport {
-                        module: m.to_string(),
-                        name: n.to_string(),
-                    })?;
+        self.resolve(module)?
+            .iter()
+            .map(|item| item.make(&mut store))
+            .collect()
+    }
+
+    /// The definitions of `module`'s imports, in order, with host functions' types checked.
+    fn resolve(&self, module: &Module) -> Result<Vec<&Definition<T>>> {
+        let info = &module.inner.info;
+        info.imports
+            .iter()
+            .map(|import| {
+                let (m, n) = (import.module.as_str(), import.name.as_str());
+                let definition = self.definition(m, n).ok_or_else(|| Error::UnknownImport {
+                    module: m.to_string(),
+                    name: n.to_string(),
+                })?;
                 // A host function must match the import exactly; the general check happens in
                 // `Instance::new`, this one only improves the message.
-                if let (ExternType::Func(expected), Extern::Func(f)) = (&ty, item) {
-                    let actual = f.ty(&store);
-                    if *expected != actual {
+                if let (EntityIndex::Func(f), Definition::HostFunc(host)) =
+                    (import.index, definition)
+                {
+                    let expected = module.inner.type_ids[info.funcs[f as usize] as usize];
+                    if expected != host.type_id {
                         return Err(Error::IncompatibleImport {
                             module: m.to_string(),
                             name: n.to_string(),
-                            reason: format!("expected {expected}, found {actual}"),
+                            reason: format!(
+                                "expected {}, found {}",
+                                self.engine.func_type(expected),
+                                self.engine.func_type(host.type_id)
+                            ),
                         });
                     }
                 }
-                Ok(item)
+                Ok(definition)
             })
             .collect()
+    }
+
+    /// Resolves `module`'s imports once, for many instantiations: each
+    /// [`InstancePre::instantiate`] then only makes the host functions in its store and
+    /// instantiates, without looking names up or matching function types again.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImport`] for an import with no definition, [`Error::IncompatibleImport`]
+    /// for a host function of the wrong type, or if `module` belongs to another engine.
+    pub fn instantiate_pre(&self, module: &Module) -> Result<InstancePre<T>> {
+        if !Engine::same(&self.engine, module.engine()) {
+            return Err(Error::msg("module and linker belong to different engines"));
+        }
+        let definitions = self.resolve(module)?;
+        // Compile the host functions' trampolines now rather than in the first instantiation.
+        for definition in &definitions {
+            if let Definition::HostFunc(host) = definition {
+                self.engine.trampolines(host.type_id)?;
+            }
+        }
+        Ok(InstancePre {
+            module: module.clone(),
+            definitions: definitions.into_iter().cloned().collect(),
+        })
+    }
+}
+
+impl<T: 'static> Definition<T> {
+    /// The item, made in `store` if it is a host function.
+    fn make(&self, store: impl AsContextMut<Data = T>) -> Result<Extern> {
+        match self {
+            Definition::Extern(e) => Ok(*e),
+            Definition::HostFunc(f) => Ok(Extern::Func(f.make(store)?)),
+        }
+    }
+}
+
+/// A module with its imports resolved by a [`Linker`] ([`Linker::instantiate_pre`]): what a
+/// host that instantiates the same module once per request keeps, so that each
+/// instantiation does only the per-store work.
+///
+/// Items the linker defined with [`Linker::define`] or [`Linker::instance`] belong to the
+/// store they came from: instantiating in another store panics, as using them there would.
+/// Host functions are made anew in each store.
+pub struct InstancePre<T: 'static> {
+    module: Module,
+    definitions: std::sync::Arc<[Definition<T>]>,
+}
+
+impl<T: 'static> Clone for InstancePre<T> {
+    fn clone(&self) -> Self {
+        InstancePre {
+            module: self.module.clone(),
+            definitions: self.definitions.clone(),
+        }
+    }
+}
+
+impl<T: 'static> InstancePre<T> {
+    /// The module this instantiates.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    fn imports(&self, mut store: impl AsContextMut<Data = T>) -> Result<Vec<Extern>> {
+        self.definitions
+            .iter()
+            .map(|item| item.make(&mut store))
+            .collect()
+    }
+
+    /// Instantiates the module in `store` (running its start function), as
+    /// [`Linker::instantiate`] would have.
+    ///
+    /// # Errors
+    /// As [`Instance::new`].
+    pub fn instantiate(&self, mut store: impl AsContextMut<Data = T>) -> Result<Instance> {
+        let imports = self.imports(&mut store)?;
+        Instance::new(store, &self.module, &imports)
+    }
+
+    /// Instantiates the module in `store`, running its start function as a promising call,
+    /// as [`Linker::instantiate_async`] would have.
+    ///
+    /// # Errors
+    /// As [`Instance::new`].
+    pub async fn instantiate_async<S: crate::AsyncStore<Data = T>>(
+        &self,
+        mut store: S,
+    ) -> Result<Instance> {
+        let (instance, start) = crate::promising::with_store(&mut store, |store| {
+            let imports = self.imports(&mut *store)?;
+            Instance::new_without_start(store, &self.module, &imports)
+        })
+        .await?;
+        if let Some(start) = start {
+            start.call_async(store, &[], &mut []).await?;
+        }
+        Ok(instance)
     }
 }

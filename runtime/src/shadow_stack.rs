@@ -170,7 +170,8 @@ impl Instance {
             } => {
                 let memory = match store.opaque.instances[index]
                     .exports
-                    .values()
+                    .iter()
+                    .flatten()
                     .find_map(|e| match e {
                         Extern::Memory(m) => Some(*m),
                         _ => None,
@@ -211,7 +212,7 @@ fn find_global<T: 'static>(
 ) -> Result<usize> {
     let data = &store.opaque.instances[instance];
     let index = match pointer {
-        StackPointerGlobal::Export(name) => match data.exports.get(name) {
+        StackPointerGlobal::Export(name) => match data.non_func_export(name) {
             Some(Extern::Global(g)) => return Ok(g.index),
             _ => return Err(Error::msg(format!("no exported global named {name:?}"))),
         },

@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::Engine;
@@ -61,14 +62,56 @@ pub(crate) struct FuncData {
     pub needs_trampoline: bool,
 }
 
+/// Hashes `func_by_ref`'s keys, addresses of the store's own function references: one
+/// multiply and a fold, instead of SipHash, whose resistance to chosen keys buys nothing for
+/// addresses no guest chooses. The fold brings the product's high bits down, since the keys'
+/// low bits are always zero (aligned) and the table indexes by the low bits.
+#[derive(Default)]
+pub(crate) struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = product ^ (product >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 pub(crate) struct InstanceData {
     pub vm: Box<vm::instance::Instance>,
     pub module: Module,
-    /// Store index of every function, table, memory, global of the instance, resolved lazily
-    /// for functions.
-    pub exports: HashMap<String, crate::externals::Extern>,
+    /// The instance's exports in the module's order (`ModuleInfo::exports`): tables,
+    /// memories, globals and tags as resolved at instantiation, `None` for functions (found
+    /// from the vmctx when asked for).
+    pub exports: Box<[Option<crate::externals::Extern>]>,
     /// Store handle of each of the instance's globals, in index order (imported ones first).
     pub globals: Vec<crate::externals::Global>,
+}
+
+impl InstanceData {
+    /// The position in the module's exports of the export `name`.
+    pub fn export_position(&self, name: &str) -> Option<usize> {
+        self.module
+            .inner
+            .info
+            .exports
+            .iter()
+            .position(|(n, _)| n == name)
+    }
+
+    /// The table, memory, global or tag exported as `name` (`None` for a function).
+    pub fn non_func_export(&self, name: &str) -> Option<crate::externals::Extern> {
+        self.exports[self.export_position(name)?]
+    }
 }
 
 pub(crate) struct TableData {
@@ -94,7 +137,7 @@ pub(crate) struct StoreOpaque {
     pub globals: Vec<GlobalData>,
     pub funcs: Vec<FuncData>,
     /// Funcref (as Wasm sees it) → index in `funcs`.
-    pub func_by_ref: HashMap<u64, usize>,
+    pub func_by_ref: HashMap<u64, usize, BuildHasherDefault<AddressHasher>>,
     /// `HostFuncContext<T>` boxes.
     pub host_funcs: Vec<Box<dyn HostFunc>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
@@ -122,7 +165,7 @@ impl<T: 'static> Store<T> {
                     tables: Vec::new(),
                     globals: Vec::new(),
                     funcs: Vec::new(),
-                    func_by_ref: HashMap::new(),
+                    func_by_ref: HashMap::default(),
                     host_funcs: Vec::new(),
                     externrefs: Vec::new(),
                     tags: Vec::new(),

@@ -74,6 +74,9 @@ pub trait WasmParams: Send + Unpin + 'static {
     const COUNT: usize;
     /// The Wasm types, in order.
     fn valtypes() -> Vec<ValType>;
+    /// Whether `types` are exactly [`Self::valtypes`], without allocating them.
+    #[doc(hidden)]
+    fn valtypes_are(types: &[ValType]) -> bool;
     #[doc(hidden)]
     fn store(self, slots: &mut [ValRaw]);
     #[doc(hidden)]
@@ -89,6 +92,9 @@ impl<A: WasmTy> WasmParams for A {
     fn valtypes() -> Vec<ValType> {
         vec![A::valtype()]
     }
+    fn valtypes_are(types: &[ValType]) -> bool {
+        *types == [A::valtype()]
+    }
     fn store(self, slots: &mut [ValRaw]) {
         slots[0] = self.to_raw();
     }
@@ -103,6 +109,9 @@ macro_rules! wasm_params_tuple {
             const COUNT: usize = <[&str]>::len(&[$(stringify!($name)),*]);
             fn valtypes() -> Vec<ValType> {
                 vec![$($name::valtype()),*]
+            }
+            fn valtypes_are(types: &[ValType]) -> bool {
+                *types == [$($name::valtype()),*]
             }
             #[allow(unused_variables)]
             fn store(self, slots: &mut [ValRaw]) {

@@ -292,6 +292,76 @@ fn imports_are_checked_by_name_and_type() {
 }
 
 #[test]
+fn instance_pre_resolves_imports_once_and_instantiates_in_many_stores() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "env" "add" (func $add (param i32 i32) (result i32)))
+             (global $g (mut i32) (i32.const 0))
+             (memory (export "memory") 1)
+             (start $init)
+             (func $init (global.set $g (i32.const 100)))
+             (func (export "run") (param i32) (result i32)
+               (global.set $g (call $add (global.get $g) (local.get 0)))
+               (global.get $g)))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "add", |a: i32, b: i32| a + b)
+        .unwrap();
+    let pre = linker.instantiate_pre(&module).unwrap();
+    // Each store gets its own instance, started, with its own state.
+    for round in 1..=3 {
+        let mut store = Store::new(&engine, ());
+        let instance = pre.instantiate(&mut store).unwrap();
+        let run = instance
+            .get_typed_func::<i32, i32>(&mut store, "run")
+            .unwrap();
+        assert_eq!(run.call(&mut store, round).unwrap(), 100 + round);
+        assert_eq!(run.call(&mut store, round).unwrap(), 100 + 2 * round);
+        assert!(instance.get_memory(&mut store, "memory").is_some());
+    }
+    // Defining more in the linker afterwards does not change what the pre resolved.
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap("env", "add", |a: i32, b: i32| a - b)
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = pre.clone().instantiate(&mut store).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(run.call(&mut store, 5).unwrap(), 105);
+}
+
+#[test]
+fn instance_pre_refuses_unknown_and_mistyped_imports_up_front() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module (import "env" "f" (func (param i32) (result i32))))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::<()>::new(&engine);
+    let error = linker.instantiate_pre(&module).err().unwrap();
+    assert!(matches!(error, Error::UnknownImport { .. }), "{error}");
+    linker.func_wrap("env", "f", |x: i64| x).unwrap();
+    let error = linker.instantiate_pre(&module).err().unwrap();
+    assert!(matches!(error, Error::IncompatibleImport { .. }), "{error}");
+    assert!(
+        error.to_string().contains(
+            "expected (func (param i32) (result i32)), found (func (param i64) (result i64))"
+        ),
+        "{error}"
+    );
+    let other = Engine::default();
+    let foreign = Module::new(&other, "(module)").unwrap();
+    assert!(linker.instantiate_pre(&foreign).is_err());
+}
+
+#[test]
 fn mutable_global_import_is_shared_with_the_host() {
     let engine = Engine::default();
     let module = Module::new(
