@@ -161,6 +161,7 @@ mod isa;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("weft-arch supports x86_64 and aarch64 only; add a file per ISA to port it");
 
+pub mod lazy;
 pub mod stack;
 
 pub use isa::{

@@ -310,6 +310,36 @@ pub struct CodeFingerprint {
     pub settings: String,
 }
 
+/// Where a compiled function's code will lie relative to the functions it calls directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// In one code image with every function of the module: direct calls are PC-relative.
+    Together,
+    /// On its own: direct calls load the callee's absolute address (an `Abs8` relocation).
+    Apart,
+}
+
+/// Cranelift's reusable buffers for [`Compiler::compile_function`], one per thread.
+pub struct CompileScratch {
+    ctx: Context,
+    builder_ctx: FunctionBuilderContext,
+}
+
+impl CompileScratch {
+    pub fn new() -> Self {
+        CompileScratch {
+            ctx: Context::new(),
+            builder_ctx: FunctionBuilderContext::new(),
+        }
+    }
+}
+
+impl Default for CompileScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A configured Cranelift for the host.
 pub struct Compiler {
     isa: OwnedTargetIsa,
@@ -468,8 +498,15 @@ impl Compiler {
                 if i >= count {
                     return Ok(done);
                 }
-                let compiled =
-                    self.compile_one(module, wasm, &offsets, i, &mut ctx, &mut builder_ctx);
+                let compiled = self.compile_one(
+                    module,
+                    wasm,
+                    &offsets,
+                    i,
+                    Placement::Together,
+                    &mut ctx,
+                    &mut builder_ctx,
+                );
                 match compiled {
                     Ok(f) => {
                         done.push((i, f));
@@ -503,12 +540,40 @@ impl Compiler {
         Ok(functions)
     }
 
+    /// Compiles defined function `defined_index` of a validated module on its own, for lazy
+    /// compilation: its direct calls go to absolute addresses ([`Placement::Apart`]), so
+    /// the runtime can place it anywhere and aim them at each callee's entry stub.
+    /// `scratch` carries Cranelift's buffers from one call to the next on a thread.
+    ///
+    /// # Errors
+    /// As [`Self::compile_functions`].
+    pub fn compile_function(
+        &self,
+        module: &ModuleInfo,
+        wasm: &[u8],
+        defined_index: usize,
+        scratch: &mut CompileScratch,
+    ) -> Result<CompiledFunction, CompileError> {
+        let offsets = VMOffsets::new(module);
+        self.compile_one(
+            module,
+            wasm,
+            &offsets,
+            defined_index,
+            Placement::Apart,
+            &mut scratch.ctx,
+            &mut scratch.builder_ctx,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one private driver of compile_one")]
     fn compile_one(
         &self,
         module: &ModuleInfo,
         wasm: &[u8],
         offsets: &VMOffsets,
         defined_index: usize,
+        placement: Placement,
         ctx: &mut Context,
         builder_ctx: &mut FunctionBuilderContext,
     ) -> Result<CompiledFunction, CompileError> {
@@ -533,6 +598,7 @@ impl Compiler {
             fuel_var: None,
             deadline_var: None,
             handlers: Vec::new(),
+            colocated_calls: placement == Placement::Together,
         };
         translate::translate_function(
             &mut env,

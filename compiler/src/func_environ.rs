@@ -45,6 +45,10 @@ pub struct WeftFuncEnvironment<'a> {
     pub deadline_var: Option<Variable>,
     /// The catch clauses of the open `try_table`s, innermost first.
     pub handlers: Vec<ExceptionHandler>,
+    /// Whether a direct call's target lies in the same code as the caller (a PC-relative
+    /// call; eager compilation), or anywhere (an absolute address; lazy compilation, where
+    /// each function is placed on its own and calls go to the callee's entry stub).
+    pub colocated_calls: bool,
 }
 
 /// What a call that returns calls.
@@ -575,7 +579,8 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
                 );
                 return env.call_wasm(builder, type_index, code, callee_vmctx, args, kind);
             }
-            // A defined function of this module: a direct, PC-relative call with our own vmctx.
+            // A defined function of this module: a direct call with our own vmctx (PC-relative
+            // when the callee is placed with the caller).
             let sig = builder.import_signature(wasm_signature(
                 &env.module.types[type_index as usize],
                 env.pointer_type,
@@ -586,7 +591,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             let func_ref = builder.import_function(ExtFuncData {
                 name: ExternalName::user(name),
                 signature: sig,
-                colocated: true,
+                colocated: env.colocated_calls,
                 patchable: false,
             });
             let vmctx = env.vmctx(builder);

@@ -67,7 +67,7 @@ pub mod translate;
 pub mod traps;
 
 pub use compile::{
-    CodeFingerprint, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES, MemoryBounds,
+    CodeFingerprint, CompileScratch, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES, MemoryBounds,
     MemoryMode,
 };
 pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};

@@ -28,6 +28,8 @@ pub struct Config {
     pub(crate) epoch_interruption: bool,
     pub(crate) consume_fuel: bool,
     pub(crate) cache: Option<crate::CacheConfig>,
+    pub(crate) lazy_compilation: bool,
+    pub(crate) lazy_background_compilation: bool,
 }
 
 impl Default for Config {
@@ -46,6 +48,8 @@ impl Default for Config {
             epoch_interruption: false,
             consume_fuel: false,
             cache: None,
+            lazy_compilation: false,
+            lazy_background_compilation: true,
         }
     }
 }
@@ -345,6 +349,43 @@ impl Config {
     /// The code cache, if on (see [`Config::cache`]).
     pub fn get_cache(&self) -> Option<&crate::CacheConfig> {
         self.cache.as_ref()
+    }
+
+    /// Compiles a module's functions on first call instead of all up front. A module is
+    /// validated when it is made, as always, and each defined function is compiled the first
+    /// time anything calls it (directly, through a table or funcref, or as an export), on the
+    /// module's compile threads ([`Config::compile_threads`]) while the caller waits; the
+    /// other functions are compiled in the background on the same threads
+    /// ([`Config::lazy_background_compilation`]). Compiled code behaves exactly as eagerly
+    /// compiled code does (traps, backtraces, exceptions, suspension); calls to a lazily
+    /// compiled function go through a jump slot, one indirect jump more than eager code.
+    ///
+    /// A module found in the code cache ([`Config::cache`]) is loaded compiled; one that is
+    /// not is compiled lazily and not stored (storing needs all its code). Serializing a
+    /// lazily compiled module ([`crate::Module::serialize`]) compiles what is left first.
+    /// Off by default.
+    pub fn lazy_compilation(&mut self, enable: bool) -> &mut Self {
+        self.lazy_compilation = enable;
+        self
+    }
+
+    /// Whether functions are compiled on first call (see [`Config::lazy_compilation`]).
+    pub fn get_lazy_compilation(&self) -> bool {
+        self.lazy_compilation
+    }
+
+    /// With [`Config::lazy_compilation`], whether the compile threads go on to compile the
+    /// functions not called yet while the program runs (on, the default) or compile only
+    /// what is called (off: least work for programs that touch little of their code).
+    pub fn lazy_background_compilation(&mut self, enable: bool) -> &mut Self {
+        self.lazy_background_compilation = enable;
+        self
+    }
+
+    /// Whether lazy compilation continues in the background (see
+    /// [`Config::lazy_background_compilation`]).
+    pub fn get_lazy_background_compilation(&self) -> bool {
+        self.lazy_background_compilation
     }
 
     /// Checks that the settings go together.

@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::types::{ExternType, GlobalType, MemoryType, Mutability, RefType, TableType, ValType};
 use crate::vm::code_memory::CodeMemory;
+use crate::vm::lazy::LazyCode;
 
 /// The header fields a serialized module is compared on, for this build and `compiler`.
 fn fingerprint(compiler: &weft_compiler::CodeFingerprint) -> crate::serialize::Fingerprint<'_> {
@@ -32,7 +33,10 @@ pub(crate) struct ModuleInner {
     pub engine: Engine,
     pub info: Arc<ModuleInfo>,
     pub wasm: Arc<[u8]>,
+    /// The functions' code: in lazy mode their entry stubs (see [`LazyCode`]).
     pub code: Arc<CodeMemory>,
+    /// The workers behind the stubs, in lazy mode.
+    pub lazy: Option<LazyCode>,
     /// Engine type id of each of the module's types. Instantiation writes them into the vmctx,
     /// where compiled code reads them: the code itself holds no engine-specific ids.
     pub type_ids: Vec<u32>,
@@ -123,6 +127,10 @@ impl Module {
             return Ok(module);
         }
         let module = Module::compile(engine, wasm, &progress)?;
+        if module.inner.lazy.is_some() {
+            // Storing it would compile it all now.
+            return Ok(module);
+        }
         if let Ok(bytes) = module.serialize() {
             cache.store(&key, &bytes);
         }
@@ -138,6 +146,9 @@ impl Module {
         let info = compiler
             .validate(wasm)
             .map_err(|e| Error::from_validation(e, &engine.config().features_off()))?;
+        if engine.config().lazy_compilation {
+            return Module::compile_lazily(engine, info, wasm.into());
+        }
         let functions = compiler
             .compile_functions_with_progress(&info, wasm, progress)
             .map_err(Error::from_compile)?;
@@ -148,6 +159,39 @@ impl Module {
         let code = CodeMemory::publish(&functions, &indices, Some(info.clone()))
             .map_err(Error::Message)?;
         Ok(Module::assemble(engine, info, wasm.into(), code))
+    }
+
+    /// A module whose functions are compiled on first call (see
+    /// [`crate::Config::lazy_compilation`]).
+    fn compile_lazily(engine: &Engine, info: ModuleInfo, wasm: Arc<[u8]>) -> Result<Module> {
+        let info = Arc::new(info);
+        let compile = {
+            let (engine, info, wasm) = (engine.clone(), info.clone(), wasm.clone());
+            Box::new(move |i: u32, scratch: &mut weft_compiler::CompileScratch| {
+                engine
+                    .compiler()
+                    .compile_function(&info, &wasm, i as usize, scratch)
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let config = engine.config();
+        let threads = match config.compile_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let lazy = LazyCode::new(
+            info.clone(),
+            compile,
+            threads,
+            config.lazy_background_compilation,
+        )
+        .map_err(Error::ResourceLimit)?;
+        let code = lazy.stubs().clone();
+        let mut module = Module::assemble(engine, info, wasm, code);
+        Arc::get_mut(&mut module.inner)
+            .expect("a module just made has one owner")
+            .lazy = Some(lazy);
+        Ok(module)
     }
 
     fn assemble(
@@ -163,8 +207,19 @@ impl Module {
                 info,
                 wasm,
                 code,
+                lazy: None,
                 type_ids,
             }),
+        }
+    }
+
+    /// How many of the module's defined functions are compiled: all of them, unless the
+    /// module is compiled lazily ([`crate::Config::lazy_compilation`]) and some have not been
+    /// called or reached by the background compilation yet.
+    pub fn compiled_functions(&self) -> usize {
+        match &self.inner.lazy {
+            Some(lazy) => lazy.compiled(),
+            None => self.inner.info.num_defined_funcs() as usize,
         }
     }
 
@@ -173,11 +228,22 @@ impl Module {
     /// machine code, and a header naming the weft build, target, CPU features and settings
     /// they were compiled for; see [`Module::deserialize`] for what loading checks.
     ///
+    /// A lazily compiled module ([`crate::Config::lazy_compilation`]) has its functions not
+    /// compiled yet compiled first, and serializes like an eagerly compiled one.
+    ///
     /// # Errors
-    /// [`Error::ResourceLimit`] if a part of the module is 4 GiB or more (the format's limit).
+    /// [`Error::ResourceLimit`] if a part of the module is 4 GiB or more (the format's limit),
+    /// or if a lazily compiled module's remaining functions cannot be compiled.
     pub fn serialize(&self) -> Result<Vec<u8>> {
         let inner = &self.inner;
-        let image = inner.code.image();
+        let lazy_code;
+        let (image, functions) = match &inner.lazy {
+            Some(lazy) => {
+                lazy_code = lazy.image().map_err(Error::ResourceLimit)?;
+                (lazy_code.0, lazy_code.1.as_slice())
+            }
+            None => (inner.code.image(), inner.code.functions()),
+        };
         if inner.wasm.len() > u32::MAX as usize || image.len() > u32::MAX as usize {
             return Err(Error::ResourceLimit(
                 "a serialized module's Wasm and code must each be under 4 GiB".into(),
@@ -188,7 +254,7 @@ impl Module {
             &fingerprint(&compiler),
             &inner.wasm,
             &image,
-            inner.code.functions(),
+            functions,
         ))
     }
 

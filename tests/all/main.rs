@@ -12,6 +12,7 @@ mod errors;
 mod exceptions;
 mod host_funcs;
 mod interrupt;
+mod lazy;
 mod nested_calls;
 mod pooling;
 mod serialize;

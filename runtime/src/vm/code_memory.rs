@@ -101,7 +101,38 @@ impl CodeMemory {
         functions: Vec<FunctionInfo>,
         symbols: Option<Arc<ModuleInfo>>,
     ) -> Result<Arc<CodeMemory>, String> {
-        let index_of_func = check_function_table(image.len(), &functions)?;
+        CodeMemory::load_with_calls(image, functions, symbols, &|_| None)
+    }
+
+    /// Like [`CodeMemory::publish`], for code whose calls may leave it: a relocation to a
+    /// function that is not among `functions` goes to `outside(index)` (a lazily compiled
+    /// function's calls go to the other functions' entry stubs), and is an error if that is
+    /// `None`.
+    ///
+    /// # Errors
+    /// As [`CodeMemory::load`].
+    pub fn publish_with_calls(
+        functions: &[CompiledFunction],
+        func_indices: &[Option<u32>],
+        symbols: Option<Arc<ModuleInfo>>,
+        outside: &dyn Fn(u32) -> Option<usize>,
+    ) -> Result<Arc<CodeMemory>, String> {
+        let (image, infos) = layout(functions, func_indices);
+        CodeMemory::load_with_calls(&image, infos, symbols, outside)
+    }
+
+    /// [`CodeMemory::load`] with calls leaving the code resolved by `outside`, as in
+    /// [`CodeMemory::publish_with_calls`].
+    ///
+    /// # Errors
+    /// As [`CodeMemory::load`].
+    pub fn load_with_calls(
+        image: &[u8],
+        functions: Vec<FunctionInfo>,
+        symbols: Option<Arc<ModuleInfo>>,
+        outside: &dyn Fn(u32) -> Option<usize>,
+    ) -> Result<Arc<CodeMemory>, String> {
+        let index_of_func = check_function_table(image.len(), &functions, outside)?;
         let page = region::page::size();
         let mapped_len = image.len().max(1).next_multiple_of(page);
         // Every page is written just below: have the kernel fill them in one call rather than
@@ -143,7 +174,11 @@ impl CodeMemory {
             for reloc in &f.relocations {
                 let at = f.start + reloc.offset as usize;
                 let target = match reloc.target {
-                    RelocTarget::Func(index) => base as usize + index_of_func[&index],
+                    RelocTarget::Func(index) => match index_of_func.get(&index) {
+                        Some(start) => base as usize + start,
+                        // Checked by `check_function_table`.
+                        None => outside(index).ok_or("a call leaves the code")?,
+                    },
                     RelocTarget::LibCall(libcall) => libcall_address(libcall),
                 };
                 apply_relocation(
@@ -190,6 +225,20 @@ impl CodeMemory {
             }
         }
         image
+    }
+
+    /// The `i`th function's code with its relocated fields cleared (as in
+    /// [`CodeMemory::image`]), and its table entry with `start` 0.
+    pub fn function_image(&self, i: usize) -> (Vec<u8>, FunctionInfo) {
+        let f = &self.functions[i];
+        // SAFETY: the function lies inside the mapping (checked by `load`), which stays
+        // readable and unchanged until `Drop`.
+        let code = unsafe { std::slice::from_raw_parts(self.base.add(f.start), f.len) };
+        let mut bytes = code.to_vec();
+        for reloc in &f.relocations {
+            clear_relocation(&mut bytes, reloc.offset as usize, reloc.kind);
+        }
+        (bytes, FunctionInfo { start: 0, ..f.clone() })
     }
 
     /// Address of the `i`th published function.
@@ -333,6 +382,7 @@ fn layout(
 fn check_function_table(
     image_len: usize,
     functions: &[FunctionInfo],
+    outside: &dyn Fn(u32) -> Option<usize>,
 ) -> Result<HashMap<u32, usize>, String> {
     let mut index_of_func = HashMap::with_capacity(functions.len());
     let mut end = 0usize;
@@ -375,6 +425,7 @@ fn check_function_table(
         for reloc in &f.relocations {
             if let RelocTarget::Func(index) = reloc.target
                 && !index_of_func.contains_key(&index)
+                && outside(index).is_none()
             {
                 return Err(format!(
                     "relocation to function {index}, which is not in this code"

@@ -381,7 +381,7 @@ unsafe fn status(vmctx: *mut u8, result: Result<(), TrapKind>) -> u8 {
 ///
 /// # Safety
 /// `vmctx` must be the vmctx of a live instance whose compiled code is calling a builtin.
-unsafe fn store_context<'a>(vmctx: *mut u8) -> &'a VMStoreContext {
+pub(super) unsafe fn store_context<'a>(vmctx: *mut u8) -> &'a VMStoreContext {
     // SAFETY: the caller's contract; a live instance's store context is live while its code
     // runs.
     unsafe {

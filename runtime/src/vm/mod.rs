@@ -28,6 +28,7 @@ pub mod entry;
 pub mod exception;
 pub mod fiber;
 pub mod host;
+pub mod lazy;
 pub mod instance;
 mod interrupt;
 pub mod memory;
