@@ -13,10 +13,12 @@ use clap::{Parser, Subcommand};
 use weft::{CacheConfig, Config, Engine, Error, Linker, Module, Store, Val, ValType};
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
+mod codegen_options;
 mod limits;
 mod progress;
 mod wasm_options;
 
+use codegen_options::CodegenOptions;
 use wasm_options::WasmOptions;
 
 #[derive(Parser)]
@@ -59,6 +61,12 @@ enum Command {
         /// bulk-memory, multi-value; all on by default). Repeatable, or comma-separated.
         #[arg(short = 'W', value_name = "KEY=VALUE")]
         wasm_options: Vec<String>,
+        /// Compilation options: `-C lazy` (or `lazy=y`) compiles each function on its first
+        /// call, so a large program starts at once and compiles the rest in the background
+        /// (`-C lazy-background=n`: only what it calls). Off by default: the code cache makes
+        /// second runs start at once anyway, and a lazily compiled module is not cached.
+        #[arg(short = 'C', value_name = "KEY=VALUE")]
+        codegen_options: Vec<String>,
         /// Compile without the code cache (neither read nor write it). A non-empty
         /// `WEFT_NO_CACHE` does the same.
         #[arg(long)]
@@ -104,6 +112,7 @@ struct RunOptions {
     argv0: Option<String>,
     args: Vec<String>,
     wasm: WasmOptions,
+    codegen: CodegenOptions,
     no_cache: bool,
 }
 
@@ -117,11 +126,14 @@ fn main() -> ExitCode {
             envs,
             argv0,
             wasm_options,
+            codegen_options,
             no_cache,
             mut args,
         } => {
-            let wasm = match WasmOptions::parse(&wasm_options) {
-                Ok(wasm) => wasm,
+            let parsed = WasmOptions::parse(&wasm_options)
+                .and_then(|wasm| Ok((wasm, CodegenOptions::parse(&codegen_options)?)));
+            let (wasm, codegen) = match parsed {
+                Ok(parsed) => parsed,
                 Err(message) => {
                     eprintln!("error: {message}");
                     return ExitCode::FAILURE;
@@ -146,6 +158,7 @@ fn main() -> ExitCode {
                 argv0,
                 args,
                 wasm,
+                codegen,
                 no_cache,
             })
         }
@@ -262,6 +275,7 @@ fn run(options: RunOptions) -> Result<ExitCode, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut config = Config::new();
     options.wasm.configure(&mut config);
+    options.codegen.configure(&mut config);
     config.cache(cache(options.no_cache));
     let engine = Engine::new(&config).map_err(|e| e.to_string())?;
     // A .cwasm from `weft compile` is recognized by its header, whatever the file is called.

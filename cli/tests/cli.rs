@@ -254,3 +254,18 @@ fn feature_switches_turn_proposals_off() {
     assert!(stderr.contains("turns off: exceptions"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn lazy_compilation_option_runs_the_same_and_refuses_unknown_keys() {
+    for options in ["lazy", "lazy=y,lazy-background=n"] {
+        let out = weft(&["run", "-C", options, "../examples/fib.wat", "--invoke", "fib", "20"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "6765\n");
+    }
+    let out = weft(&["run", "-C", "lazy=sometimes", "../examples/fib.wat"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "error: -C lazy=sometimes: expected y or n\n"
+    );
+}

@@ -566,7 +566,10 @@ impl Compiler {
         )
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one private driver of compile_one")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private driver of compile_one"
+    )]
     fn compile_one(
         &self,
         module: &ModuleInfo,

@@ -67,8 +67,8 @@ pub mod translate;
 pub mod traps;
 
 pub use compile::{
-    CodeFingerprint, CompileScratch, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES, MemoryBounds,
-    MemoryMode,
+    CodeFingerprint, CompileScratch, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES,
+    MemoryBounds, MemoryMode,
 };
 pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};
 pub use parse::parse_module;

@@ -35,6 +35,10 @@
 //! - Machine code is placed by the VM layer's code memory (`vm::code_memory`) and registered
 //!   in a process-wide map the signal handler reads (PC → trap code, PC → function and Wasm
 //!   offset).
+//! - With [`Config::lazy_compilation`] a module's functions are compiled on first call
+//!   (`vm::lazy`): each has a fixed entry stub that jumps through a slot, which a resolver
+//!   fills once worker threads have compiled the function; each function's code is published
+//!   as its own registered code memory, so traps, backtraces and exceptions work unchanged.
 //!
 //! # Traps
 //!

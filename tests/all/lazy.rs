@@ -59,7 +59,11 @@ const PROGRAM: &str = r#"
 fn recursion_through_functions_not_compiled_yet_computes_the_same_results() {
     let engine = lazy_engine(false);
     let (module, mut store, instance) = instantiate(&engine, PROGRAM);
-    assert_eq!(module.compiled_functions(), 0, "nothing is compiled up front");
+    assert_eq!(
+        module.compiled_functions(),
+        0,
+        "nothing is compiled up front"
+    );
     let even = instance
         .get_typed_func::<i32, i32>(&mut store, "even")
         .unwrap();
@@ -68,7 +72,9 @@ fn recursion_through_functions_not_compiled_yet_computes_the_same_results() {
     assert_eq!(even.call(&mut store, 11).unwrap(), 0);
     assert_eq!(even.call(&mut store, 100).unwrap(), 1);
     assert_eq!(module.compiled_functions(), 2);
-    let fib = instance.get_typed_func::<i32, i32>(&mut store, "fib").unwrap();
+    let fib = instance
+        .get_typed_func::<i32, i32>(&mut store, "fib")
+        .unwrap();
     assert_eq!(fib.call(&mut store, 20).unwrap(), 6765);
     assert_eq!(module.compiled_functions(), 3);
 }
@@ -184,7 +190,11 @@ fn lazy_entry_keeps_every_argument_and_result_for_calls_and_tail_calls() {
             .unwrap();
         let ints = 1 + 2 + 6 + 7 + 11 + 12 + 16 + 17;
         let floats = 3.0 + 4.0 + 8.0 + 9.0 + 13.0 + 14.0 + 18.0 + 19.0;
-        assert_eq!(f.call(&mut store, 1).unwrap(), (ints, floats, 30), "{export}");
+        assert_eq!(
+            f.call(&mut store, 1).unwrap(),
+            (ints, floats, 30),
+            "{export}"
+        );
         assert_eq!(f.call(&mut store, 2).unwrap(), (ints + 1, floats, 30));
     }
 }
@@ -230,12 +240,17 @@ fn function_compiled_inside_a_promising_call_that_suspends_then_traps() {
         .unwrap();
     let mut store = Store::new(&engine, ());
     let instance = linker.instantiate(&mut store, &module).unwrap();
-    let run = instance.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     // run and before are compiled on the fiber's way in; after, once it resumed.
-    assert_eq!(runtime.block_on(run.call_async(&mut store, 10)).unwrap(), 100);
+    assert_eq!(
+        runtime.block_on(run.call_async(&mut store, 10)).unwrap(),
+        100
+    );
     assert_eq!(module.compiled_functions(), 3);
     // Now from scratch, the trap inside the function compiled after the suspension.
     let (mut store, instance) = {
@@ -244,24 +259,29 @@ fn function_compiled_inside_a_promising_call_that_suspends_then_traps() {
         let instance = linker.instantiate(&mut store, &module).unwrap();
         (store, instance)
     };
-    let run = instance.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
-    let error = runtime
-        .block_on(run.call_async(&mut store, 0))
-        .unwrap_err();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    let error = runtime.block_on(run.call_async(&mut store, 0)).unwrap_err();
     assert_eq!(error.trap(), Some(Trap::IntegerDivisionByZero));
     let frames = &error.backtrace().unwrap().frames;
     let indices: Vec<_> = frames.iter().map(|f| f.func_index).collect();
     // after (1) called by before (2) called by run (3); the import is function 0.
     assert_eq!(indices, [1, 2, 3]);
     // The store goes on working.
-    assert_eq!(runtime.block_on(run.call_async(&mut store, 4)).unwrap(), 250);
+    assert_eq!(
+        runtime.block_on(run.call_async(&mut store, 4)).unwrap(),
+        250
+    );
 }
 
 #[test]
 fn serializing_a_lazy_module_compiles_the_rest_and_loads_like_an_eager_one() {
     let engine = lazy_engine(false);
     let (module, mut store, instance) = instantiate(&engine, PROGRAM);
-    let fib = instance.get_typed_func::<i32, i32>(&mut store, "fib").unwrap();
+    let fib = instance
+        .get_typed_func::<i32, i32>(&mut store, "fib")
+        .unwrap();
     assert_eq!(fib.call(&mut store, 10).unwrap(), 55);
     let bytes = module.serialize().unwrap();
     let total = module.compiled_functions();
@@ -300,7 +320,9 @@ fn background_compilation_compiles_every_function_without_calls() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let fib = instance.get_typed_func::<i32, i32>(&mut store, "fib").unwrap();
+    let fib = instance
+        .get_typed_func::<i32, i32>(&mut store, "fib")
+        .unwrap();
     assert_eq!(fib.call(&mut store, 15).unwrap(), 610);
 }
 

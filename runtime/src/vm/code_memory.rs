@@ -238,7 +238,13 @@ impl CodeMemory {
         for reloc in &f.relocations {
             clear_relocation(&mut bytes, reloc.offset as usize, reloc.kind);
         }
-        (bytes, FunctionInfo { start: 0, ..f.clone() })
+        (
+            bytes,
+            FunctionInfo {
+                start: 0,
+                ..f.clone()
+            },
+        )
     }
 
     /// Address of the `i`th published function.

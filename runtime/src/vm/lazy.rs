@@ -304,8 +304,7 @@ impl Shared {
             }
             if self.background {
                 let count = state.status.len();
-                while state.next < count && !matches!(state.status[state.next], Status::Pending)
-                {
+                while state.next < count && !matches!(state.status[state.next], Status::Pending) {
                     state.next += 1;
                 }
                 if state.next < count {

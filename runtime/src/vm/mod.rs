@@ -17,7 +17,8 @@
 //!   suspend point).
 //! - `exception`: the store's exception objects and the handler search behind `throw`.
 //! - `instance` (vmctx and builtins), `host` (host functions as Wasm calls them), `memory`,
-//!   `table`, `code_memory` (published machine code and its trap/frame tables); `pool`, the
+//!   `table`, `code_memory` (published machine code and its trap/frame tables); `lazy`, the
+//!   entry stubs, slots and compile workers of lazily compiled modules; `pool`, the
 //!   pooling allocator's slots for memories, tables and vmctx.
 
 mod altstack;
@@ -28,9 +29,9 @@ pub mod entry;
 pub mod exception;
 pub mod fiber;
 pub mod host;
-pub mod lazy;
 pub mod instance;
 mod interrupt;
+pub mod lazy;
 pub mod memory;
 pub mod pool;
 mod signals;
