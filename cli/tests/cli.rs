@@ -258,7 +258,15 @@ fn feature_switches_turn_proposals_off() {
 #[test]
 fn lazy_compilation_option_runs_the_same_and_refuses_unknown_keys() {
     for options in ["lazy", "lazy=y,lazy-background=n"] {
-        let out = weft(&["run", "-C", options, "../examples/fib.wat", "--invoke", "fib", "20"]);
+        let out = weft(&[
+            "run",
+            "-C",
+            options,
+            "../examples/fib.wat",
+            "--invoke",
+            "fib",
+            "20",
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "6765\n");
     }

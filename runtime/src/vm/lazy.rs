@@ -163,13 +163,17 @@ impl LazyCode {
         let lazy = LazyCode { shared };
         if count > 0 {
             let mut started = 0;
-            for _ in 0..threads.max(1) {
+            let threads = threads.max(1);
+            for n in 0..threads {
                 let shared = lazy.shared.clone();
+                // With background work and more than one worker, the first keeps to calls, so
+                // a call never waits behind a background function.
+                let calls_only = n == 0 && background && threads > 1;
                 let spawned = std::thread::Builder::new()
                     .name("weft-lazy-compile".into())
                     // Cranelift recurses on large functions; the default 2 MiB is tight.
                     .stack_size(8 << 20)
-                    .spawn(move || worker(&shared));
+                    .spawn(move || worker(&shared, calls_only));
                 started += usize::from(spawned.is_ok());
             }
             if started == 0 {
@@ -291,8 +295,9 @@ impl Shared {
         }
     }
 
-    /// The next function a worker should compile, or `None` when it should stop.
-    fn next_job(&self) -> Option<u32> {
+    /// The next function a worker should compile (one asked for, or with `!calls_only` one
+    /// for the background), or `None` when it should stop.
+    fn next_job(&self, calls_only: bool) -> Option<u32> {
         let mut state = self.lock();
         loop {
             if state.cancelled {
@@ -302,7 +307,7 @@ impl Shared {
                 state.status[i as usize] = Status::Compiling;
                 return Some(i);
             }
-            if self.background {
+            if self.background && !calls_only {
                 let count = state.status.len();
                 while state.next < count && !matches!(state.status[state.next], Status::Pending) {
                     state.next += 1;
@@ -347,9 +352,9 @@ impl Shared {
     }
 }
 
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, calls_only: bool) {
     let mut scratch = CompileScratch::new();
-    while let Some(index) = shared.next_job() {
+    while let Some(index) = shared.next_job(calls_only) {
         let status = match shared.compile(index, &mut scratch) {
             Ok(code) => Status::Done(code),
             Err(why) => Status::Failed(why),
