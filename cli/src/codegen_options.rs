@@ -27,20 +27,20 @@ impl CodegenOptions {
                 Some((key, value)) => (key, Some(value)),
                 None => (option, None),
             };
-            let on = match value {
-                None | Some("y" | "yes" | "true" | "1") => true,
-                Some("n" | "no" | "false" | "0") => false,
-                Some(other) => return Err(format!("-C {key}={other}: expected y or n")),
-            };
-            match key {
-                "lazy" => parsed.lazy = Some(on),
-                "lazy-background" => parsed.lazy_background = Some(on),
+            let field = match key {
+                "lazy" => &mut parsed.lazy,
+                "lazy-background" => &mut parsed.lazy_background,
                 _ => {
                     return Err(format!(
                         "-C {key}: unknown option (weft knows lazy=y|n, lazy-background=y|n)"
                     ));
                 }
-            }
+            };
+            *field = Some(match value {
+                None | Some("y" | "yes" | "true" | "1") => true,
+                Some("n" | "no" | "false" | "0") => false,
+                Some(other) => return Err(format!("-C {key}={other}: expected y or n")),
+            });
         }
         Ok(parsed)
     }
