@@ -541,7 +541,7 @@ impl Compiler {
     }
 
     /// Compiles defined function `defined_index` of a validated module on its own, for lazy
-    /// compilation: its direct calls go to absolute addresses ([`Placement::Apart`]), so
+    /// compilation: its direct calls go to absolute addresses (`Abs8` relocations), so
     /// the runtime can place it anywhere and aim them at each callee's entry stub.
     /// `scratch` carries Cranelift's buffers from one call to the next on a thread.
     ///
