@@ -3,12 +3,12 @@
 //! - Limits (`weft run`): `fuel=N`, `timeout=DURATION` (see `limits.rs`).
 //! - WebAssembly feature switches (`weft run`, `weft compile`, `weft wast`), all on by
 //!   default: `simd`, `relaxed-simd`, `reference-types`, `function-references`, `tail-call`,
-//!   `extended-const`, `multi-memory`, `bulk-memory`, `multi-value`, `exceptions`, each `=y`
-//!   or `=n` (also
-//!   `yes`/`no`, `true`/`false`, `1`/`0`; a bare key means `y`; `simd=n` also turns
-//!   `relaxed-simd` off, and `reference-types=n` `function-references`, unless those are given
-//!   too). Proposals weft does not implement (`memory64`, `gc`, `threads`, `stack-switching`)
-//!   accept `=n` and refuse `=y` with a message saying so.
+//!   `extended-const`, `multi-memory`, `bulk-memory`, `multi-value`, `exceptions`,
+//!   `memory64`, each `=y` or `=n` (also `yes`/`no`, `true`/`false`, `1`/`0`; a bare key
+//!   means `y`; `simd=n` also turns `relaxed-simd` off, and `reference-types=n`
+//!   `function-references`, unless those are given too). Proposals weft does not implement
+//!   (`gc`, `threads`, `stack-switching`) accept `=n` and refuse `=y` with a message saying
+//!   so.
 //! - `max-wasm-stack=BYTES`: the Wasm stack a call may use (`Config::max_wasm_stack`).
 
 use weft::Config;
@@ -30,6 +30,7 @@ const SWITCHES: &[(&str, Switch)] = &[
     ("bulk-memory", Config::wasm_bulk_memory),
     ("multi-value", Config::wasm_multi_value),
     ("exceptions", Config::wasm_exceptions),
+    ("memory64", Config::wasm_memory64),
 ];
 
 /// Switches that need another: turning the base off turns these off too, unless they were
@@ -44,7 +45,7 @@ const DEPENDENTS: &[(&str, &str, Switch)] = &[
 ];
 
 /// Proposals weft does not implement yet: `-W NAME=n` is accepted (it is already off).
-const NOT_IMPLEMENTED: &[&str] = &["memory64", "gc", "threads", "stack-switching"];
+const NOT_IMPLEMENTED: &[&str] = &["gc", "threads", "stack-switching"];
 
 /// What the `-W` options asked for.
 #[derive(Clone, Debug, Default)]
@@ -183,13 +184,18 @@ mod tests {
         assert!(weft::Engine::new(&config).is_err());
         assert!(!options.has_limits());
         // Proposals weft lacks may be turned off, not on.
-        assert!(WasmOptions::parse(&["memory64=n,gc=0".into()]).is_ok());
+        assert!(WasmOptions::parse(&["threads=n,gc=0".into()]).is_ok());
         let error = WasmOptions::parse(&["gc=y".into()]).unwrap_err();
         assert!(
             error.contains("does not implement the gc proposal"),
             "{error}"
         );
         assert!(WasmOptions::parse(&["exceptions=y".into()]).is_ok());
+        let mut config = Config::new();
+        WasmOptions::parse(&["memory64=n".into()])
+            .unwrap()
+            .configure(&mut config);
+        assert!(!config.get_wasm_memory64());
     }
 
     #[test]
@@ -210,6 +216,7 @@ mod tests {
                 config.get_wasm_bulk_memory(),
                 config.get_wasm_multi_value(),
                 config.get_wasm_exceptions(),
+                config.get_wasm_memory64(),
             ];
             let dependents = DEPENDENTS.iter().filter(|(base, ..)| base == name).count();
             assert_eq!(

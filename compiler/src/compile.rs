@@ -173,6 +173,8 @@ pub struct Features {
     pub multi_value: bool,
     /// Exception handling: tags, `throw`, `throw_ref`, `try_table`, `exnref` (3.0).
     pub exceptions: bool,
+    /// 64-bit memories and tables (`memory i64`, `table i64`; 3.0's memory64).
+    pub memory64: bool,
 }
 
 impl Default for Features {
@@ -188,13 +190,14 @@ impl Default for Features {
             bulk_memory: true,
             multi_value: true,
             exceptions: true,
+            memory64: true,
         }
     }
 }
 
 impl Features {
     /// Each switch with its name in wasmtime's CLI spelling (`-W tail-call=n`).
-    pub fn switches(&self) -> [(&'static str, bool); 10] {
+    pub fn switches(&self) -> [(&'static str, bool); 11] {
         let Features {
             simd,
             relaxed_simd,
@@ -206,6 +209,7 @@ impl Features {
             bulk_memory,
             multi_value,
             exceptions,
+            memory64,
         } = *self;
         [
             ("simd", simd),
@@ -218,6 +222,7 @@ impl Features {
             ("bulk-memory", bulk_memory),
             ("multi-value", multi_value),
             ("exceptions", exceptions),
+            ("memory64", memory64),
         ]
     }
 
@@ -244,8 +249,8 @@ impl Features {
 impl CompilerOptions {
     /// The WebAssembly features modules are validated against: 2.0, plus the parts of 3.0
     /// weft implements (tail calls, extended constant expressions, relaxed SIMD, typed
-    /// function references, multi-memory and exception handling when these options allow
-    /// it). memory64 fails validation rather than reaching a translator that does not know it.
+    /// function references, multi-memory, exception handling and memory64 when these options
+    /// allow it). Shared memories (threads) fail in the parser.
     ///
     /// GC is on for validation only: 3.0 is written with it, and wasmparser applies 3.0's
     /// rules for recursion groups and for constant expressions that read defined globals
@@ -276,6 +281,7 @@ impl CompilerOptions {
             (WasmFeatures::BULK_MEMORY, f.bulk_memory),
             (WasmFeatures::MULTI_VALUE, f.multi_value),
             (WasmFeatures::EXCEPTIONS, f.exceptions),
+            (WasmFeatures::MEMORY64, f.memory64),
         ] {
             features.set(flag, on);
         }

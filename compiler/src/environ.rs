@@ -88,8 +88,8 @@ pub trait FuncEnvironment {
     }
 
     /// The native address of the `access_size` bytes at Wasm address `index + offset` of
-    /// `memory` (`index` is an i32), and the flags to load or store through it. Emits the bounds
-    /// check the memory bounds need; an out-of-bounds access traps with
+    /// `memory` (`index` is an i32, or an i64 for a 64-bit memory), and the flags to load or
+    /// store through it. Emits the bounds check the memory bounds need; an out-of-bounds access traps with
     /// `TrapCode::HEAP_OUT_OF_BOUNDS` (a check, or the returned flags' trap code on a guard-page
     /// fault).
     fn heap_address(
@@ -114,7 +114,7 @@ pub trait FuncEnvironment {
         kind: CallKind,
     ) -> Vec<Value>;
 
-    /// `call_indirect`: `callee` is the i32 table index. Checks bounds, null and signature.
+    /// `call_indirect`: `callee` is the table index (an i32, an i64 for a 64-bit table). Checks bounds, null and signature.
     /// Results as for [`FuncEnvironment::call`].
     fn call_indirect(
         &mut self,
@@ -139,9 +139,10 @@ pub trait FuncEnvironment {
         kind: CallKind,
     ) -> Vec<Value>;
 
-    /// `memory.size`, in pages, as an i32.
+    /// `memory.size`, in pages, as an i32 (an i64 for a 64-bit memory).
     fn memory_size(&mut self, builder: &mut FunctionBuilder, memory: u32) -> Value;
-    /// `memory.grow`: returns the old size in pages, or -1, as an i32.
+    /// `memory.grow`: returns the old size in pages, or -1, as an i32 (an i64 for a 64-bit
+    /// memory).
     fn memory_grow(&mut self, builder: &mut FunctionBuilder, memory: u32, delta: Value) -> Value;
     fn memory_fill(
         &mut self,
@@ -173,9 +174,9 @@ pub trait FuncEnvironment {
 
     fn table_get(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value) -> Value;
     fn table_set(&mut self, builder: &mut FunctionBuilder, table: u32, index: Value, value: Value);
-    /// `table.size` as an i32.
+    /// `table.size` as an i32 (an i64 for a 64-bit table).
     fn table_size(&mut self, builder: &mut FunctionBuilder, table: u32) -> Value;
-    /// `table.grow`: returns the old size, or -1, as an i32.
+    /// `table.grow`: returns the old size, or -1, as an i32 (an i64 for a 64-bit table).
     fn table_grow(
         &mut self,
         builder: &mut FunctionBuilder,

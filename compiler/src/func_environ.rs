@@ -262,8 +262,8 @@ impl WeftFuncEnvironment<'_> {
         self.vmctx_ptr(builder, self.offsets.table(table))
     }
 
-    /// The address of element `index` (an i32) of `table`, after a bounds check that traps with
-    /// `kind`.
+    /// The address of element `index` (an i32, or an i64 for a 64-bit table) of `table`, after
+    /// a bounds check that traps with `kind`.
     fn table_element_address(
         &self,
         builder: &mut FunctionBuilder,
@@ -278,7 +278,7 @@ impl WeftFuncEnvironment<'_> {
             definition,
             table::CURRENT_ELEMENTS,
         );
-        let index = builder.ins().uextend(I64, index);
+        let index = to_u64(builder, index);
         let out_of_bounds = builder
             .ins()
             .icmp(IntCC::UnsignedGreaterThanOrEqual, index, len);
@@ -297,6 +297,77 @@ impl WeftFuncEnvironment<'_> {
 
     fn i32_const(builder: &mut FunctionBuilder, value: u32) -> Value {
         builder.ins().iconst(I32, i64::from(value))
+    }
+
+    /// `heap_address` for a 64-bit memory (`index` an i64). No reservation can hold every
+    /// address such a memory may be given, so whatever the memory bounds, every access is
+    /// checked: `index + offset + access_size <= current length`, computed without wrapping
+    /// (a sum past `u64::MAX` traps as out of bounds too). The runtime may move a 64-bit
+    /// memory when it grows, so its base is loaded at each access.
+    fn heap_address64(
+        &self,
+        builder: &mut FunctionBuilder,
+        definition: Value,
+        index: Value,
+        offset: u64,
+        access_size: u32,
+    ) -> (Value, MemFlagsData) {
+        let oob = trap_code(TrapKind::MemoryOutOfBounds);
+        let end = match offset.checked_add(u64::from(access_size)) {
+            Some(reach) => {
+                let reach = builder.ins().iconst(I64, reach as i64);
+                builder.ins().uadd_overflow_trap(index, reach, oob)
+            }
+            // An offset this close to 2^64 leaves no room for any index: two steps, each of
+            // which may trap.
+            None => {
+                let offset = builder.ins().iconst(I64, offset as i64);
+                let size = builder.ins().iconst(I64, i64::from(access_size));
+                let start = builder.ins().uadd_overflow_trap(index, offset, oob);
+                builder.ins().uadd_overflow_trap(start, size, oob)
+            }
+        };
+        let len = builder.ins().load(
+            I64,
+            MemFlagsData::trusted(),
+            definition,
+            memory::CURRENT_LENGTH,
+        );
+        let out_of_bounds = builder.ins().icmp(IntCC::UnsignedGreaterThan, end, len);
+        builder.ins().trapnz(out_of_bounds, oob);
+        let base = builder.ins().load(
+            self.pointer_type,
+            MemFlagsData::trusted(),
+            definition,
+            memory::BASE,
+        );
+        let mut address = builder.ins().iadd(base, index);
+        if offset != 0 {
+            address = builder.ins().iadd_imm_u(address, offset as i64);
+        }
+        // The check above is the only one: the access cannot fault.
+        let flags = MemFlagsData::new().with_trap_code(Some(oob));
+        (address, flags)
+    }
+
+    /// Whether memory `index` is a 64-bit memory (its addresses are i64).
+    fn memory64(&self, index: u32) -> bool {
+        self.module.memories[index as usize].memory64
+    }
+
+    /// Whether table `index` is a 64-bit table (its indices are i64).
+    fn table64(&self, index: u32) -> bool {
+        self.module.tables[index as usize].table64
+    }
+
+    /// A builtin's u64 count or old size as the Wasm result for an address space of 64 bits
+    /// (as is) or 32 bits (its low half: `u64::MAX`, a failure, becomes -1).
+    fn index_result(builder: &mut FunctionBuilder, value: Value, is_64: bool) -> Value {
+        if is_64 {
+            value
+        } else {
+            builder.ins().ireduce(I32, value)
+        }
     }
 
     /// A call that returns, with its results. Outside `try_table` a plain call; inside, a
@@ -499,6 +570,9 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         access_size: u32,
     ) -> (Value, MemFlagsData) {
         let definition = self.vmctx_ptr(builder, self.offsets.memory(memory));
+        if self.memory64(memory) {
+            return self.heap_address64(builder, definition, index, offset, access_size);
+        }
         let index = builder.ins().uextend(I64, index);
         // The base never moves when the reservation holds the largest memory; then it is
         // loaded like the vmctx's other constant pointers, so it may be hoisted and shared.
@@ -674,17 +748,18 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             memory::CURRENT_LENGTH,
         );
         let pages = builder.ins().ushr_imm_u(len, 16);
-        builder.ins().ireduce(I32, pages)
+        Self::index_result(builder, pages, self.memory64(index))
     }
 
     fn memory_grow(&mut self, builder: &mut FunctionBuilder, index: u32, delta: Value) -> Value {
+        let is_64 = self.memory64(index);
         let index = Self::i32_const(builder, index);
-        let delta = builder.ins().uextend(I64, delta);
+        let delta = to_u64(builder, delta);
         let old = self
             .call_builtin(builder, BuiltinFunction::MemoryGrow, &[index, delta])
             .expect("memory.grow returns the old size");
-        // u64::MAX (failure) becomes -1.
-        builder.ins().ireduce(I32, old)
+        // u64::MAX (failure) is -1 either way.
+        Self::index_result(builder, old, is_64)
     }
 
     fn memory_fill(
@@ -696,8 +771,8 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         len: Value,
     ) {
         let index = Self::i32_const(builder, index);
-        let dst = builder.ins().uextend(I64, dst);
-        let len = builder.ins().uextend(I64, len);
+        let dst = to_u64(builder, dst);
+        let len = to_u64(builder, len);
         self.call_builtin(
             builder,
             BuiltinFunction::MemoryFill,
@@ -716,9 +791,10 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let dst_memory = Self::i32_const(builder, dst_memory);
         let src_memory = Self::i32_const(builder, src_memory);
-        let dst = builder.ins().uextend(I64, dst);
-        let src = builder.ins().uextend(I64, src);
-        let len = builder.ins().uextend(I64, len);
+        // Each operand has its own memory's address type (the length the smaller one's).
+        let dst = to_u64(builder, dst);
+        let src = to_u64(builder, src);
+        let len = to_u64(builder, len);
         self.call_builtin(
             builder,
             BuiltinFunction::MemoryCopy,
@@ -737,7 +813,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let index = Self::i32_const(builder, index);
         let data = Self::i32_const(builder, data);
-        let dst = builder.ins().uextend(I64, dst);
+        let dst = to_u64(builder, dst);
         self.call_builtin(
             builder,
             BuiltinFunction::MemoryInit,
@@ -772,7 +848,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
             definition,
             table::CURRENT_ELEMENTS,
         );
-        builder.ins().ireduce(I32, len)
+        Self::index_result(builder, len, self.table64(table))
     }
 
     fn table_grow(
@@ -782,9 +858,14 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         init: Value,
         delta: Value,
     ) -> Value {
+        let is_64 = self.table64(table);
         let table = Self::i32_const(builder, table);
-        self.call_builtin(builder, BuiltinFunction::TableGrow, &[table, delta, init])
-            .expect("table.grow returns the old size")
+        let delta = to_u64(builder, delta);
+        let old = self
+            .call_builtin(builder, BuiltinFunction::TableGrow, &[table, delta, init])
+            .expect("table.grow returns the old size");
+        // u64::MAX (failure) is -1 either way.
+        Self::index_result(builder, old, is_64)
     }
 
     fn table_fill(
@@ -796,6 +877,8 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         len: Value,
     ) {
         let table = Self::i32_const(builder, table);
+        let dst = to_u64(builder, dst);
+        let len = to_u64(builder, len);
         self.call_builtin(
             builder,
             BuiltinFunction::TableFill,
@@ -814,6 +897,10 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let dst_table = Self::i32_const(builder, dst_table);
         let src_table = Self::i32_const(builder, src_table);
+        // As for `memory.copy`: each operand of its table's index type.
+        let dst = to_u64(builder, dst);
+        let src = to_u64(builder, src);
+        let len = to_u64(builder, len);
         self.call_builtin(
             builder,
             BuiltinFunction::TableCopy,
@@ -832,6 +919,7 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
     ) {
         let table = Self::i32_const(builder, table);
         let elem = Self::i32_const(builder, elem);
+        let dst = to_u64(builder, dst);
         self.call_builtin(
             builder,
             BuiltinFunction::TableInit,
@@ -950,6 +1038,16 @@ impl FuncEnvironment for WeftFuncEnvironment<'_> {
         if check {
             self.fuel_check(builder);
         }
+    }
+}
+
+/// `value` (an address, index or count of a 32- or 64-bit memory or table) as an i64: a
+/// 32-bit one zero-extended.
+fn to_u64(builder: &mut FunctionBuilder, value: Value) -> Value {
+    if builder.func.dfg.value_type(value) == I64 {
+        value
+    } else {
+        builder.ins().uextend(I64, value)
     }
 }
 

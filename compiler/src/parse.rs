@@ -70,6 +70,11 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
                             EntityIndex::Table(info.tables.len() as u32 - 1)
                         }
                         TypeRef::Memory(ty) => {
+                            if ty.shared {
+                                return Err(CompileError::Unsupported(
+                                    "shared memories (threads proposal)".into(),
+                                ));
+                            }
                             info.memories.push(ty);
                             info.num_imported_memories += 1;
                             EntityIndex::Memory(info.memories.len() as u32 - 1)
@@ -117,9 +122,9 @@ pub fn parse_module(wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
             Payload::MemorySection(reader) => {
                 for memory in reader {
                     let memory = memory?;
-                    if memory.memory64 || memory.shared {
+                    if memory.shared {
                         return Err(CompileError::Unsupported(
-                            "64-bit and shared memories".into(),
+                            "shared memories (threads proposal)".into(),
                         ));
                     }
                     info.memories.push(memory);

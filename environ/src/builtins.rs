@@ -57,14 +57,16 @@ macro_rules! foreach_builtin {
             MemoryInit = memory_init(memory: u32, data: u32, dst: u64, src: u32, len: u32) -> status;
             /// `data.drop`.
             DataDrop = data_drop(data: u32);
-            /// `table.grow`: the old size, or `u32::MAX` if the table cannot grow.
-            TableGrow = table_grow(table: u32, delta: u32, init: reference) -> u32;
+            /// `table.grow`: the old size, or `u64::MAX` if the table cannot grow. Indices and
+            /// counts of tables (as addresses of memories) are u64 whatever the table's index
+            /// type: compiled code zero-extends a 32-bit table's.
+            TableGrow = table_grow(table: u32, delta: u64, init: reference) -> u64;
             /// `table.fill`.
-            TableFill = table_fill(table: u32, dst: u32, value: reference, len: u32) -> status;
+            TableFill = table_fill(table: u32, dst: u64, value: reference, len: u64) -> status;
             /// `table.copy`, possibly between two tables.
-            TableCopy = table_copy(dst_table: u32, src_table: u32, dst: u32, src: u32, len: u32) -> status;
+            TableCopy = table_copy(dst_table: u32, src_table: u32, dst: u64, src: u64, len: u64) -> status;
             /// `table.init` from element segment `elem` (empty once dropped).
-            TableInit = table_init(table: u32, elem: u32, dst: u32, src: u32, len: u32) -> status;
+            TableInit = table_init(table: u32, elem: u32, dst: u64, src: u32, len: u32) -> status;
             /// `elem.drop`.
             ElemDrop = elem_drop(elem: u32);
             /// A new exception of tag `tag` (a module tag index) with room for its payload:

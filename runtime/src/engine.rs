@@ -281,6 +281,12 @@ impl Config {
         /// (3.0).
         wasm_exceptions, get_wasm_exceptions, exceptions
     }
+    feature_switch! {
+        /// Accepts 64-bit memories and tables (memory64: `memory i64`, `table i64`; 3.0).
+        /// Their accesses are always checked against the current length, whatever
+        /// [`Config::memory_reservation`] says: no reservation covers a 64-bit address.
+        wasm_memory64, get_wasm_memory64, memory64
+    }
 
     /// The feature switches that are off, in wasmtime's CLI spelling (`tail-call`), for
     /// messages.

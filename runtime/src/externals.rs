@@ -120,7 +120,10 @@ impl Memory {
     /// [`Error::ResourceLimit`] if the memory cannot be allocated.
     pub fn new(mut store: impl AsContextMut, ty: MemoryType) -> Result<Memory> {
         let store = &mut store.as_context_mut().opaque;
-        let memory = store.engine.allocator().memory(ty.minimum, ty.maximum)?;
+        let memory = store
+            .engine
+            .allocator()
+            .memory(ty.minimum, ty.maximum, ty.is_64)?;
         store.memories.push(Box::new(memory));
         Ok(Memory {
             store: store.id,
@@ -133,16 +136,26 @@ impl Memory {
         &store.memories[self.index]
     }
 
-    /// The memory's type: its current size as the minimum, and its maximum.
+    /// The memory's type: its current size as the minimum, its maximum and its index type.
     ///
     /// # Panics
     /// If `store` is not the memory's store.
     pub fn ty(&self, store: impl AsContext) -> MemoryType {
         let memory = self.vm(&store.as_context().opaque);
+        let limit = vm::memory::max_pages_for(memory.is_64());
         MemoryType {
             minimum: memory.pages(),
-            maximum: Some(memory.max_pages()).filter(|&m| m != vm::memory::MAX_PAGES_32),
+            maximum: Some(memory.max_pages()).filter(|&m| m != limit),
+            is_64: memory.is_64(),
         }
+    }
+
+    /// Whether this is a 64-bit memory (memory64), addressed with i64.
+    ///
+    /// # Panics
+    /// If `store` is not the memory's store.
+    pub fn is_64(&self, store: impl AsContext) -> bool {
+        self.vm(&store.as_context().opaque).is_64()
     }
 
     /// Size in 64 KiB pages.
@@ -298,14 +311,14 @@ impl Table {
     ///
     /// # Panics
     /// If `store` is not the table's store.
-    pub fn size(&self, store: impl AsContext) -> u32 {
+    pub fn size(&self, store: impl AsContext) -> u64 {
         let store = &store.as_context().opaque;
         store.check(self.store);
         store.tables[self.index].vm.size()
     }
 
     /// Element `index`, or `None` if out of bounds.
-    pub fn get(&self, mut store: impl AsContextMut, index: u32) -> Option<Val> {
+    pub fn get(&self, mut store: impl AsContextMut, index: u64) -> Option<Val> {
         let store = &mut store.as_context_mut().opaque;
         store.check(self.store);
         let data = &store.tables[self.index];
@@ -318,7 +331,7 @@ impl Table {
     ///
     /// # Errors
     /// [`Error::TypeMismatch`] for a value of the wrong type; a `TableOutOfBounds` trap.
-    pub fn set(&self, mut store: impl AsContextMut, index: u32, value: Val) -> Result<()> {
+    pub fn set(&self, mut store: impl AsContextMut, index: u64, value: Val) -> Result<()> {
         let store = &mut store.as_context_mut().opaque;
         store.check(self.store);
         let raw = self.raw_element(store, value)?;
@@ -332,7 +345,7 @@ impl Table {
     ///
     /// # Errors
     /// [`Error::ResourceLimit`] if the table cannot grow that far.
-    pub fn grow(&self, mut store: impl AsContextMut, delta: u32, init: Val) -> Result<u32> {
+    pub fn grow(&self, mut store: impl AsContextMut, delta: u64, init: Val) -> Result<u64> {
         let store = &mut store.as_context_mut().opaque;
         store.check(self.store);
         let raw = self.raw_element(store, init)?;

@@ -192,18 +192,14 @@ fn check_import<T: 'static>(
         }
         (ExternType::Table(e), ExternType::Table(a)) => {
             if e.element != a.element
-                || !limits_match(
-                    a.minimum.into(),
-                    a.maximum.map(Into::into),
-                    e.minimum.into(),
-                    e.maximum.map(Into::into),
-                )
+                || e.is_64 != a.is_64
+                || !limits_match(a.minimum, a.maximum, e.minimum, e.maximum)
             {
                 return Err(incompatible(format!("expected {e:?}, found {a:?}")));
             }
         }
         (ExternType::Memory(e), ExternType::Memory(a)) => {
-            if !limits_match(a.minimum, a.maximum, e.minimum, e.maximum) {
+            if e.is_64 != a.is_64 || !limits_match(a.minimum, a.maximum, e.minimum, e.maximum) {
                 return Err(incompatible(format!("expected {e:?}, found {a:?}")));
             }
         }
@@ -317,7 +313,10 @@ fn instantiate_without_start<T: 'static>(
     }
     // Defined memories, tables and (not yet initialized) globals.
     for ty in &info.memories[info.num_imported_memories as usize..] {
-        let memory = opaque.engine.allocator().memory(ty.initial, ty.maximum)?;
+        let memory = opaque
+            .engine
+            .allocator()
+            .memory(ty.initial, ty.maximum, ty.memory64)?;
         opaque.memories.push(Box::new(memory));
         memories.push(opaque.memories.last_mut().expect("just pushed").handle());
         memory_handles.push(Memory {
@@ -327,11 +326,7 @@ fn instantiate_without_start<T: 'static>(
     }
     for ty in &info.tables[info.num_imported_tables as usize..] {
         // Null for now; a table with an initializer gets its value once globals are set.
-        let table =
-            opaque
-                .engine
-                .allocator()
-                .table(ty.initial as u32, ty.maximum.map(|m| m as u32), 0)?;
+        let table = opaque.engine.allocator().table(ty.initial, ty.maximum, 0)?;
         opaque.tables.push(TableData {
             vm: Box::new(table),
             ty: table_type(ty, &module.inner.type_ids),
@@ -438,19 +433,26 @@ fn instantiate_without_start<T: 'static>(
         .iter()
         .map(|e| e.items.iter().map(|item| eval(item) as usize).collect())
         .collect();
-    let offsets: Vec<Option<u32>> = info
+    // An offset is an i32, or an i64 for a 64-bit table or memory.
+    let offsets: Vec<Option<u64>> = info
         .elements
         .iter()
         .map(|e| match &e.mode {
-            ElementMode::Active { offset, .. } => Some(eval(offset) as u32),
+            ElementMode::Active { offset, table } => Some(index_value(
+                eval(offset),
+                info.tables[*table as usize].table64,
+            )),
             _ => None,
         })
         .collect();
-    let data_offsets: Vec<Option<u32>> = info
+    let data_offsets: Vec<Option<u64>> = info
         .data
         .iter()
         .map(|d| match &d.mode {
-            DataMode::Active { offset, .. } => Some(eval(offset) as u32),
+            DataMode::Active { offset, memory } => Some(index_value(
+                eval(offset),
+                info.memories[*memory as usize].memory64,
+            )),
             DataMode::Passive => None,
         })
         .collect();
@@ -489,12 +491,13 @@ fn instantiate_without_start<T: 'static>(
             continue;
         };
         let handle = memory_handles[memory as usize];
-        let offset = data_offsets[i].expect("active segments have offsets") as usize;
+        let offset = data_offsets[i].expect("active segments have offsets");
         let bytes = &module.inner.wasm[segment.range.clone()];
         let data = opaque.memories[handle.index].data_mut();
-        match offset
-            .checked_add(bytes.len())
-            .and_then(|end| data.get_mut(offset..end))
+        match usize::try_from(offset)
+            .ok()
+            .and_then(|offset| Some(offset..offset.checked_add(bytes.len())?))
+            .and_then(|range| data.get_mut(range))
         {
             Some(dst) => dst.copy_from_slice(bytes),
             None => return Err(Error::trap_without_backtrace(Trap::MemoryOutOfBounds)),
@@ -502,4 +505,14 @@ fn instantiate_without_start<T: 'static>(
         opaque.instances[instance_index].vm.drop_data(i as u32);
     }
     Ok(instance)
+}
+
+/// A constant expression's value (as `ConstInit::eval` gives it) as a table index or memory
+/// address: an i32's low 32 bits zero-extended, an i64 (`is_64`) whole.
+fn index_value(value: u128, is_64: bool) -> u64 {
+    if is_64 {
+        value as u64
+    } else {
+        u64::from(value as u32)
+    }
 }

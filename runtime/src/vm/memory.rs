@@ -15,6 +15,11 @@
 //!   Growing past it moves the memory (`mremap`), reserving `reservation_for_growth` more
 //!   bytes than asked so that the next growths stay in place. Being one mapping of one
 //!   protection is what lets `mremap` move it and costs a single `/proc/self/maps` line.
+//! - **64-bit memories** (memory64) always take the moving-base layout, whatever the
+//!   bounds: no reservation holds every address a 64-bit index can form, so compiled code
+//!   checks each of their accesses and reloads the base. A fixed-base engine (whose
+//!   `reservation` is meant for 32-bit memories) maps only what a 64-bit memory needs; a
+//!   moving-base engine gives it its `reservation` like any other memory.
 //! - **Pooled**: a slot of an engine's [`MemoryPool`](super::pool::MemoryPool), laid out as
 //!   either of the above but never moving: growing past the slot fails.
 //!
@@ -32,6 +37,9 @@ use super::vmstructs::VMMemoryDefinition;
 pub const WASM_PAGE_SIZE: usize = 65536;
 /// Pages a 32-bit memory can have at most.
 pub const MAX_PAGES_32: u64 = 65536;
+/// Pages a 64-bit memory can have at most (2^48, so that its byte length fits 64 bits);
+/// long before that, mapping the bytes fails and growth returns `None`.
+pub const MAX_PAGES_64: u64 = 1 << 48;
 /// Fixed-base reservations kept for reuse after their memory is dropped.
 const POOL_LIMIT: usize = 32;
 
@@ -69,6 +77,8 @@ pub struct Memory {
     /// Extra bytes to map when a moving memory moves.
     reservation_for_growth: usize,
     max_pages: u64,
+    /// A 64-bit memory (memory64): addresses are i64 and the size limit is [`MAX_PAGES_64`].
+    is_64: bool,
 }
 
 // SAFETY: the memory owns its mapping (or slot); access goes through `&self`/`&mut self`, and
@@ -78,8 +88,8 @@ unsafe impl Send for Memory {}
 unsafe impl Sync for Memory {}
 
 impl Memory {
-    /// A memory of `min_pages` pages that may grow to `max_pages` (at most 65536), with
-    /// address space of its own laid out as `settings` say.
+    /// A memory of `min_pages` pages that may grow to `max_pages` (at most
+    /// [`max_pages_for`]`(is_64)`), with address space of its own laid out as `settings` say.
     ///
     /// # Errors
     /// A message if the address space or memory cannot be obtained.
@@ -87,12 +97,19 @@ impl Memory {
         settings: &MemorySettings,
         min_pages: u64,
         max_pages: Option<u64>,
+        is_64: bool,
     ) -> Result<Memory, String> {
-        let max_pages = max_pages.unwrap_or(MAX_PAGES_32).min(MAX_PAGES_32);
+        let limit = max_pages_for(is_64);
+        let max_pages = max_pages.unwrap_or(limit).min(limit);
         if min_pages > max_pages {
             return Err("memory minimum exceeds its maximum".into());
         }
-        let len = min_pages as usize * WASM_PAGE_SIZE;
+        let len = usize::try_from(min_pages)
+            .ok()
+            .and_then(|pages| pages.checked_mul(WASM_PAGE_SIZE))
+            .ok_or_else(|| {
+                format!("a memory of {min_pages} pages does not fit the address space")
+            })?;
         let mut memory = Memory {
             definition: Box::new(VMMemoryDefinition {
                 base: NonNull::<u8>::dangling().as_ptr(),
@@ -103,9 +120,10 @@ impl Memory {
             capacity: 0,
             reservation_for_growth: settings.reservation_for_growth,
             max_pages,
+            is_64,
         };
         let bounds = settings.bounds;
-        if bounds.fixed_base() {
+        if bounds.fixed_base() && !is_64 {
             let reserved = usize::try_from(bounds.reservation + bounds.guard_size)
                 .map_err(|_| "memory reservation exceeds the address space".to_string())?;
             memory.definition.base = take_reservation(reserved)?;
@@ -113,9 +131,13 @@ impl Memory {
             memory.capacity = MAX_MEMORY32_BYTES as usize;
             memory.make_accessible(len)?;
         } else {
-            let wanted = (bounds.reservation as usize)
-                .max(len)
-                .min(max_pages as usize * WASM_PAGE_SIZE);
+            // A fixed-base engine's reservation is for 32-bit memories (see the module doc).
+            let reservation = if bounds.fixed_base() {
+                0
+            } else {
+                bounds.reservation as usize
+            };
+            let wanted = reservation.max(len).min(pages_to_bytes(max_pages));
             if wanted > 0 {
                 memory.definition.base = map(wanted)?;
                 memory.storage = Storage::Mapped;
@@ -139,6 +161,7 @@ impl Memory {
         accessible: usize,
         min_pages: u64,
         max_pages: u64,
+        is_64: bool,
     ) -> Result<Memory, String> {
         let len = min_pages as usize * WASM_PAGE_SIZE;
         let mut memory = Memory {
@@ -150,6 +173,7 @@ impl Memory {
             capacity: pool.max_memory_bytes(),
             reservation_for_growth: 0,
             max_pages,
+            is_64,
             storage: Storage::Pooled { pool, slot },
         };
         if memory.protects_tail() && accessible > len {
@@ -198,7 +222,7 @@ impl Memory {
         if delta == 0 {
             return Some(old_pages);
         }
-        let new_len = new_pages as usize * WASM_PAGE_SIZE;
+        let new_len = pages_to_bytes(new_pages);
         if new_len <= self.capacity {
             self.make_accessible(new_len).ok()?;
         } else {
@@ -214,7 +238,7 @@ impl Memory {
 
     /// Maps a moving memory anew with room for `new_len` bytes and then some.
     fn move_to(&mut self, new_len: usize) -> Option<()> {
-        let max_len = self.max_pages as usize * WASM_PAGE_SIZE;
+        let max_len = pages_to_bytes(self.max_pages);
         let target = new_len
             .saturating_add(self.reservation_for_growth)
             .min(max_len)
@@ -251,6 +275,11 @@ impl Memory {
 
     pub fn max_pages(&self) -> u64 {
         self.max_pages
+    }
+
+    /// Whether this is a 64-bit memory (memory64).
+    pub fn is_64(&self) -> bool {
+        self.is_64
     }
 
     pub fn byte_len(&self) -> usize {
@@ -296,6 +325,19 @@ impl Drop for Memory {
             }
         }
     }
+}
+
+/// The most pages a memory of the index type `is_64` says may have.
+pub fn max_pages_for(is_64: bool) -> u64 {
+    if is_64 { MAX_PAGES_64 } else { MAX_PAGES_32 }
+}
+
+/// The byte length of `pages` pages, saturated: a length past the address space is one no
+/// mapping can have, so growing to it fails.
+fn pages_to_bytes(pages: u64) -> usize {
+    usize::try_from(pages)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(WASM_PAGE_SIZE)
 }
 
 /// Sets the protection of `base + from .. base + to`.

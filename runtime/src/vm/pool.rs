@@ -186,7 +186,9 @@ impl MemoryPool {
         })
     }
 
-    /// A memory of `min_pages` pages (at most `max_pages`) in a free slot.
+    /// A memory of `min_pages` pages (at most `max_pages`) in a free slot; a 64-bit one
+    /// (`is_64`) too, which compiled code checks explicitly and which cannot grow past the
+    /// slot either.
     ///
     /// # Errors
     /// A message if the memory does not fit a slot or every slot is in use.
@@ -194,10 +196,10 @@ impl MemoryPool {
         self: &Arc<Self>,
         min_pages: u64,
         max_pages: Option<u64>,
+        is_64: bool,
     ) -> Result<Memory, String> {
-        let max_pages = max_pages
-            .unwrap_or(memory::MAX_PAGES_32)
-            .min(memory::MAX_PAGES_32);
+        let limit = memory::max_pages_for(is_64);
+        let max_pages = max_pages.unwrap_or(limit).min(limit);
         if min_pages > max_pages {
             return Err("memory minimum exceeds its maximum".into());
         }
@@ -220,7 +222,7 @@ impl MemoryPool {
                     self.total
                 )
             })?;
-        Memory::in_slot(self.clone(), slot, accessible, min_pages, max_pages)
+        Memory::in_slot(self.clone(), slot, accessible, min_pages, max_pages, is_64)
     }
 
     pub(super) fn slot_base(&self, slot: u32) -> *mut u8 {
@@ -323,11 +325,11 @@ impl TablePool {
     /// A message if the table is larger than a slot or every slot is in use.
     pub fn allocate(
         self: &Arc<Self>,
-        min: u32,
-        max: Option<u32>,
+        min: u64,
+        max: Option<u64>,
         init: usize,
     ) -> Result<Table, String> {
-        if min > self.max_elements {
+        if min > u64::from(self.max_elements) {
             return Err(format!(
                 "a table of {min} elements does not fit the pool's slots of {} \
                  (PoolingAllocationConfig::table_elements)",
@@ -340,7 +342,8 @@ impl TablePool {
             .unwrap_or_else(|| Vec::with_capacity(self.max_elements as usize));
         elements.clear();
         elements.resize(min as usize, init);
-        let max = Some(max.map_or(self.max_elements, |m| m.min(self.max_elements)));
+        let slot = u64::from(self.max_elements);
+        let max = Some(max.map_or(slot, |m| m.min(slot)));
         Ok(Table::with_elements(elements, max, Some(self.clone())))
     }
 

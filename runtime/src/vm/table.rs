@@ -1,5 +1,8 @@
 //! Tables: vectors of pointer-sized references (a `*const VMFuncRef` or an externref handle;
-//! 0 is null) that compiled code indexes through a `VMTableDefinition`.
+//! 0 is null) that compiled code indexes through a `VMTableDefinition`. Indices and sizes are
+//! u64 here whatever the table's index type (a 64-bit table's, memory64, or a 32-bit one's):
+//! what the type allows is checked where an index enters, and no table holds more than
+//! [`MAX_TABLE_ELEMENTS`].
 
 use std::sync::Arc;
 
@@ -13,7 +16,9 @@ pub const MAX_TABLE_ELEMENTS: u64 = 10_000_000;
 pub struct Table {
     definition: Box<VMTableDefinition>,
     elements: Vec<usize>,
-    max: Option<u32>,
+    /// The declared maximum (or the pool's), if any; never above [`MAX_TABLE_ELEMENTS`] in
+    /// effect.
+    max: Option<u64>,
     /// The pool the elements go back to (whose `table_elements` bounds `max`).
     pool: Option<Arc<TablePool>>,
 }
@@ -29,8 +34,8 @@ impl Table {
     ///
     /// # Errors
     /// A message if `min` exceeds the implementation limit.
-    pub fn new(min: u32, max: Option<u32>, init: usize) -> Result<Table, String> {
-        if u64::from(min) > MAX_TABLE_ELEMENTS {
+    pub fn new(min: u64, max: Option<u64>, init: usize) -> Result<Table, String> {
+        if min > MAX_TABLE_ELEMENTS {
             return Err(format!(
                 "table of {min} elements exceeds weft's limit of {MAX_TABLE_ELEMENTS}"
             ));
@@ -41,7 +46,7 @@ impl Table {
     /// A table holding `elements`, given back to `pool` (if any) when dropped.
     pub(super) fn with_elements(
         elements: Vec<usize>,
-        max: Option<u32>,
+        max: Option<u64>,
         pool: Option<Arc<TablePool>>,
     ) -> Table {
         let mut table = Table {
@@ -63,26 +68,27 @@ impl Table {
         self.definition.current_elements = self.elements.len();
     }
 
-    pub fn size(&self) -> u32 {
-        self.elements.len() as u32
+    pub fn size(&self) -> u64 {
+        self.elements.len() as u64
     }
 
-    pub fn get(&self, index: u32) -> Option<usize> {
-        self.elements.get(index as usize).copied()
+    pub fn get(&self, index: u64) -> Option<usize> {
+        self.elements.get(usize::try_from(index).ok()?).copied()
     }
 
     /// # Errors
     /// `Err(())` if `index` is out of bounds.
-    pub fn set(&mut self, index: u32, value: usize) -> Result<(), ()> {
-        *self.elements.get_mut(index as usize).ok_or(())? = value;
+    pub fn set(&mut self, index: u64, value: usize) -> Result<(), ()> {
+        let index = usize::try_from(index).map_err(|_| ())?;
+        *self.elements.get_mut(index).ok_or(())? = value;
         Ok(())
     }
 
     /// Grows by `delta` elements of `init`; returns the old size, or `None`.
-    pub fn grow(&mut self, delta: u32, init: usize) -> Option<u32> {
+    pub fn grow(&mut self, delta: u64, init: usize) -> Option<u64> {
         let old = self.size();
-        let new = u64::from(old) + u64::from(delta);
-        if new > u64::from(self.max.unwrap_or(u32::MAX)) || new > MAX_TABLE_ELEMENTS {
+        let new = old.checked_add(delta)?;
+        if new > self.max.unwrap_or(u64::MAX) || new > MAX_TABLE_ELEMENTS {
             return None;
         }
         self.elements.resize(new as usize, init);
@@ -91,14 +97,14 @@ impl Table {
     }
 
     /// `table.fill`; `Err(())` if out of bounds (nothing is written then).
-    pub fn fill(&mut self, dst: u32, value: usize, len: u32) -> Result<(), ()> {
+    pub fn fill(&mut self, dst: u64, value: usize, len: u64) -> Result<(), ()> {
         let range = range(dst, len, self.elements.len())?;
         self.elements[range].fill(value);
         Ok(())
     }
 
     /// Copies `len` elements within this table (overlap allowed).
-    pub fn copy_within(&mut self, dst: u32, src: u32, len: u32) -> Result<(), ()> {
+    pub fn copy_within(&mut self, dst: u64, src: u64, len: u64) -> Result<(), ()> {
         let src = range(src, len, self.elements.len())?;
         let dst = range(dst, len, self.elements.len())?;
         self.elements.copy_within(src, dst.start);
@@ -106,12 +112,8 @@ impl Table {
     }
 
     /// Writes `values` at `dst`; `Err(())` if they do not fit.
-    pub fn init(&mut self, dst: u32, values: &[usize]) -> Result<(), ()> {
-        let range = range(
-            dst,
-            u32::try_from(values.len()).map_err(|_| ())?,
-            self.elements.len(),
-        )?;
+    pub fn init(&mut self, dst: u64, values: &[usize]) -> Result<(), ()> {
+        let range = range(dst, values.len() as u64, self.elements.len())?;
         self.elements[range].copy_from_slice(values);
         Ok(())
     }
@@ -134,11 +136,10 @@ impl Drop for Table {
     }
 }
 
-/// `start..start + len` if it fits in `bound`.
-pub fn range(start: u32, len: u32, bound: usize) -> Result<std::ops::Range<usize>, ()> {
-    let end = u64::from(start) + u64::from(len);
-    if end > bound as u64 {
-        return Err(());
+/// `start..start + len` if it fits in `bound` (without wrapping).
+pub fn range(start: u64, len: u64, bound: usize) -> Result<std::ops::Range<usize>, ()> {
+    match start.checked_add(len) {
+        Some(end) if end <= bound as u64 => Ok(start as usize..end as usize),
+        _ => Err(()),
     }
-    Ok(start as usize..end as usize)
 }
