@@ -47,6 +47,11 @@ pub const MAX_MEMORY32_BYTES: u64 = 1 << 32;
 /// `reservation` bytes the memory may use without moving, followed by `guard_size` bytes that
 /// are never accessible.
 ///
+/// A 64-bit memory (memory64) stays outside this rule whatever the bounds: no reservation
+/// holds all it can address, so each of its accesses is checked against the current length
+/// (without wrapping: `index + offset + size` past 2^64 traps too) and its base is loaded at
+/// each access, as with a small reservation. 32-bit memories' code does not change.
+///
 /// - A reservation of at least 4 GiB holds the largest 32-bit memory, so the memory's base
 ///   never moves, and bytes past its current length up to the end of the guard fault. An
 ///   access whose static `offset + size` is at most `reservation + guard_size - 4 GiB` can

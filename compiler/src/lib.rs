@@ -5,7 +5,7 @@
 //! 1. **Validate** the whole binary with wasmparser before anything else, against WebAssembly
 //!    2.0 plus the 3.0 features weft implements (`Compiler::features`: tail calls, extended
 //!    constant expressions, relaxed SIMD, typed function references, multi-memory, exception
-//!    handling).
+//!    handling, memory64).
 //!    GC is on for validation alone, because 3.0's rules for recursion groups and constant
 //!    expressions come with it there; GC's own types and instructions are refused by the
 //!    parser and the translator. Everything downstream assumes valid input and says so: the translator does not re-check

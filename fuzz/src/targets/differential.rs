@@ -193,12 +193,12 @@ impl Engines {
                     let (Some(ours), Some(theirs)) = (ours, theirs) else {
                         return Err(format!("table export `{name}` missing on one side"));
                     };
-                    let (a, b) = (u64::from(ours.size(&self.weft)), theirs.size(&self.wasmi));
+                    let (a, b) = (ours.size(&self.weft), theirs.size(&self.wasmi));
                     if a != b {
                         return Err(format!("table `{name}` size: weft {a}, wasmi {b}"));
                     }
                     for i in 0..a.min(64) {
-                        let x = ours.get(&mut self.weft, i as u32).map(|v| weft_value(&v));
+                        let x = ours.get(&mut self.weft, i).map(|v| weft_value(&v));
                         let y = theirs.get(&self.wasmi, i).map(|r| r.is_null());
                         if x.as_ref().map(|v| *v == Value::Null(true)) != y {
                             return Err(format!(
