@@ -11,6 +11,7 @@
 //! program's first import call bounds the time to its first instruction from above (it also
 //! holds the C library's start-up code up to its first WASI call, each function of it
 //! compiled on first call in lazy mode). Five runs each, alternating; median and minimum.
+//! Then `Module::validate` alone, its function bodies on one thread and on every core.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,5 +83,31 @@ fn main() -> weft::Result<()> {
             ready.0, ready.1, instantiated.0, instantiated.1, first.0, first.1,
         );
     }
+    // Validation alone (part of "module ready" in both modes): the function bodies on one
+    // thread, then on every core.
+    let mut line = String::from("validation alone:");
+    for threads in [1, 0] {
+        let mut config = Config::new();
+        config.compile_threads(threads);
+        let engine = Engine::new(&config)?;
+        let mut times: Vec<Duration> = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                Module::validate(&engine, &wasm).map(|()| start.elapsed())
+            })
+            .collect::<weft::Result<_>>()?;
+        times.sort();
+        let label = if threads == 1 {
+            "one thread"
+        } else {
+            "every core"
+        };
+        line += &format!(
+            "   {label}: median {:5.1} ms (min {:5.1})",
+            times[2].as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3
+        );
+    }
+    println!("{line}");
     Ok(())
 }

@@ -14,7 +14,10 @@ use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedMachReloc, FinalizedRelocTarget, binemit::Reloc};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use wasmparser::{FuncType, Validator, WasmFeatures};
+use wasmparser::{
+    FuncToValidate, FuncType, FuncValidatorAllocations, FunctionBody, Parser, ValidPayload,
+    Validator, ValidatorResources, WasmFeatures,
+};
 use weft_environ::vmoffsets::{VMOffsets, host_func, store_context};
 use weft_environ::{
     BuiltinFunction, CallSiteHandlers, CompiledFunction, LibCall, ModuleInfo, RelocKind,
@@ -462,9 +465,101 @@ impl Compiler {
     /// `CompileError::Invalid` with the byte offset of the first problem (a module using a
     /// proposal outside [`Compiler::features`] gets wasmparser's "not enabled" message, which
     /// the runtime turns into its `Unsupported` error).
+    ///
+    /// The module-level sections are validated first on the caller's thread, then the
+    /// function bodies, on up to [`CompilerOptions::threads`] threads when there is enough
+    /// code to be worth it; the error reported is the one a serial validation finds (a
+    /// module-level error before any body error, then the first invalid body in order).
     pub fn validate(&self, wasm: &[u8]) -> Result<ModuleInfo, CompileError> {
-        Validator::new_with_features(self.features()).validate_all(wasm)?;
+        let mut validator = Validator::new_with_features(self.features());
+        let mut parser = Parser::new(0);
+        parser.set_features(self.features());
+        let mut bodies = Vec::new();
+        for payload in parser.parse_all(wasm) {
+            if let ValidPayload::Func(func, body) = validator.payload(&payload?)? {
+                bodies.push((func, body));
+            }
+        }
+        self.validate_bodies(bodies)?;
         crate::parse_module(wasm)
+    }
+
+    /// Validates function bodies, reporting the error of the first invalid one in order.
+    fn validate_bodies(
+        &self,
+        bodies: Vec<(FuncToValidate<ValidatorResources>, FunctionBody<'_>)>,
+    ) -> Result<(), CompileError> {
+        // Below this much code, starting threads costs more than it saves.
+        const PARALLEL_BYTES: u64 = 256 * 1024;
+        let code_bytes: u64 = bodies
+            .iter()
+            .map(|(_, body)| body.range().end - body.range().start)
+            .sum();
+        let threads = if code_bytes < PARALLEL_BYTES {
+            1
+        } else {
+            self.thread_count(bodies.len())
+        };
+        if threads <= 1 {
+            let mut allocs = FuncValidatorAllocations::default();
+            for (func, body) in bodies {
+                let mut validator = func.into_validator(allocs);
+                validator.validate(&body)?;
+                allocs = validator.into_allocations();
+            }
+            return Ok(());
+        }
+        let count = bodies.len();
+        // Each body is taken by one worker: `slots[i]` is emptied by the one that takes `i`.
+        let slots: Vec<std::sync::Mutex<Option<_>>> = bodies
+            .into_iter()
+            .map(|b| std::sync::Mutex::new(Some(b)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        // The lowest index of a body found invalid so far: bodies after it need no checking,
+        // bodies before it still do (one of them may be invalid too, and comes first).
+        let first_invalid = AtomicUsize::new(usize::MAX);
+        let work = || -> Option<(usize, wasmparser::BinaryReaderError)> {
+            let mut allocs = FuncValidatorAllocations::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || i > first_invalid.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let taken = slots[i].lock().ok().and_then(|mut slot| slot.take());
+                let Some((func, body)) = taken else {
+                    continue;
+                };
+                let mut validator = func.into_validator(allocs);
+                if let Err(e) = validator.validate(&body) {
+                    first_invalid.fetch_min(i, Ordering::Relaxed);
+                    // Indices only grow per worker: its first error is its lowest.
+                    return Some((i, e));
+                }
+                allocs = validator.into_allocations();
+            }
+        };
+        let first = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().expect("validation worker panicked"))
+                .min_by_key(|(i, _)| *i)
+        });
+        match first {
+            Some((_, e)) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The worker threads for `jobs` independent jobs ([`CompilerOptions::threads`], 0 being
+    /// every core), at least one.
+    fn thread_count(&self, jobs: usize) -> usize {
+        match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(jobs.max(1))
     }
 
     /// Compiles every defined function of a validated module, in parallel. The code does not
@@ -493,11 +588,7 @@ impl Compiler {
     ) -> Result<Vec<CompiledFunction>, CompileError> {
         let count = module.bodies.len();
         let finished = AtomicUsize::new(0);
-        let threads = match self.options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-        .min(count.max(1));
+        let threads = self.thread_count(count);
         let offsets = VMOffsets::new(module);
         let next = AtomicUsize::new(0);
         let work = || -> Result<Vec<(usize, CompiledFunction)>, CompileError> {

@@ -267,6 +267,117 @@ fn malformed_module_names_the_byte_offset() {
     assert!(error.to_string().contains("type mismatch"), "{error}");
 }
 
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A module of `count` functions of type `[] -> []`, each 4000 `nop`s long (enough code for
+/// the bodies to be validated on several threads); the bodies in `invalid` start with an
+/// `i32.add` on an empty stack. `trailer` is appended after the code section. Returns the
+/// module and the byte range of each body.
+fn big_module(
+    count: usize,
+    invalid: &[usize],
+    trailer: &[u8],
+) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+    let section = |id: u8, contents: &[u8], out: &mut Vec<u8>| {
+        out.push(id);
+        leb128(contents.len(), out);
+        out.extend_from_slice(contents);
+    };
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut wasm);
+    let mut funcs = Vec::new();
+    leb128(count, &mut funcs);
+    funcs.extend(std::iter::repeat_n(0, count));
+    section(3, &funcs, &mut wasm);
+    let mut code = Vec::new();
+    leb128(count, &mut code);
+    let mut bodies = Vec::new();
+    for i in 0..count {
+        let mut body = vec![0]; // no locals
+        if invalid.contains(&i) {
+            body.push(0x6a); // i32.add
+        }
+        body.extend(std::iter::repeat_n(0x01, 4000)); // nop
+        body.push(0x0b); // end
+        leb128(body.len(), &mut code);
+        bodies.push(code.len()..code.len() + body.len());
+        code.extend_from_slice(&body);
+    }
+    wasm.push(10);
+    leb128(code.len(), &mut wasm);
+    let code_start = wasm.len();
+    wasm.extend_from_slice(&code);
+    wasm.extend_from_slice(trailer);
+    let bodies = bodies
+        .into_iter()
+        .map(|r| r.start + code_start..r.end + code_start)
+        .collect();
+    (wasm, bodies)
+}
+
+fn invalid_offset(wasm: &[u8], threads: usize, lazy: bool) -> (usize, String) {
+    let mut config = Config::new();
+    config.compile_threads(threads).lazy_compilation(lazy);
+    let engine = Engine::new(&config).unwrap();
+    match Module::new(&engine, wasm).err() {
+        Some(Error::InvalidModule { offset, message }) => (offset, message),
+        other => panic!("expected an invalid-module error, got {other:?}"),
+    }
+}
+
+#[test]
+fn first_invalid_body_in_order_is_reported_whatever_the_thread_count() {
+    // 96 bodies of 4 KB: validated on several threads. Bodies 5, 40 and 70 are invalid; a worker
+    // may reach a later one first, yet 5 is the one reported, as one thread reports it.
+    let (wasm, bodies) = big_module(96, &[40, 5, 70], &[]);
+    let serial = invalid_offset(&wasm, 1, false);
+    assert!(bodies[5].contains(&serial.0), "{serial:?} not in body 5");
+    assert!(serial.1.contains("type mismatch"), "{serial:?}");
+    for threads in [2, 4, 8] {
+        for lazy in [false, true] {
+            assert_eq!(
+                invalid_offset(&wasm, threads, lazy),
+                serial,
+                "{threads} threads"
+            );
+        }
+    }
+    // Only the last body is invalid: every other one is checked first.
+    let (wasm, bodies) = big_module(96, &[95], &[]);
+    let (offset, _) = invalid_offset(&wasm, 4, true);
+    assert!(bodies[95].contains(&offset), "{offset} not in body 95");
+    // A valid module of as much code is accepted on several threads.
+    let (wasm, _) = big_module(96, &[], &[]);
+    let mut config = Config::new();
+    config.compile_threads(4).lazy_compilation(true);
+    Module::new(&Engine::new(&config).unwrap(), &wasm).unwrap();
+}
+
+#[test]
+fn module_level_error_after_the_code_is_reported_before_an_invalid_body() {
+    // A data section for memory 0 of a module without memory, after an invalid body.
+    let trailer = [11, 7, 1, 0, 0x41, 0, 0x0b, 1, 0];
+    let (wasm, bodies) = big_module(96, &[3], &trailer);
+    let serial = invalid_offset(&wasm, 1, false);
+    assert!(
+        serial.0 > bodies[95].end,
+        "{serial:?} is not after the code"
+    );
+    for threads in [2, 4] {
+        assert_eq!(invalid_offset(&wasm, threads, true), serial);
+    }
+}
+
 #[test]
 fn imports_are_checked_by_name_and_type() {
     let engine = Engine::default();
