@@ -274,11 +274,9 @@ impl<T: 'static> Linker<T> {
         module: &str,
         name: &str,
     ) -> Result<Option<Extern>> {
-        Ok(match self.definition(module, name) {
-            None => None,
-            Some(Definition::Extern(e)) => Some(*e),
-            Some(Definition::HostFunc(f)) => Some(Extern::Func(f.make(store)?)),
-        })
+        self.definition(module, name)
+            .map(|definition| definition.make(store))
+            .transpose()
     }
 
     /// Resolves `module`'s imports and instantiates it (running its start function).
@@ -300,44 +298,41 @@ impl<T: 'static> Linker<T> {
         mut store: impl AsContextMut<Data = T>,
         module: &Module,
     ) -> Result<Vec<Extern>> {
-        self.resolve(module)?
-            .iter()
-            .map(|item| item.make(&mut store))
+        self.resolve(module)
+            .map(|definition| definition?.make(&mut store))
             .collect()
     }
 
     /// The definitions of `module`'s imports, in order, with host functions' types checked.
-    fn resolve(&self, module: &Module) -> Result<Vec<&Definition<T>>> {
+    fn resolve<'a>(
+        &'a self,
+        module: &'a Module,
+    ) -> impl Iterator<Item = Result<&'a Definition<T>>> + 'a {
         let info = &module.inner.info;
-        info.imports
-            .iter()
-            .map(|import| {
-                let (m, n) = (import.module.as_str(), import.name.as_str());
-                let definition = self.definition(m, n).ok_or_else(|| Error::UnknownImport {
-                    module: m.to_string(),
-                    name: n.to_string(),
-                })?;
-                // A host function must match the import exactly; the general check happens in
-                // `Instance::new`, this one only improves the message.
-                if let (EntityIndex::Func(f), Definition::HostFunc(host)) =
-                    (import.index, definition)
-                {
-                    let expected = module.inner.type_ids[info.funcs[f as usize] as usize];
-                    if expected != host.type_id {
-                        return Err(Error::IncompatibleImport {
-                            module: m.to_string(),
-                            name: n.to_string(),
-                            reason: format!(
-                                "expected {}, found {}",
-                                self.engine.func_type(expected),
-                                self.engine.func_type(host.type_id)
-                            ),
-                        });
-                    }
+        info.imports.iter().map(move |import| {
+            let (m, n) = (import.module.as_str(), import.name.as_str());
+            let definition = self.definition(m, n).ok_or_else(|| Error::UnknownImport {
+                module: m.to_string(),
+                name: n.to_string(),
+            })?;
+            // A host function must match the import exactly; the general check happens in
+            // `Instance::new`, this one only improves the message.
+            if let (EntityIndex::Func(f), Definition::HostFunc(host)) = (import.index, definition) {
+                let expected = module.inner.type_ids[info.funcs[f as usize] as usize];
+                if expected != host.type_id {
+                    return Err(Error::IncompatibleImport {
+                        module: m.to_string(),
+                        name: n.to_string(),
+                        reason: format!(
+                            "expected {}, found {}",
+                            self.engine.func_type(expected),
+                            self.engine.func_type(host.type_id)
+                        ),
+                    });
                 }
-                Ok(definition)
-            })
-            .collect()
+            }
+            Ok(definition)
+        })
     }
 
     /// Resolves `module`'s imports once, for many instantiations: each
@@ -351,7 +346,7 @@ impl<T: 'static> Linker<T> {
         if !Engine::same(&self.engine, module.engine()) {
             return Err(Error::msg("module and linker belong to different engines"));
         }
-        let definitions = self.resolve(module)?;
+        let definitions = self.resolve(module).collect::<Result<Vec<_>>>()?;
         // Compile the host functions' trampolines now rather than in the first instantiation.
         for definition in &definitions {
             if let Definition::HostFunc(host) = definition {
