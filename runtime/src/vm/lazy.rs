@@ -99,6 +99,10 @@ pub struct LazyCode {
 
 weft_arch::lazy_entry_thunk!(
     /// Where the slot of every function not compiled yet points (see `weft_arch::lazy`).
+    ///
+    /// # Safety
+    /// Never called from Rust: only an entry stub jumps here, with `r11` / `x16` holding its
+    /// slot's address and the callee's vmctx as the first Wasm argument.
     lazy_entry => resolve
 );
 
