@@ -17,12 +17,16 @@ use crate::memory::GuestMemory;
 /// borrow of the context or memory held), then writes its results in another `with`. So a
 /// suspended call holds nothing of the store, and other calls may run on it meanwhile.
 pub trait WasiHost {
-    /// Runs `f` with the guest's WASI context and its linear memory.
+    /// Runs `f` once with the guest's WASI context and its linear memory.
+    ///
+    /// The trait is dyn-compatible on purpose: the WASI functions are compiled once, in this
+    /// crate, for `dyn WasiHost`, instead of once for every binding and store type in every
+    /// crate that links WASI.
     ///
     /// # Errors
     /// If the engine cannot lend them now (for example, the calling instance exports no
     /// memory); the WASI call then fails with that error rather than an errno.
-    fn with<R>(&mut self, f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R) -> Result<R, HostError>;
+    fn with(&mut self, f: &mut dyn FnMut(&mut WasiCtx, &mut [u8])) -> Result<(), HostError>;
 
     /// How this binding runs work that may wait.
     fn blocking(&self) -> Blocking;
@@ -138,14 +142,24 @@ impl From<std::io::Error> for Failure {
 }
 
 /// Lends context and memory to `f` through `host`, as a [`GuestMemory`].
-pub(crate) fn access<H: WasiHost, R>(
+pub(crate) fn access<H: WasiHost + ?Sized, R>(
     host: &mut H,
     f: impl FnOnce(&mut WasiCtx, &mut GuestMemory<'_>) -> Result<R, Errno>,
 ) -> Result<R, Failure> {
-    match host.with(|ctx, bytes| f(ctx, &mut GuestMemory::new(bytes))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(errno)) => Err(Failure::Errno(errno)),
-        Err(error) => Err(Failure::Abort(Abort::Host(error))),
+    let mut f = Some(f);
+    let mut outcome = None;
+    host.with(&mut |ctx, bytes| {
+        if let Some(f) = f.take() {
+            outcome = Some(f(ctx, &mut GuestMemory::new(bytes)));
+        }
+    })
+    .map_err(|error| Failure::Abort(Abort::Host(error)))?;
+    match outcome {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(errno)) => Err(Failure::Errno(errno)),
+        None => Err(Failure::Abort(Abort::Host(HostError::new(
+            "the engine returned without lending the WASI context",
+        )))),
     }
 }
 

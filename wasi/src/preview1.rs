@@ -88,7 +88,7 @@ macro_rules! public_functions {
             /// # Errors
             /// An [`Abort`] if the host cannot lend the context or memory.
             #[allow(clippy::too_many_arguments)] // the ABI's arity
-            pub async fn $name<H: WasiHost>(host: &mut H, $($arg: $ty),*) -> Result<Errno, Abort> {
+            pub async fn $name<H: WasiHost + ?Sized>(host: &mut H, $($arg: $ty),*) -> Result<Errno, Abort> {
                 to_errno(imp::$name(host, $($arg),*).await)
             }
         )*
@@ -98,7 +98,7 @@ for_each_preview1_function!(public_functions);
 
 /// `wasi_snapshot_preview1::proc_exit`: ends the guest's call with [`I32Exit`], after the
 /// output streams are flushed (they never hold data: every write is flushed).
-pub async fn proc_exit<H: WasiHost>(host: &mut H, code: u32) -> Abort {
+pub async fn proc_exit<H: WasiHost + ?Sized>(host: &mut H, code: u32) -> Abort {
     let _ = host;
     Abort::Exit(I32Exit(code as i32))
 }
@@ -409,32 +409,40 @@ enum Subscription {
 mod imp {
     use super::*;
 
-    pub async fn args_get<H: WasiHost>(host: &mut H, argv: u32, argv_buf: u32) -> Step {
+    pub async fn args_get<H: WasiHost + ?Sized>(host: &mut H, argv: u32, argv_buf: u32) -> Step {
         access(host, |ctx, mem| {
             write_strings(mem, &ctx.args, argv, argv_buf)
         })
     }
 
-    pub async fn args_sizes_get<H: WasiHost>(host: &mut H, argc: u32, size: u32) -> Step {
+    pub async fn args_sizes_get<H: WasiHost + ?Sized>(host: &mut H, argc: u32, size: u32) -> Step {
         access(host, |ctx, mem| write_sizes(mem, &ctx.args, argc, size))
     }
 
-    pub async fn environ_get<H: WasiHost>(host: &mut H, environ: u32, buf: u32) -> Step {
+    pub async fn environ_get<H: WasiHost + ?Sized>(host: &mut H, environ: u32, buf: u32) -> Step {
         access(host, |ctx, mem| write_strings(mem, &ctx.env, environ, buf))
     }
 
-    pub async fn environ_sizes_get<H: WasiHost>(host: &mut H, count: u32, size: u32) -> Step {
+    pub async fn environ_sizes_get<H: WasiHost + ?Sized>(
+        host: &mut H,
+        count: u32,
+        size: u32,
+    ) -> Step {
         access(host, |ctx, mem| write_sizes(mem, &ctx.env, count, size))
     }
 
-    pub async fn clock_res_get<H: WasiHost>(host: &mut H, id: u32, resolution: u32) -> Step {
+    pub async fn clock_res_get<H: WasiHost + ?Sized>(
+        host: &mut H,
+        id: u32,
+        resolution: u32,
+    ) -> Step {
         access(host, |_, mem| {
             let res = timespec_nanos(rustix::time::clock_getres(clock_id(id)?));
             mem.write_u64(resolution, res.max(1))
         })
     }
 
-    pub async fn clock_time_get<H: WasiHost>(
+    pub async fn clock_time_get<H: WasiHost + ?Sized>(
         host: &mut H,
         id: u32,
         _precision: u64,
@@ -446,7 +454,7 @@ mod imp {
         })
     }
 
-    pub async fn fd_advise<H: WasiHost>(
+    pub async fn fd_advise<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         offset: u64,
@@ -482,7 +490,12 @@ mod imp {
         }
     }
 
-    pub async fn fd_allocate<H: WasiHost>(host: &mut H, fd: u32, offset: u64, len: u64) -> Step {
+    pub async fn fd_allocate<H: WasiHost + ?Sized>(
+        host: &mut H,
+        fd: u32,
+        offset: u64,
+        len: u64,
+    ) -> Step {
         let file = access(host, |ctx, _| {
             file(ctx, fd, RIGHTS_FD_ALLOCATE).map_err(not_file_is_badf)
         })?;
@@ -507,11 +520,11 @@ mod imp {
         Ok(())
     }
 
-    pub async fn fd_close<H: WasiHost>(host: &mut H, fd: u32) -> Step {
+    pub async fn fd_close<H: WasiHost + ?Sized>(host: &mut H, fd: u32) -> Step {
         access(host, |ctx, _| ctx.table.remove(fd).map(drop))
     }
 
-    async fn sync<H: WasiHost>(host: &mut H, fd: u32, data_only: bool) -> Step {
+    async fn sync<H: WasiHost + ?Sized>(host: &mut H, fd: u32, data_only: bool) -> Step {
         let right = if data_only {
             RIGHTS_FD_DATASYNC
         } else {
@@ -530,15 +543,15 @@ mod imp {
         Ok(())
     }
 
-    pub async fn fd_datasync<H: WasiHost>(host: &mut H, fd: u32) -> Step {
+    pub async fn fd_datasync<H: WasiHost + ?Sized>(host: &mut H, fd: u32) -> Step {
         sync(host, fd, true).await
     }
 
-    pub async fn fd_sync<H: WasiHost>(host: &mut H, fd: u32) -> Step {
+    pub async fn fd_sync<H: WasiHost + ?Sized>(host: &mut H, fd: u32) -> Step {
         sync(host, fd, false).await
     }
 
-    pub async fn fd_fdstat_get<H: WasiHost>(host: &mut H, fd: u32, stat: u32) -> Step {
+    pub async fn fd_fdstat_get<H: WasiHost + ?Sized>(host: &mut H, fd: u32, stat: u32) -> Step {
         let entry = access(host, |ctx, mem| {
             mem.slice(stat, FDSTAT_SIZE)?;
             entry(ctx, fd)
@@ -587,7 +600,11 @@ mod imp {
         Ok(flags)
     }
 
-    pub async fn fd_fdstat_set_flags<H: WasiHost>(host: &mut H, fd: u32, flags: u32) -> Step {
+    pub async fn fd_fdstat_set_flags<H: WasiHost + ?Sized>(
+        host: &mut H,
+        fd: u32,
+        flags: u32,
+    ) -> Step {
         use rustix::fs::OFlags;
         let descriptor = access(host, |ctx, _| checked(ctx, fd, RIGHTS_FD_FDSTAT_SET_FLAGS))?;
         let known =
@@ -627,7 +644,7 @@ mod imp {
         }
     }
 
-    pub async fn fd_fdstat_set_rights<H: WasiHost>(
+    pub async fn fd_fdstat_set_rights<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         base: u64,
@@ -644,7 +661,7 @@ mod imp {
         })
     }
 
-    pub async fn fd_filestat_get<H: WasiHost>(host: &mut H, fd: u32, stat: u32) -> Step {
+    pub async fn fd_filestat_get<H: WasiHost + ?Sized>(host: &mut H, fd: u32, stat: u32) -> Step {
         let descriptor = access(host, |ctx, mem| {
             mem.slice(stat, FILESTAT_SIZE)?;
             checked(ctx, fd, RIGHTS_FD_FILESTAT_GET)
@@ -675,7 +692,11 @@ mod imp {
         access(host, |_, mem| mem.write(stat, &bytes))
     }
 
-    pub async fn fd_filestat_set_size<H: WasiHost>(host: &mut H, fd: u32, size: u64) -> Step {
+    pub async fn fd_filestat_set_size<H: WasiHost + ?Sized>(
+        host: &mut H,
+        fd: u32,
+        size: u64,
+    ) -> Step {
         let file = access(host, |ctx, _| {
             file(ctx, fd, RIGHTS_FD_FILESTAT_SET_SIZE).map_err(not_file_is_badf)
         })?;
@@ -691,7 +712,7 @@ mod imp {
         Ok(())
     }
 
-    pub async fn fd_filestat_set_times<H: WasiHost>(
+    pub async fn fd_filestat_set_times<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         atim: u64,
@@ -716,7 +737,7 @@ mod imp {
         Ok(())
     }
 
-    async fn read_into<H: WasiHost>(
+    async fn read_into<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -736,7 +757,7 @@ mod imp {
         })
     }
 
-    async fn write_from<H: WasiHost>(
+    async fn write_from<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -754,7 +775,7 @@ mod imp {
         access(host, |_, mem| mem.write_u32(nwritten, n as u32))
     }
 
-    pub async fn fd_read<H: WasiHost>(
+    pub async fn fd_read<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -764,7 +785,7 @@ mod imp {
         read_into(host, fd, iovs, iovs_len, None, nread).await
     }
 
-    pub async fn fd_pread<H: WasiHost>(
+    pub async fn fd_pread<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -778,7 +799,7 @@ mod imp {
         read_into(host, fd, iovs, iovs_len, Some(offset), nread).await
     }
 
-    pub async fn fd_write<H: WasiHost>(
+    pub async fn fd_write<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -788,7 +809,7 @@ mod imp {
         write_from(host, fd, iovs, iovs_len, None, nwritten).await
     }
 
-    pub async fn fd_pwrite<H: WasiHost>(
+    pub async fn fd_pwrite<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         iovs: u32,
@@ -802,7 +823,7 @@ mod imp {
         write_from(host, fd, iovs, iovs_len, Some(offset), nwritten).await
     }
 
-    pub async fn fd_prestat_get<H: WasiHost>(host: &mut H, fd: u32, prestat: u32) -> Step {
+    pub async fn fd_prestat_get<H: WasiHost + ?Sized>(host: &mut H, fd: u32, prestat: u32) -> Step {
         access(host, |ctx, mem| {
             let Descriptor::Dir(dir) = &ctx.table.get(fd)?.descriptor else {
                 return Err(Errno::Badf);
@@ -815,7 +836,7 @@ mod imp {
         })
     }
 
-    pub async fn fd_prestat_dir_name<H: WasiHost>(
+    pub async fn fd_prestat_dir_name<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -833,7 +854,7 @@ mod imp {
         })
     }
 
-    pub async fn fd_readdir<H: WasiHost>(
+    pub async fn fd_readdir<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         buf: u32,
@@ -909,7 +930,7 @@ mod imp {
         Ok(listing)
     }
 
-    pub async fn fd_renumber<H: WasiHost>(host: &mut H, fd: u32, to: u32) -> Step {
+    pub async fn fd_renumber<H: WasiHost + ?Sized>(host: &mut H, fd: u32, to: u32) -> Step {
         access(host, |ctx, _| {
             ctx.table.get(fd)?;
             ctx.table.get(to)?;
@@ -921,7 +942,7 @@ mod imp {
         })
     }
 
-    pub async fn fd_seek<H: WasiHost>(
+    pub async fn fd_seek<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         offset: u64,
@@ -931,7 +952,7 @@ mod imp {
         seek(host, fd, offset, whence, newoffset, RIGHTS_FD_SEEK).await
     }
 
-    async fn seek<H: WasiHost>(
+    async fn seek<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         offset: u64,
@@ -957,11 +978,11 @@ mod imp {
         access(host, |_, mem| mem.write_u64(newoffset, position))
     }
 
-    pub async fn fd_tell<H: WasiHost>(host: &mut H, fd: u32, offset: u32) -> Step {
+    pub async fn fd_tell<H: WasiHost + ?Sized>(host: &mut H, fd: u32, offset: u32) -> Step {
         seek(host, fd, 0, WHENCE_CUR as u32, offset, RIGHTS_FD_TELL).await
     }
 
-    pub async fn path_create_directory<H: WasiHost>(
+    pub async fn path_create_directory<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -978,7 +999,7 @@ mod imp {
         .await
     }
 
-    fn dir_and_path<H: WasiHost>(
+    fn dir_and_path<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -993,7 +1014,7 @@ mod imp {
 
     /// The calls that create or remove one entry: `path` in directory `fd` (with `rights`,
     /// and a preopen that may be changed), then `op` on the blocking pool.
-    async fn change_entry<H: WasiHost>(
+    async fn change_entry<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -1007,7 +1028,7 @@ mod imp {
         Ok(())
     }
 
-    pub async fn path_filestat_get<H: WasiHost>(
+    pub async fn path_filestat_get<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         flags: u32,
@@ -1034,7 +1055,7 @@ mod imp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn path_filestat_set_times<H: WasiHost>(
+    pub async fn path_filestat_set_times<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         flags: u32,
@@ -1067,7 +1088,7 @@ mod imp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn path_link<H: WasiHost>(
+    pub async fn path_link<H: WasiHost + ?Sized>(
         host: &mut H,
         old_fd: u32,
         old_flags: u32,
@@ -1103,7 +1124,7 @@ mod imp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn path_open<H: WasiHost>(
+    pub async fn path_open<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         dirflags: u32,
@@ -1256,7 +1277,7 @@ mod imp {
         }))
     }
 
-    pub async fn path_readlink<H: WasiHost>(
+    pub async fn path_readlink<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -1283,7 +1304,7 @@ mod imp {
         })
     }
 
-    pub async fn path_remove_directory<H: WasiHost>(
+    pub async fn path_remove_directory<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -1300,7 +1321,7 @@ mod imp {
         .await
     }
 
-    pub async fn path_rename<H: WasiHost>(
+    pub async fn path_rename<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         old_path: u32,
@@ -1325,7 +1346,7 @@ mod imp {
         Ok(())
     }
 
-    pub async fn path_symlink<H: WasiHost>(
+    pub async fn path_symlink<H: WasiHost + ?Sized>(
         host: &mut H,
         old_path: u32,
         old_path_len: u32,
@@ -1344,7 +1365,7 @@ mod imp {
         Ok(())
     }
 
-    pub async fn path_unlink_file<H: WasiHost>(
+    pub async fn path_unlink_file<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         path: u32,
@@ -1361,7 +1382,7 @@ mod imp {
         .await
     }
 
-    pub async fn poll_oneoff<H: WasiHost>(
+    pub async fn poll_oneoff<H: WasiHost + ?Sized>(
         host: &mut H,
         subscriptions: u32,
         events: u32,
@@ -1530,16 +1551,16 @@ mod imp {
         }
     }
 
-    pub async fn proc_raise<H: WasiHost>(_host: &mut H, _signal: u32) -> Step {
+    pub async fn proc_raise<H: WasiHost + ?Sized>(_host: &mut H, _signal: u32) -> Step {
         Err(Errno::Nosys.into())
     }
 
-    pub async fn sched_yield<H: WasiHost>(host: &mut H) -> Step {
+    pub async fn sched_yield<H: WasiHost + ?Sized>(host: &mut H) -> Step {
         host.blocking().yield_now().await;
         Ok(())
     }
 
-    pub async fn random_get<H: WasiHost>(host: &mut H, buf: u32, buf_len: u32) -> Step {
+    pub async fn random_get<H: WasiHost + ?Sized>(host: &mut H, buf: u32, buf_len: u32) -> Step {
         access(host, |_, mem| {
             let mut out = mem.slice_mut(buf, buf_len)?;
             while !out.is_empty() {
@@ -1557,7 +1578,12 @@ mod imp {
         }
     }
 
-    pub async fn sock_accept<H: WasiHost>(host: &mut H, fd: u32, flags: u32, new_fd: u32) -> Step {
+    pub async fn sock_accept<H: WasiHost + ?Sized>(
+        host: &mut H,
+        fd: u32,
+        flags: u32,
+        new_fd: u32,
+    ) -> Step {
         let listener = access(host, |ctx, mem| {
             mem.slice(new_fd, 4)?;
             socket(ctx, fd)
@@ -1590,7 +1616,7 @@ mod imp {
         })
     }
 
-    pub async fn sock_recv<H: WasiHost>(
+    pub async fn sock_recv<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         ri_data: u32,
@@ -1642,7 +1668,7 @@ mod imp {
         })
     }
 
-    pub async fn sock_send<H: WasiHost>(
+    pub async fn sock_send<H: WasiHost + ?Sized>(
         host: &mut H,
         fd: u32,
         si_data: u32,
@@ -1663,7 +1689,7 @@ mod imp {
         access(host, |_, mem| mem.write_u32(so_datalen, n as u32))
     }
 
-    pub async fn sock_shutdown<H: WasiHost>(host: &mut H, fd: u32, how: u32) -> Step {
+    pub async fn sock_shutdown<H: WasiHost + ?Sized>(host: &mut H, fd: u32, how: u32) -> Step {
         use std::net::Shutdown;
         let socket = access(host, |ctx, _| socket(ctx, fd))?;
         let how = match u8::try_from(how).map_err(|_| Errno::Inval)? {

@@ -6,10 +6,13 @@
 //! completion on the calling thread; in the async binding it is the call's [`StoreAccess`],
 //! which lends the store to each poll of the suspending import's future and to nothing else.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use weft::{Caller, Error, Extern, FuncType, Linker, Result, StoreAccess, Val, ValType};
 
+use crate::abi::Errno;
 use crate::host::{Abort, Blocking, HostError, I32Exit, WasiHost, block_on};
 use crate::{WasiCtx, preview1};
 
@@ -20,17 +23,18 @@ type Getter<T> = Arc<dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync>;
 
 /// Lends `f` the context and the calling instance's memory export, both borrowed from the
 /// caller at once.
-fn lend<T: 'static, R>(
+fn lend<T: 'static>(
     caller: &mut Caller<'_, T>,
     get: &(dyn Fn(&mut T) -> &mut WasiCtx + Send + Sync),
-    f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R,
-) -> Result<R, HostError> {
+    f: &mut dyn FnMut(&mut WasiCtx, &mut [u8]),
+) -> Result<(), HostError> {
     let memory = caller
         .get_export("memory")
         .and_then(Extern::into_memory)
         .ok_or_else(|| HostError::new("a WASI module must export its memory as \"memory\""))?;
     let (bytes, data) = memory.data_and_store_mut(caller);
-    Ok(f(get(data), bytes))
+    f(get(data), bytes);
+    Ok(())
 }
 
 /// The synchronous binding's host: the caller, borrowed for the whole call.
@@ -40,7 +44,7 @@ struct SyncHost<'a, 'c, T: 'static> {
 }
 
 impl<T: 'static> WasiHost for SyncHost<'_, '_, T> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R) -> Result<R, HostError> {
+    fn with(&mut self, f: &mut dyn FnMut(&mut WasiCtx, &mut [u8])) -> Result<(), HostError> {
         lend(&mut self.caller, self.get, f)
     }
     fn blocking(&self) -> Blocking {
@@ -55,7 +59,7 @@ struct AsyncHost<T: 'static> {
 }
 
 impl<T: 'static> WasiHost for AsyncHost<T> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut WasiCtx, &mut [u8]) -> R) -> Result<R, HostError> {
+    fn with(&mut self, f: &mut dyn FnMut(&mut WasiCtx, &mut [u8])) -> Result<(), HostError> {
         let get = &*self.get;
         self.access
             .with(|mut caller| lend(&mut caller, get, f))
@@ -107,27 +111,64 @@ macro_rules! from_val {
     };
 }
 
-/// Registers one function of the synchronous binding (a `func_new` whose future is driven
-/// on the calling thread).
-macro_rules! define_sync {
-    ($linker:ident, $get:ident, $name:ident($($arg:ident: $ty:ident),*)) => {{
-        let get = $get.clone();
-        $linker.func_new(
-            MODULE,
+/// One preview1 function for the synchronous binding: decodes the guest's arguments and
+/// drives the function to completion on the calling thread.
+type SyncShim = fn(&mut dyn WasiHost, &[Val]) -> Result<Errno, Abort>;
+
+/// The future of one preview1 function in the async binding.
+type WasiFuture = Pin<Box<dyn Future<Output = Result<Errno, Abort>> + Send>>;
+
+/// One preview1 function for the async binding: decodes the guest's arguments and returns the
+/// function's future, which owns its host.
+type AsyncShim = fn(Box<dyn WasiHost + Send>, &[Val]) -> WasiFuture;
+
+/// The shims of every preview1 function, with their parameter types. They are not generic, so
+/// the WASI functions are compiled once, here, and a crate that links WASI into a store type
+/// of its own compiles only [`define_sync`] and [`define_async`] for it.
+macro_rules! shims {
+    ($($name:ident($($arg:ident: $ty:ident),*);)*) => {
+        const SHIMS: &[(&str, &[ValType], SyncShim, AsyncShim)] = &[$((
             stringify!($name),
-            FuncType::new([$(valtype!($ty)),*], [ValType::I32]),
-            move |caller: Caller<'_, T>, params: &[Val], results: &mut [Val]| {
+            &[$(valtype!($ty)),*],
+            |host, params| {
                 #[allow(unused_mut, unused_variables)]
                 let mut params = params.iter();
                 $(let $arg = from_val!($ty, params.next());)*
-                let mut host = SyncHost { caller, get: &*get };
-                let errno = block_on(preview1::$name(&mut host, $($arg),*))
-                    .map_err(abort_to_error)?;
-                results[0] = Val::I32(errno as i32);
-                Ok(())
+                block_on(preview1::$name(host, $($arg),*))
             },
-        )?;
-    }};
+            |mut host, params| {
+                #[allow(unused_mut, unused_variables)]
+                let mut params = params.iter();
+                $(let $arg = from_val!($ty, params.next());)*
+                Box::pin(async move { preview1::$name(&mut *host, $($arg),*).await })
+            },
+        ),)*];
+    };
+}
+crate::for_each_preview1_function!(shims);
+
+/// Registers one function of the synchronous binding (a `func_new` whose future is driven
+/// on the calling thread).
+fn define_sync<T: 'static>(
+    linker: &mut Linker<T>,
+    get: &Getter<T>,
+    name: &str,
+    params: &[ValType],
+    shim: SyncShim,
+) -> Result<()> {
+    let get = get.clone();
+    linker.func_new(
+        MODULE,
+        name,
+        FuncType::new(params.iter().cloned(), [ValType::I32]),
+        move |caller: Caller<'_, T>, params: &[Val], results: &mut [Val]| {
+            let mut host = SyncHost { caller, get: &*get };
+            let errno = shim(&mut host, params).map_err(abort_to_error)?;
+            results[0] = Val::I32(errno as i32);
+            Ok(())
+        },
+    )?;
+    Ok(())
 }
 
 /// Defines every preview1 function in `linker` for synchronous calls: blocking work blocks
@@ -141,12 +182,9 @@ pub fn add_to_linker_sync<T: 'static>(
     get: impl Fn(&mut T) -> &mut WasiCtx + Send + Sync + 'static,
 ) -> Result<()> {
     let get: Getter<T> = Arc::new(get);
-    macro_rules! define_all {
-        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {
-            $(define_sync!(linker, get, $name($($arg: $ty),*));)*
-        };
+    for &(name, params, shim, _) in SHIMS {
+        define_sync(linker, &get, name, params, shim)?;
     }
-    crate::for_each_preview1_function!(define_all);
     define_proc_exit(linker)
 }
 
@@ -154,6 +192,34 @@ fn define_proc_exit<T: 'static>(linker: &mut Linker<T>) -> Result<()> {
     linker.func_wrap(MODULE, "proc_exit", |code: i32| -> Result<()> {
         Err(Error::host(I32Exit(code)))
     })?;
+    Ok(())
+}
+
+/// Registers one function of the async binding (a suspending import).
+fn define_async<T: 'static>(
+    linker: &mut Linker<T>,
+    get: &Getter<T>,
+    name: &str,
+    params: &[ValType],
+    shim: AsyncShim,
+) -> Result<()> {
+    let get = get.clone();
+    linker.func_new_async(
+        MODULE,
+        name,
+        FuncType::new(params.iter().cloned(), [ValType::I32]),
+        move |caller: Caller<'_, T>, params: &[Val]| {
+            let host = AsyncHost {
+                access: caller.store_access(),
+                get: get.clone(),
+            };
+            let future = shim(Box::new(host), params);
+            async move {
+                let errno = future.await.map_err(abort_to_error)?;
+                Ok(vec![Val::I32(errno as i32)])
+            }
+        },
+    )?;
     Ok(())
 }
 
@@ -171,28 +237,8 @@ pub fn add_to_linker_async<T: 'static>(
     get: impl Fn(&mut T) -> &mut WasiCtx + Send + Sync + 'static,
 ) -> Result<()> {
     let get: Getter<T> = Arc::new(get);
-    macro_rules! define_all {
-        ($($name:ident($($arg:ident: $ty:ident),*);)*) => {$({
-            let get = get.clone();
-            linker.func_new_async(
-                MODULE,
-                stringify!($name),
-                FuncType::new([$(valtype!($ty)),*], [ValType::I32]),
-                move |caller: Caller<'_, T>, params: &[Val]| {
-                    #[allow(unused_mut, unused_variables)]
-                    let mut params = params.iter();
-                    $(let $arg = from_val!($ty, params.next());)*
-                    let mut host = AsyncHost { access: caller.store_access(), get: get.clone() };
-                    async move {
-                        let errno = preview1::$name(&mut host, $($arg),*)
-                            .await
-                            .map_err(abort_to_error)?;
-                        Ok(vec![Val::I32(errno as i32)])
-                    }
-                },
-            )?;
-        })*};
+    for &(name, params, _, shim) in SHIMS {
+        define_async(linker, &get, name, params, shim)?;
     }
-    crate::for_each_preview1_function!(define_all);
     define_proc_exit(linker)
 }

@@ -1,12 +1,10 @@
 //! Real programs built by real toolchains (`programs/`, see its README) on the async binding,
 //! checked against their golden output; and many of them on one thread.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use weft::{Engine, Linker, Module, Store};
 use weft_wasi::{
     DirPerms, FilePerms, MemoryInputPipe, MemoryOutputPipe, WasiCtx, WasiCtxBuilder,
@@ -52,13 +50,6 @@ async fn run(engine: &Engine, module: &Module, builder: &mut WasiCtxBuilder) -> 
 fn load(engine: &Engine, name: &str) -> Module {
     let path = repo().join("programs/wasm").join(name);
     Module::new(engine, std::fs::read(&path).unwrap()).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 #[test]

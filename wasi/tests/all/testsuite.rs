@@ -3,9 +3,9 @@
 //! its stdout/stderr captured; the harness (`programs/harness/testsuite.rs`) judges the exit
 //! status and output as the suite's own runner does.
 
-#[path = "../../programs/harness/testsuite.rs"]
+#[path = "../../../programs/harness/testsuite.rs"]
 #[allow(dead_code)]
-mod testsuite;
+mod harness;
 
 use std::path::Path;
 
@@ -23,9 +23,9 @@ enum Binding {
 
 fn run(
     engine: &Engine,
-    invocation: &testsuite::Invocation<'_>,
+    invocation: &harness::Invocation<'_>,
     binding: Binding,
-) -> Result<testsuite::Outcome, String> {
+) -> Result<harness::Outcome, String> {
     let test = invocation.test;
     let bytes = std::fs::read(&test.wasm).map_err(|e| e.to_string())?;
     let module = Module::new(engine, bytes).map_err(|e| e.to_string())?;
@@ -78,7 +78,7 @@ fn run(
             )
         })?,
     };
-    Ok(testsuite::Outcome {
+    Ok(harness::Outcome {
         exit_code,
         stdout: stdout.contents(),
         stderr: stderr.contents(),
@@ -87,7 +87,7 @@ fn run(
 
 fn run_all(binding: Binding, label: &str) {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasi-testsuite");
-    let tests = testsuite::discover(&suite).expect("the suite is readable");
+    let tests = harness::discover(&suite).expect("the suite is readable");
     assert_eq!(tests.len(), 72);
     let engine = Engine::new(&Config::new()).expect("engine");
     let scratch = std::env::temp_dir().join(format!(
@@ -96,7 +96,7 @@ fn run_all(binding: Binding, label: &str) {
     ));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).expect("scratch");
-    let summary = testsuite::run_suite(&tests, &scratch, &[], |invocation| {
+    let summary = harness::run_suite(&tests, &scratch, &[], |invocation| {
         run(&engine, invocation, binding)
     })
     .expect("copying the roots");

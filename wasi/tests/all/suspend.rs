@@ -1,11 +1,9 @@
 //! The async binding's calls suspend the promising call rather than block the thread, and a
 //! guest that never finishes can be dropped cleanly.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use weft::{Error, Trap};
 use weft_wasi::{MemoryInputPipe, MemoryOutputPipe, WasiCtx};
 
@@ -21,13 +19,6 @@ fn clock_subscription(g: &mut Guest, nanos: u64) {
     sub[16..20].copy_from_slice(&1u32.to_le_bytes());
     sub[24..32].copy_from_slice(&nanos.to_le_bytes());
     g.write(0, &sub);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 #[test]

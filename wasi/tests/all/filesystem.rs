@@ -2,12 +2,10 @@
 //! and symlinks (the host's and the guest's own) fail with the spec's errno and leave
 //! everything outside the preopen byte-for-byte as it was.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use weft_wasi::{DirPerms, FilePerms, WasiCtx};
 
 /// A host tree: `outside/secret.txt` and `outside/sandbox/` (preopened as `/sandbox`).

@@ -2,9 +2,7 @@
 //! matters, and the bad input of issue 8: wild pointers, closed descriptors, path escapes,
 //! renumbering onto a preopen.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use weft::Val;
 use weft_wasi::{DirPerms, FilePerms, MemoryInputPipe, MemoryOutputPipe, WasiCtx, exit_code};
 
@@ -22,13 +20,6 @@ fn call_in(guest: &mut Guest, binding: Binding, name: &str, args: &[Val]) -> i32
             .block_on(guest.call_async(name, args))
             .unwrap_or_else(|e| panic!("{name}: {e}")),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
 }
 
 #[test]
