@@ -7,7 +7,9 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use weft::{Config, Engine, Linker, Module, Store};
 use weft_wasi::{
@@ -21,14 +23,35 @@ enum Binding {
     Async,
 }
 
-fn run(
-    engine: &Engine,
-    invocation: &harness::Invocation<'_>,
-    binding: Binding,
-) -> Result<harness::Outcome, String> {
+/// The engine both bindings' runs share, and each test program compiled once for both: the
+/// suite runs twice, and compiling its 72 programs was most of its time (~100 s under qemu).
+fn compiled(path: &Path) -> Result<(Engine, Module), String> {
+    type Modules = Mutex<HashMap<PathBuf, Arc<OnceLock<Result<Module, String>>>>>;
+    static SHARED: OnceLock<(Engine, Modules)> = OnceLock::new();
+    let (engine, modules) = SHARED.get_or_init(|| {
+        (
+            Engine::new(&Config::new()).expect("engine"),
+            Modules::default(),
+        )
+    });
+    let slot = modules
+        .lock()
+        .unwrap()
+        .entry(path.to_path_buf())
+        .or_default()
+        .clone();
+    // The other binding's test may be compiling this program now: it waits for that result.
+    let module = slot.get_or_init(|| {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        Module::new(engine, bytes).map_err(|e| e.to_string())
+    });
+    Ok((engine.clone(), module.clone()?))
+}
+
+fn run(invocation: &harness::Invocation<'_>, binding: Binding) -> Result<harness::Outcome, String> {
     let test = invocation.test;
-    let bytes = std::fs::read(&test.wasm).map_err(|e| e.to_string())?;
-    let module = Module::new(engine, bytes).map_err(|e| e.to_string())?;
+    let (engine, module) = compiled(&test.wasm)?;
+    let engine = &engine;
     let (stdout, stderr) = (MemoryOutputPipe::new(), MemoryOutputPipe::new());
     let mut builder = WasiCtx::builder();
     builder
@@ -89,17 +112,14 @@ fn run_all(binding: Binding, label: &str) {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasi-testsuite");
     let tests = harness::discover(&suite).expect("the suite is readable");
     assert_eq!(tests.len(), 72);
-    let engine = Engine::new(&Config::new()).expect("engine");
     let scratch = std::env::temp_dir().join(format!(
         "weft-wasi-testsuite-{label}-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).expect("scratch");
-    let summary = harness::run_suite(&tests, &scratch, &[], |invocation| {
-        run(&engine, invocation, binding)
-    })
-    .expect("copying the roots");
+    let summary = harness::run_suite(&tests, &scratch, &[], |invocation| run(invocation, binding))
+        .expect("copying the roots");
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{label} binding: {summary}");
     assert!(summary.is_clean(), "{summary}");
