@@ -28,6 +28,10 @@
 //!   and a promising call polled to its first suspension, then resumed and dropped.
 //! - `pooled_start_pre`: the same through an `InstancePre` (imports resolved once).
 //!
+//! In both, the start (up to the suspension) and the rest (resume and drop) are the functions
+//! `start_request` and `finish_request`: callgrind's `--collect-atstart=no
+//! --toggle-collect='*start_request*'` counts one of them.
+//!
 //! Compiles on one thread, so the instruction counts do not depend on scheduling.
 
 use std::future::Future;
@@ -213,7 +217,11 @@ fn main() {
 }
 
 /// The `pooled_start` cases: `reps` request-shaped lifecycles on a pooled engine, with the
-/// module's imports resolved once (`pre`) or by the linker each time.
+/// module's imports resolved once (`pre`) or by the linker each time. Each lifecycle is two
+/// functions, so that callgrind can count the figure apart from the rest:
+/// `--toggle-collect='*start_request*'` counts the start (new store, instantiate, run to the
+/// suspension), `--toggle-collect='*finish_request*'` the resume and the drop (store,
+/// instance, slot reset).
 fn pooled_start(reps: i32, pre: bool) {
     let mut config = pooled_config(16, 1 << 16);
     config.compile_threads(1);
@@ -228,22 +236,48 @@ fn pooled_start(reps: i32, pre: bool) {
     let pre = pre.then(|| linker.instantiate_pre(&module).unwrap());
     let mut cx = Context::from_waker(Waker::noop());
     for i in 0..reps {
-        let store = SharedStore::new(Store::new(&engine, ()));
-        let run = {
-            let mut guard = store.try_lock().unwrap();
-            let instance = match &pre {
-                Some(pre) => pre.instantiate(&mut *guard).unwrap(),
-                None => linker.instantiate(&mut *guard, &module).unwrap(),
+        let mut call = pin!(None);
+        start_request(call.as_mut(), &mut cx, i, || {
+            let store = SharedStore::new(Store::new(&engine, ()));
+            let run = {
+                let mut guard = store.try_lock().unwrap();
+                let instance = match &pre {
+                    Some(pre) => pre.instantiate(&mut *guard).unwrap(),
+                    None => linker.instantiate(&mut *guard, &module).unwrap(),
+                };
+                instance
+                    .get_typed_func::<i32, i32>(&mut *guard, "run")
+                    .unwrap()
             };
-            instance
-                .get_typed_func::<i32, i32>(&mut *guard, "run")
-                .unwrap()
-        };
-        let mut call = pin!(run.call_async(store, i));
-        assert!(call.as_mut().poll(&mut cx).is_pending());
-        match call.as_mut().poll(&mut cx) {
-            Poll::Ready(result) => assert_eq!(result.unwrap(), i + 42),
-            Poll::Pending => panic!("call {i} suspended twice"),
-        }
+            run.call_async(store, i)
+        });
+        finish_request(call, &mut cx, i);
     }
+}
+
+/// Makes a request's call with `make` and polls it to its suspension.
+#[inline(never)]
+fn start_request<F: Future<Output = weft::Result<i32>>>(
+    mut call: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+    i: i32,
+    make: impl FnOnce() -> F,
+) {
+    call.set(Some(make()));
+    let call = call.as_pin_mut().unwrap();
+    assert!(call.poll(cx).is_pending(), "call {i} did not suspend");
+}
+
+/// Resumes a request's call to its end, checks the result and drops the call (its store).
+#[inline(never)]
+fn finish_request<F: Future<Output = weft::Result<i32>>>(
+    mut call: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+    i: i32,
+) {
+    match call.as_mut().as_pin_mut().unwrap().poll(cx) {
+        Poll::Ready(result) => assert_eq!(result.unwrap(), i + 42),
+        Poll::Pending => panic!("call {i} suspended twice"),
+    }
+    call.set(None);
 }

@@ -104,27 +104,52 @@ fn pooled(count: usize, stack_kib: Option<usize>, keep_resident: usize) -> Confi
     config
 }
 
-/// Median time of `rounds` rounds of `batch` starts each (timed: new store, instantiate,
-/// run to the suspension), the calls then finished and dropped outside the timed part.
-fn time_starts(setup: &Setup, rounds: usize, batch: usize) -> weft::Result<Duration> {
+/// Medians over `rounds` rounds of `batch` calls each of the three phases of a call's life,
+/// per call: the start (new store, instantiate, run to the suspension: the issue's figure),
+/// the resume to the call's end, and the drop (the store, its instance and the slot reset);
+/// and of their sum (the whole lifecycle).
+struct Phases {
+    start: Duration,
+    resume: Duration,
+    drop: Duration,
+    whole: Duration,
+}
+
+fn time_phases(setup: &Setup, rounds: usize, batch: usize) -> weft::Result<Phases> {
     let mut cx = Context::from_waker(Waker::noop());
-    let mut times = Vec::with_capacity(rounds);
+    let mut times: [Vec<Duration>; 4] = std::array::from_fn(|_| Vec::with_capacity(rounds));
     let mut held = Vec::with_capacity(batch);
-    for _ in 0..rounds + 1 {
+    for round in 0..rounds + 1 {
         setup.released.store(false, Ordering::Release);
         let start = Instant::now();
         for i in 0..batch {
             held.push(setup.start(i, &mut cx)?);
         }
-        times.push(start.elapsed() / batch as u32);
+        let started = Instant::now();
         setup.released.store(true, Ordering::Release);
         finish(&mut held, &mut cx);
+        let resumed = Instant::now();
         held.clear();
+        let dropped = Instant::now();
+        // The first round warms up code, trampolines, stacks and slots.
+        if round > 0 {
+            let per_call = |d: Duration| d / batch as u32;
+            times[0].push(per_call(started - start));
+            times[1].push(per_call(resumed - started));
+            times[2].push(per_call(dropped - resumed));
+            times[3].push(per_call(dropped - start));
+        }
     }
-    // The first round warms up code, trampolines, stacks and slots.
-    times.remove(0);
-    times.sort();
-    Ok(times[times.len() / 2])
+    let [start, resume, drop, whole] = times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    });
+    Ok(Phases {
+        start,
+        resume,
+        drop,
+        whole,
+    })
 }
 
 fn main() -> weft::Result<()> {
@@ -170,8 +195,16 @@ fn main() -> weft::Result<()> {
     // calls in flight (each start takes fresh slots and stacks), and one at a time (each
     // start reuses what the previous call gave back).
     println!(
-        "new store + instantiate + run to first suspension (median; each call then resumed \
-         and dropped untimed), 1,000 in flight | one at a time:"
+        "new store + instantiate + run to first suspension (start), resume to the end, drop \
+         (store, instance, slot reset), and the whole lifecycle; medians in µs per call:"
+    );
+    println!(
+        "  {:<36} {:>29} | {:>29}",
+        "", "1,000 in flight", "one at a time"
+    );
+    println!(
+        "  {:<36} {:>6} {:>6} {:>6} {:>8} | {:>6} {:>6} {:>6} {:>8}",
+        "", "start", "resume", "drop", "whole", "start", "resume", "drop", "whole"
     );
     let configs = [
         ("pooled, 64 KiB slots:", pooled(1000, stack_kib, 0)),
@@ -202,12 +235,19 @@ fn main() -> weft::Result<()> {
         if name.contains("InstancePre") {
             setup.pre = Some(setup.linker.instantiate_pre(&setup.module)?);
         }
-        let in_flight = time_starts(&setup, 21, 1000)?;
-        let one_at_a_time = time_starts(&setup, 20_001, 1)?;
+        let in_flight = time_phases(&setup, 21, 1000)?;
+        let one_at_a_time = time_phases(&setup, 20_001, 1)?;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "  {name:<36} {:>6.2} µs | {:>6.2} µs",
-            in_flight.as_secs_f64() * 1e6,
-            one_at_a_time.as_secs_f64() * 1e6
+            "  {name:<36} {:>6.2} {:>6.2} {:>6.2} {:>8.2} | {:>6.2} {:>6.2} {:>6.2} {:>8.2}",
+            us(in_flight.start),
+            us(in_flight.resume),
+            us(in_flight.drop),
+            us(in_flight.whole),
+            us(one_at_a_time.start),
+            us(one_at_a_time.resume),
+            us(one_at_a_time.drop),
+            us(one_at_a_time.whole),
         );
     }
     Ok(())

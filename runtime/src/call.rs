@@ -61,10 +61,10 @@ fn call_host<T: 'static>(
     index: usize,
     slots: &mut [ValRaw],
 ) -> Result<()> {
-    let host = store.opaque.funcs[index]
+    let host: &dyn std::any::Any = &**store.opaque.funcs[index]
         .host
+        .as_ref()
         .expect("call_host is called for host functions");
-    let host: &dyn std::any::Any = &*store.opaque.host_funcs[host];
     let callback = host
         .downcast_ref::<HostFuncContext<T>>()
         .expect("host functions of a Store<T> take a Caller<T>")

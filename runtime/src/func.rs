@@ -123,11 +123,10 @@ impl Func {
         let ctx = HostFuncContext::new(store, type_id, callback, wasm_to_array);
         let opaque = &mut store.opaque;
         let func_ref = ctx.func_ref();
-        opaque.host_funcs.push(ctx);
         opaque.funcs.push(FuncData {
             func_ref,
             type_id,
-            host: Some(opaque.host_funcs.len() - 1),
+            host: Some(ctx),
             array_to_wasm: 0,
             slots: 0,
             needs_trampoline: wasm_to_array.is_none(),

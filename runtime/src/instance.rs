@@ -84,7 +84,8 @@ impl Instance {
     /// The export at `position` of the module's exports.
     fn export_at<T: 'static>(&self, store: &mut StoreContext<T>, position: usize) -> Extern {
         let data = &store.opaque.instances[self.index];
-        if let Some(export) = data.exports[position] {
+        // Only a module with a non-function export keeps a slot per export.
+        if let Some(&Some(export)) = data.exports.get(position) {
             return export;
         }
         match data.module.inner.info.exports[position].1 {
@@ -354,7 +355,7 @@ fn instantiate_without_start<T: 'static>(
         globals,
         imported_funcs,
         code: &module.inner.code,
-        type_ids: module.inner.type_ids.clone(),
+        type_ids: &module.inner.type_ids,
     };
     // Defined tags: new tags of the store, one per instance.
     for &ty_index in &info.tags[info.num_imported_tags as usize..] {
@@ -379,9 +380,16 @@ fn instantiate_without_start<T: 'static>(
         vmctx,
     );
     vm_instance.set_tags(tags.clone());
+    // Functions are found from the vmctx when asked for: a module exporting nothing else
+    // keeps no slots.
+    let all_funcs = info
+        .exports
+        .iter()
+        .all(|(_, index)| matches!(index, EntityIndex::Func(_)));
     let exports = info
         .exports
         .iter()
+        .take(if all_funcs { 0 } else { usize::MAX })
         .map(|(_, index)| match *index {
             EntityIndex::Func(_) => None,
             EntityIndex::Memory(m) => Some(Extern::Memory(memory_handles[m as usize])),
@@ -445,17 +453,6 @@ fn instantiate_without_start<T: 'static>(
             _ => None,
         })
         .collect();
-    let data_offsets: Vec<Option<u64>> = info
-        .data
-        .iter()
-        .map(|d| match &d.mode {
-            DataMode::Active { offset, memory } => Some(index_value(
-                eval(offset),
-                info.memories[*memory as usize].memory64,
-            )),
-            DataMode::Passive => None,
-        })
-        .collect();
 
     // Element segments, then data segments, in order; a segment that does not fit traps, and
     // what was written before stays written.
@@ -482,27 +479,43 @@ fn instantiate_without_start<T: 'static>(
             }
         }
     }
-    opaque.instances[instance_index].vm.set_elements(passive);
+    // Data segments, unless an element segment failed; `written` counts the segments done.
+    let mut written = 0;
+    if failure.is_none() {
+        for segment in info.data.iter() {
+            if let DataMode::Active { memory, offset } = &segment.mode {
+                let memory = *memory as usize;
+                // Evaluated here rather than with the element offsets (which would take a
+                // vector): a constant expression reads only globals and function references,
+                // which the segments do not change.
+                let offset = index_value(eval(offset), info.memories[memory].memory64);
+                let bytes = &module.inner.wasm[segment.range.clone()];
+                let data = opaque.memories[memory_handles[memory].index].data_mut();
+                match usize::try_from(offset)
+                    .ok()
+                    .and_then(|offset| Some(offset..offset.checked_add(bytes.len())?))
+                    .and_then(|range| data.get_mut(range))
+                {
+                    Some(dst) => dst.copy_from_slice(bytes),
+                    None => {
+                        failure = Some(Trap::MemoryOutOfBounds);
+                        break;
+                    }
+                }
+            }
+            written += 1;
+        }
+    }
+    let vm_instance = &mut opaque.instances[instance_index].vm;
+    vm_instance.set_elements(passive);
+    // The active segments written are dropped; passive ones stay for `memory.init`.
+    for (i, segment) in info.data.iter().enumerate().take(written) {
+        if matches!(segment.mode, DataMode::Active { .. }) {
+            vm_instance.drop_data(i as u32);
+        }
+    }
     if let Some(trap) = failure {
         return Err(Error::trap_without_backtrace(trap));
-    }
-    for (i, segment) in info.data.iter().enumerate() {
-        let DataMode::Active { memory, .. } = segment.mode else {
-            continue;
-        };
-        let handle = memory_handles[memory as usize];
-        let offset = data_offsets[i].expect("active segments have offsets");
-        let bytes = &module.inner.wasm[segment.range.clone()];
-        let data = opaque.memories[handle.index].data_mut();
-        match usize::try_from(offset)
-            .ok()
-            .and_then(|offset| Some(offset..offset.checked_add(bytes.len())?))
-            .and_then(|range| data.get_mut(range))
-        {
-            Some(dst) => dst.copy_from_slice(bytes),
-            None => return Err(Error::trap_without_backtrace(Trap::MemoryOutOfBounds)),
-        }
-        opaque.instances[instance_index].vm.drop_data(i as u32);
     }
     Ok(instance)
 }

@@ -121,12 +121,13 @@ impl PoolingAllocationConfig {
         max_tables_per_module, get_max_tables_per_module, u32
     }
     pool_setting! {
-        /// Bytes at the start of a memory slot that are zeroed by writing zeros when the
-        /// memory is dropped, instead of being given back to the system (default 0). Writing
-        /// costs time in proportion to the size and keeps the pages resident, but the next
-        /// instance in the slot then takes no page faults on them, and giving pages back costs
-        /// a system call and a TLB flush of its own. Beyond it, the bytes the memory reached
-        /// are given back (`MADV_DONTNEED`).
+        /// Bytes at the start of a memory slot (rounded up to whole pages) that are zeroed in
+        /// place when the memory is dropped, instead of being given back to the system
+        /// (default 0). They are read and only the 4 KiB chunks that are not zero are written,
+        /// which costs time in proportion to the size and keeps written pages resident, but the
+        /// next instance in the slot then takes no page faults on them, and giving pages back
+        /// costs a system call and a TLB flush of its own. Beyond it, the bytes the memory
+        /// reached are given back (`MADV_DONTNEED`).
         linear_memory_keep_resident, get_linear_memory_keep_resident, usize
     }
 }

@@ -48,8 +48,8 @@ pub(crate) struct FuncData {
     /// The function's `VMFuncRef` (in a vmctx or a host function context).
     pub func_ref: FuncRefPtr,
     pub type_id: u32,
-    /// Index into `host_funcs` for host functions.
-    pub host: Option<usize>,
+    /// The context of a host function (what its funcref points into).
+    pub host: Option<Box<dyn HostFunc>>,
     /// The type's array-to-Wasm trampoline once a call needed it, else 0: cached here so that
     /// calls skip the engine's type registry and its lock.
     pub array_to_wasm: usize,
@@ -91,7 +91,7 @@ pub(crate) struct InstanceData {
     pub module: Module,
     /// The instance's exports in the module's order (`ModuleInfo::exports`): tables,
     /// memories, globals and tags as resolved at instantiation, `None` for functions (found
-    /// from the vmctx when asked for).
+    /// from the vmctx when asked for); empty if the module exports only functions.
     pub exports: Box<[Option<crate::externals::Extern>]>,
     /// Store handle of each of the instance's globals, in index order (imported ones first).
     pub globals: Vec<crate::externals::Global>,
@@ -110,7 +110,7 @@ impl InstanceData {
 
     /// The table, memory, global or tag exported as `name` (`None` for a function).
     pub fn non_func_export(&self, name: &str) -> Option<crate::externals::Extern> {
-        self.exports[self.export_position(name)?]
+        *self.exports.get(self.export_position(name)?)?
     }
 }
 
@@ -138,8 +138,6 @@ pub(crate) struct StoreOpaque {
     pub funcs: Vec<FuncData>,
     /// Funcref (as Wasm sees it) → index in `funcs`.
     pub func_by_ref: HashMap<u64, usize, BuildHasherDefault<AddressHasher>>,
-    /// `HostFuncContext<T>` boxes.
-    pub host_funcs: Vec<Box<dyn HostFunc>>,
     pub externrefs: Vec<Box<dyn Any + Send + Sync>>,
     /// The type of each exception tag of the store (instances' and the host's), by index,
     /// with the engine's id of that function type (what imports compare).
@@ -166,7 +164,6 @@ impl<T: 'static> Store<T> {
                     globals: Vec::new(),
                     funcs: Vec::new(),
                     func_by_ref: HashMap::default(),
-                    host_funcs: Vec::new(),
                     externrefs: Vec::new(),
                     tags: Vec::new(),
                     spare_stack: Default::default(),
@@ -362,8 +359,10 @@ impl StoreOpaque {
     fn first_array_to_wasm(&mut self, index: usize) -> crate::Result<usize> {
         let type_id = self.funcs[index].type_id;
         let trampoline = self.engine.trampolines(type_id)?.array_to_wasm;
-        let ty = self.engine.func_type(type_id);
-        self.funcs[index].slots = ty.params().len().max(ty.results().len());
+        // In place: copying the type out would allocate its parameter and result lists.
+        self.funcs[index].slots = self
+            .engine
+            .with_func_type(type_id, |ty| ty.params().len().max(ty.results().len()));
         self.funcs[index].array_to_wasm = trampoline;
         Ok(trampoline)
     }
@@ -377,11 +376,16 @@ impl StoreOpaque {
     /// If the trampoline still cannot be compiled or mapped.
     #[inline]
     pub fn ensure_wasm_callable(&mut self, index: usize) -> crate::Result<FuncRefPtr> {
-        let data = &self.funcs[index];
-        if data.needs_trampoline {
-            let trampoline = self.engine.trampolines(data.type_id)?.wasm_to_array;
-            let host = data.host.expect("only host functions lack a trampoline");
-            self.host_funcs[host].install_trampoline(trampoline);
+        if self.funcs[index].needs_trampoline {
+            let trampoline = self
+                .engine
+                .trampolines(self.funcs[index].type_id)?
+                .wasm_to_array;
+            let host = self.funcs[index]
+                .host
+                .as_mut()
+                .expect("only host functions lack a trampoline");
+            host.install_trampoline(trampoline);
             self.funcs[index].needs_trampoline = false;
         }
         Ok(self.funcs[index].func_ref)

@@ -211,6 +211,90 @@ fn reused_slot_starts_zeroed_with_its_data_segments() {
     }
 }
 
+/// What a tenant of a pooled slot leaves behind is invisible to the next one: a memory
+/// written here and there (the first and last byte of a 4 KiB chunk, the middle of another, the
+/// slot's last byte) reads as zero but for the next module's data segment, with the slot kept
+/// resident in whole, in part (a length not a multiple of 8), or given back; a table set and
+/// grown comes back at its declared size with only its element segment; a global set comes
+/// back at its initial value.
+#[test]
+fn reused_slots_show_nothing_of_the_last_tenant() {
+    let module_text = r#"(module
+        (memory (export "memory") 1 1)
+        (data (i32.const 16) "weft")
+        (table $t 2 10 funcref)
+        (elem (i32.const 1) $f)
+        (global $g (mut i32) (i32.const 7))
+        (func $f)
+        (func (export "store") (param i32 i32) (i32.store8 (local.get 0) (local.get 1)))
+        (func (export "table_set") (param i32) (table.set $t (local.get 0) (ref.func $f)))
+        (func (export "table_grow") (result i32) (table.grow $t (ref.func $f) (i32.const 3)))
+        (func (export "table_size") (result i32) (table.size $t))
+        (func (export "is_null") (param i32) (result i32)
+          (ref.is_null (table.get $t (local.get 0))))
+        (func (export "global_set") (param i32) (global.set $g (local.get 0)))
+        (func (export "global_get") (result i32) (global.get $g)))"#;
+    for keep_resident in [PAGE as usize, 5003, 0] {
+        let mut pool = small_pool(1);
+        pool.max_memory_size(PAGE as usize)
+            .linear_memory_keep_resident(keep_resident);
+        let engine = pooled(PAGE, &pool);
+        let module = Module::new(&engine, module_text).unwrap();
+        for round in 0..3 {
+            let what = format!("keep_resident {keep_resident}, round {round}");
+            let mut store = Store::new(&engine, ());
+            let instance = Instance::new(&mut store, &module, &[]).unwrap();
+            let memory = instance.get_memory(&mut store, "memory").unwrap();
+            let data = memory.data(&store);
+            assert_eq!(&data[16..20], b"weft", "{what}");
+            let stale = data[..16]
+                .iter()
+                .chain(&data[20..])
+                .position(|&b| b != 0)
+                .map(|i| if i < 16 { i } else { i + 4 });
+            assert_eq!(stale, None, "{what}: a byte of the last tenant is left");
+            let call_i32 = |store: &mut Store<()>, name: &str, arg: Option<i32>| -> i32 {
+                match arg {
+                    Some(arg) => instance
+                        .get_typed_func::<i32, i32>(&mut *store, name)
+                        .unwrap()
+                        .call(&mut *store, arg)
+                        .unwrap(),
+                    None => instance
+                        .get_typed_func::<(), i32>(&mut *store, name)
+                        .unwrap()
+                        .call(&mut *store, ())
+                        .unwrap(),
+                }
+            };
+            assert_eq!(call_i32(&mut store, "table_size", None), 2, "{what}");
+            assert_eq!(call_i32(&mut store, "is_null", Some(0)), 1, "{what}");
+            assert_eq!(call_i32(&mut store, "is_null", Some(1)), 0, "{what}");
+            assert_eq!(call_i32(&mut store, "global_get", None), 7, "{what}");
+
+            // Dirty everything the next tenant could see.
+            let store8 = instance
+                .get_typed_func::<(i32, i32), ()>(&mut store, "store")
+                .unwrap();
+            for offset in [0, 4095, 4096, 30_001, 5002, 5003, 65_535] {
+                store8.call(&mut store, (offset, 0xa5)).unwrap();
+            }
+            instance
+                .get_typed_func::<i32, ()>(&mut store, "table_set")
+                .unwrap()
+                .call(&mut store, 0)
+                .unwrap();
+            assert_eq!(call_i32(&mut store, "table_grow", None), 2, "{what}");
+            assert_eq!(call_i32(&mut store, "is_null", Some(4)), 0, "{what}");
+            instance
+                .get_typed_func::<i32, ()>(&mut store, "global_set")
+                .unwrap()
+                .call(&mut store, 99)
+                .unwrap();
+        }
+    }
+}
+
 /// Each pool limit is an `Error::ResourceLimit` naming the setting, at instantiation, and
 /// the engine goes on serving instances once slots are free again.
 #[test]

@@ -27,7 +27,7 @@ pub struct Instance {
     /// The module binary, for data segments.
     wasm: Arc<[u8]>,
     module: Arc<ModuleInfo>,
-    dropped_data: Vec<bool>,
+    dropped_data: SegmentSet,
     /// The store's index of each of the module's tags (imports first).
     tags: Vec<u32>,
     /// The instance's index in its store.
@@ -39,6 +39,38 @@ pub struct Instance {
 unsafe impl Send for Instance {}
 // SAFETY: as above.
 unsafe impl Sync for Instance {}
+
+/// The data segments an instance dropped (`data.drop`, or active ones once written), as bits:
+/// the first 64 inline, so that a module with few segments costs no allocation.
+#[derive(Default)]
+struct SegmentSet {
+    first: u64,
+    rest: Vec<u64>,
+}
+
+impl SegmentSet {
+    fn insert(&mut self, index: u32) {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        if word == 0 {
+            self.first |= bit;
+        } else {
+            if self.rest.len() < word {
+                self.rest.resize(word, 0);
+            }
+            self.rest[word - 1] |= bit;
+        }
+    }
+
+    fn contains(&self, index: u32) -> bool {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        let bits = if word == 0 {
+            self.first
+        } else {
+            self.rest.get(word - 1).copied().unwrap_or(0)
+        };
+        bits & bit != 0
+    }
+}
 
 /// A memory, table or global an instance refers to: made by the VM layer from the box its
 /// store keeps it in until the store is dropped ([`Memory::handle`], [`Table::handle`],
@@ -88,7 +120,7 @@ pub struct InstanceParts<'a> {
     /// The module's compiled functions.
     pub code: &'a CodeMemory,
     /// The engine's id of each of the module's types, by type index.
-    pub type_ids: Vec<u32>,
+    pub type_ids: &'a [u32],
 }
 
 impl Instance {
@@ -124,10 +156,11 @@ impl Instance {
         let mut instance = Box::new(Instance {
             vmctx,
             offsets,
-            memories: parts.memories.iter().map(|m| m.as_ptr()).collect(),
-            tables: parts.tables.iter().map(|t| t.as_ptr()).collect(),
+            // In place: a handle is a pointer, so these reuse the parts' allocations.
+            memories: parts.memories.into_iter().map(|m| m.as_ptr()).collect(),
+            tables: parts.tables.into_iter().map(|t| t.as_ptr()).collect(),
             elements: Vec::new(),
-            dropped_data: vec![false; module.data.len()],
+            dropped_data: SegmentSet::default(),
             tags: Vec::new(),
             wasm,
             module,
@@ -257,7 +290,7 @@ impl Instance {
     }
 
     pub fn drop_data(&mut self, index: u32) {
-        self.dropped_data[index as usize] = true;
+        self.dropped_data.insert(index);
     }
 
     fn memory(&mut self, index: u32) -> &mut Memory {
@@ -280,7 +313,7 @@ impl Instance {
         src: u32,
         len: u32,
     ) -> Result<(), TrapKind> {
-        let segment = if self.dropped_data[data as usize] {
+        let segment = if self.dropped_data.contains(data) {
             0..0
         } else {
             self.module.data[data as usize].range.clone()
