@@ -152,6 +152,28 @@ pub struct CompilerOptions {
     pub epoch_interruption: bool,
     /// Count fuel per block of Wasm operators (`vmoffsets::store_context::FUEL`).
     pub consume_fuel: bool,
+    /// How much work Cranelift puts into each function.
+    pub tier: Tier,
+}
+
+/// How hard Cranelift works on a function.
+///
+/// Both tiers translate the same IR and keep every convention compiled code follows (frame
+/// pointers, the stack-limit check, trap codes, exception tables, fuel and epoch checks); only
+/// Cranelift's optimisation and register allocation differ. The runtime compiles everything
+/// [`Tier::Optimized`]; [`Tier::Baseline`] exists to measure what a cheap first tier for lazy
+/// compilation would give (`examples/tier_compile.rs`, `docs/startup.md`) and is **not safe to
+/// run**: with Cranelift 0.135.8 (regalloc2 0.15.2) its single-pass register allocator
+/// miscompiles a function of QuickJS (`programs/wasm/quickjs.wasm`, function 37), although
+/// regalloc2's checker accepts the allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Tier {
+    /// `opt_level=speed` with the backtracking register allocator: the best code weft makes.
+    #[default]
+    Optimized,
+    /// `opt_level=none` with the single-pass register allocator: compiles 2–2.5× faster,
+    /// makes twice the code and larger frames. Miscompiles (see above): for measurements only.
+    Baseline,
 }
 
 /// WebAssembly's optional features that weft implements, each a switch: all on by default
@@ -306,6 +328,7 @@ impl Default for CompilerOptions {
             features: Features::default(),
             epoch_interruption: false,
             consume_fuel: false,
+            tier: Tier::Optimized,
         }
     }
 }
@@ -372,7 +395,13 @@ impl Compiler {
                 .set(name, value)
                 .map_err(|e| CompileError::Codegen(format!("setting {name}: {e}")))
         };
-        set(&mut flags, "opt_level", "speed")?;
+        match options.tier {
+            Tier::Optimized => set(&mut flags, "opt_level", "speed")?,
+            Tier::Baseline => {
+                set(&mut flags, "opt_level", "none")?;
+                set(&mut flags, "regalloc_algorithm", "single_pass")?;
+            }
+        }
         // Backtraces walk frame pointers, through Wasm and trampolines alike.
         set(&mut flags, "preserve_frame_pointers", "true")?;
         set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
@@ -426,6 +455,8 @@ impl Compiler {
             features,
             epoch_interruption,
             consume_fuel,
+            // Cranelift's own flags (`opt_level`, `regalloc_algorithm`) name the tier.
+            tier: _,
         } = &self.options;
         let features: Vec<String> = features
             .switches()
@@ -718,15 +749,19 @@ impl Compiler {
 
     /// Runs Cranelift on `ctx.func` and collects the code and its metadata.
     fn finish(&self, ctx: &mut Context) -> Result<CompiledFunction, CompileError> {
-        let func = ctx.func.clone();
-        let compiled = ctx
-            .compile(&*self.isa, &mut ControlPlane::default())
+        ctx.compile(&*self.isa, &mut ControlPlane::default())
             .map_err(|e| CompileError::Codegen(format!("{:?}", e.inner)))?;
+        // Borrowed again rather than kept from `compile`, so that the function (for the
+        // relocations' names) can be borrowed beside it instead of cloned.
+        let compiled = ctx
+            .compiled_code()
+            .ok_or_else(|| CompileError::Codegen("no compiled code".into()))?;
+        let func = &ctx.func;
         let buffer = &compiled.buffer;
         let relocations = buffer
             .relocs()
             .iter()
-            .map(|r| convert_relocation(r, &func))
+            .map(|r| convert_relocation(r, func))
             .collect::<Result<_, _>>()?;
         let traps = buffer
             .traps()
@@ -751,6 +786,9 @@ impl Compiler {
                 .map(|s| (s.start, s.loc.bits()))
                 .collect(),
             handlers,
+            frame_size: buffer
+                .frame_layout()
+                .map_or(0, |layout| layout.frame_to_fp_offset),
         })
     }
 

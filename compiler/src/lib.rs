@@ -68,7 +68,7 @@ pub mod traps;
 
 pub use compile::{
     CodeFingerprint, CompileScratch, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES,
-    MemoryBounds, MemoryMode,
+    MemoryBounds, MemoryMode, Tier,
 };
 pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};
 pub use parse::parse_module;

@@ -16,6 +16,9 @@ pub struct CompiledFunction {
     /// The call sites inside `try_table` blocks, sorted by return address: where a thrown
     /// exception may land in this function.
     pub handlers: Vec<CallSiteHandlers>,
+    /// Bytes of stack the function's frame takes below its frame pointer (spill slots,
+    /// stack slots, saved registers, outgoing arguments).
+    pub frame_size: u32,
 }
 
 /// The exception handlers of one call site (a Cranelift `try_call`), in match order: the

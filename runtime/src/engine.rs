@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weft_compiler::{Compiler, CompilerOptions, Features, MemoryBounds, MemoryMode};
+use weft_compiler::{Compiler, CompilerOptions, Features, MemoryBounds, MemoryMode, Tier};
 
 use crate::error::{Error, Result};
 use crate::types::{FuncType, FuncTypeId, ValType};
@@ -553,6 +553,7 @@ impl Engine {
             features: config.features,
             epoch_interruption: config.epoch_interruption,
             consume_fuel: config.consume_fuel,
+            tier: Tier::Optimized,
         })
         .map_err(Error::from_compile)?;
         Ok(Engine {
