@@ -12,9 +12,13 @@
 //! Functions are compiled on the module's worker threads, never on the calling thread: a
 //! call may run on a small fiber stack, and Cranelift wants a large one. A call that reaches
 //! the resolver queues its function ahead of everything else and waits; the workers compile
-//! the rest in the background in index order (unless [`crate::Config::lazy_compilation`]'s
-//! background setting is off), so a long-running program ends up with all its code compiled
-//! without paying for it up front. Each compiled function is published as a [`CodeMemory`] of
+//! the rest in the background (unless [`crate::Config::lazy_compilation`]'s background
+//! setting is off), so a long-running program ends up with all its code compiled without
+//! paying for it up front. The background goes first to the direct callees of the functions
+//! compiled so far, depth first (a function's callees in the order its body names them): the
+//! code a program is about to run, usually, where index order spends the spare core on
+//! functions that may never run (SQLite's driver calls 522 of its 1,110). Then it sweeps the
+//! rest in index order. Each compiled function is published as a [`CodeMemory`] of
 //! its own, registered like any other, so trap lookup, backtraces and the exception
 //! unwinder's handler search find it unchanged; its direct calls go to the callees' stubs.
 //!
@@ -70,6 +74,9 @@ enum Status {
 struct State {
     status: Vec<Status>,
     urgent: VecDeque<u32>,
+    /// Direct callees of compiled functions, for the background before the sweep: popped
+    /// from the end (depth first), skipped if no longer `Pending`.
+    callees: Vec<u32>,
     /// Where the background sweep goes on.
     next: usize,
     /// Functions `Done` or `Failed`.
@@ -135,6 +142,7 @@ impl LazyCode {
             state: Mutex::new(State {
                 status: vec![Status::Pending; count],
                 urgent: VecDeque::new(),
+                callees: Vec::new(),
                 next: 0,
                 finished: 0,
                 cancelled: false,
@@ -312,6 +320,12 @@ impl Shared {
                 return Some(i);
             }
             if self.background && !calls_only {
+                while let Some(i) = state.callees.pop() {
+                    if matches!(state.status[i as usize], Status::Pending) {
+                        state.status[i as usize] = Status::Compiling;
+                        return Some(i);
+                    }
+                }
                 let count = state.status.len();
                 while state.next < count && !matches!(state.status[state.next], Status::Pending) {
                     state.next += 1;
@@ -330,7 +344,14 @@ impl Shared {
     }
 
     /// Compiles and publishes defined function `index`, and points its slot at the code.
-    fn compile(&self, index: u32, scratch: &mut CompileScratch) -> Result<Arc<CodeMemory>, String> {
+    /// Appends the defined functions it calls directly to `callees`, in the order its
+    /// relocations name them.
+    fn compile(
+        &self,
+        index: u32,
+        scratch: &mut CompileScratch,
+        callees: &mut Vec<u32>,
+    ) -> Result<Arc<CodeMemory>, String> {
         let compiled = catch_unwind(AssertUnwindSafe(|| (self.compile)(index, scratch)))
             .unwrap_or_else(|_| {
                 // The buffers may be half-written.
@@ -339,15 +360,21 @@ impl Shared {
             })?;
         let imported = self.symbols.num_imported_funcs;
         let stubs = self.stubs();
+        let called = std::cell::RefCell::new(std::mem::take(callees));
         let code = CodeMemory::publish_with_calls(
             &[compiled],
             &[Some(imported + index)],
             Some(self.symbols.clone()),
             &|callee| {
                 let defined = callee.checked_sub(imported)? as usize;
-                (defined < self.slots.len()).then(|| stubs.function_address(defined) as usize)
+                (defined < self.slots.len()).then(|| {
+                    called.borrow_mut().push(defined as u32);
+                    stubs.function_address(defined) as usize
+                })
             },
-        )?;
+        );
+        *callees = called.into_inner();
+        let code = code?;
         publish_to_other_threads();
         self.slots[index as usize]
             .target
@@ -358,13 +385,28 @@ impl Shared {
 
 fn worker(shared: &Shared, calls_only: bool) {
     let mut scratch = CompileScratch::new();
+    let mut callees = Vec::new();
     while let Some(index) = shared.next_job(calls_only) {
-        let status = match shared.compile(index, &mut scratch) {
+        callees.clear();
+        let status = match shared.compile(index, &mut scratch, &mut callees) {
             Ok(code) => Status::Done(code),
             Err(why) => Status::Failed(why),
         };
         let mut state = shared.lock();
         state.status[index as usize] = status;
+        if shared.background {
+            // Reversed, so that popping from the end takes them in the body's order; only
+            // the ones still to compile (a call site names its callee each time).
+            let pending = callees
+                .iter()
+                .rev()
+                .filter(|&&callee| matches!(state.status[callee as usize], Status::Pending));
+            let pending: Vec<u32> = pending.copied().collect();
+            state.callees.extend(pending);
+            if !state.callees.is_empty() {
+                shared.work.notify_all();
+            }
+        }
         state.finished += 1;
         shared.ready.notify_all();
         if state.finished == state.status.len() {
