@@ -381,15 +381,15 @@ fn instantiate_without_start<T: 'static>(
     );
     vm_instance.set_tags(tags.clone());
     // Functions are found from the vmctx when asked for: a module exporting nothing else
-    // keeps no slots.
-    let all_funcs = info
+    // keeps no slots (`InstanceData::exports` is then empty).
+    let only_funcs = info
         .exports
         .iter()
         .all(|(_, index)| matches!(index, EntityIndex::Func(_)));
     let exports = info
         .exports
         .iter()
-        .take(if all_funcs { 0 } else { usize::MAX })
+        .filter(|_| !only_funcs)
         .map(|(_, index)| match *index {
             EntityIndex::Func(_) => None,
             EntityIndex::Memory(m) => Some(Extern::Memory(memory_handles[m as usize])),
@@ -480,6 +480,7 @@ fn instantiate_without_start<T: 'static>(
         }
     }
     // Data segments, unless an element segment failed; `written` counts the segments done.
+    // Their drops wait for the loop: evaluating an offset borrows the instance.
     let mut written = 0;
     if failure.is_none() {
         for segment in info.data.iter() {

@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use weft_arch::lazy::{ENTRY_STUB_SIZE, TRAP_INSTRUCTION, write_entry_stub};
 use weft_compiler::CompileScratch;
-use weft_environ::{CompiledFunction, ModuleInfo, TrapKind};
+use weft_environ::{CompiledFunction, ModuleInfo, RelocTarget, TrapKind};
 
 use super::code_memory::{CodeMemory, FunctionInfo};
 use super::entry::{Recorded, record};
@@ -345,7 +345,7 @@ impl Shared {
 
     /// Compiles and publishes defined function `index`, and points its slot at the code.
     /// Appends the defined functions it calls directly to `callees`, in the order its
-    /// relocations name them.
+    /// relocations name them (a callee once per call site).
     fn compile(
         &self,
         index: u32,
@@ -359,22 +359,20 @@ impl Shared {
                 Err("the compiler panicked".into())
             })?;
         let imported = self.symbols.num_imported_funcs;
+        callees.extend(compiled.relocations.iter().filter_map(|r| match r.target {
+            RelocTarget::Func(callee) => callee.checked_sub(imported),
+            RelocTarget::LibCall(_) => None,
+        }));
         let stubs = self.stubs();
-        let called = std::cell::RefCell::new(std::mem::take(callees));
         let code = CodeMemory::publish_with_calls(
             &[compiled],
             &[Some(imported + index)],
             Some(self.symbols.clone()),
             &|callee| {
                 let defined = callee.checked_sub(imported)? as usize;
-                (defined < self.slots.len()).then(|| {
-                    called.borrow_mut().push(defined as u32);
-                    stubs.function_address(defined) as usize
-                })
+                (defined < self.slots.len()).then(|| stubs.function_address(defined) as usize)
             },
-        );
-        *callees = called.into_inner();
-        let code = code?;
+        )?;
         publish_to_other_threads();
         self.slots[index as usize]
             .target
@@ -396,15 +394,13 @@ fn worker(shared: &Shared, calls_only: bool) {
         state.status[index as usize] = status;
         if shared.background {
             // Reversed, so that popping from the end takes them in the body's order; only
-            // the ones still to compile (a call site names its callee each time).
-            let pending = callees
-                .iter()
-                .rev()
-                .filter(|&&callee| matches!(state.status[callee as usize], Status::Pending));
-            let pending: Vec<u32> = pending.copied().collect();
-            state.callees.extend(pending);
-            if !state.callees.is_empty() {
-                shared.work.notify_all();
+            // the ones still to compile. No worker needs waking: while any function is
+            // `Pending`, the background ones are busy with the sweep.
+            let state = &mut *state;
+            for &callee in callees.iter().rev() {
+                if matches!(state.status.get(callee as usize), Some(Status::Pending)) {
+                    state.callees.push(callee);
+                }
             }
         }
         state.finished += 1;
