@@ -4,6 +4,10 @@
 //! ```console
 //! $ cargo run --release -p weft-compiler --example tier_compile -- programs/wasm/sqlite-driver.wasm [ROUNDS [TIER]]
 //! ```
+//!
+//! With `FUNCS=FILE` (defined-function indices, one per line: for example the functions a
+//! lazily compiled run asked for), it also prints what share of each tier's compile time and
+//! code those functions take.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = vec![Vec::new(); tiers.len()];
     let mut bytes = vec![0; tiers.len()];
     let mut frames = vec![Vec::new(); tiers.len()];
+    // Each function's compile time, summed over the rounds, per tier.
+    let mut each = vec![vec![Duration::ZERO; count]; tiers.len()];
+    let mut sizes = vec![vec![0; count]; tiers.len()];
     for _ in 0..rounds {
         for (t, (_, compiler)) in tiers.iter().enumerate() {
             let mut scratch = CompileScratch::new();
@@ -45,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut size = 0;
             let mut frame = Vec::with_capacity(count);
             for i in 0..count {
+                let one = Instant::now();
                 let f = compiler.compile_function(&module, &wasm, i, &mut scratch)?;
+                each[t][i] += one.elapsed();
+                sizes[t][i] = f.code.len();
                 size += f.code.len();
                 frame.push(f.frame_size);
             }
@@ -86,6 +96,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{:>9}  function {i}: frame {} bytes",
                 "",
                 f[i - module.num_imported_funcs as usize]
+            );
+        }
+    }
+    if let Ok(list) = std::env::var("FUNCS") {
+        let listed: Vec<usize> = std::fs::read_to_string(&list)?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let mut chosen = vec![false; count];
+        for &i in &listed {
+            *chosen
+                .get_mut(i)
+                .ok_or("FUNCS names a function the module lacks")? = true;
+        }
+        let n = chosen.iter().filter(|&&c| c).count();
+        println!("{list}: {n} of {count} functions");
+        for (t, (name, _)) in tiers.iter().enumerate() {
+            let share = |v: &[f64]| {
+                let all: f64 = v.iter().sum();
+                let some: f64 = v
+                    .iter()
+                    .zip(&chosen)
+                    .filter(|(_, c)| **c)
+                    .map(|(x, _)| x)
+                    .sum();
+                some / all
+            };
+            let time: Vec<f64> = each[t].iter().map(Duration::as_secs_f64).collect();
+            let code: Vec<f64> = sizes[t].iter().map(|&s| s as f64).collect();
+            println!(
+                "{name:>9}: listed functions take {:.1}% of the compile time, {:.1}% of the code",
+                100.0 * share(&time),
+                100.0 * share(&code)
             );
         }
     }
