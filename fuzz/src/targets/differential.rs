@@ -228,6 +228,9 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         // `v128.store16_lane` (see fuzz/README.md). weft's SIMD is covered by the spec suite.
         simd_enabled: false,
         relaxed_simd_enabled: false,
+        // 64-bit memories: weft's bounds checks on 64-bit addresses against wasmi's.
+        memory64_enabled: true,
+        max_memory64_bytes: 16 * 65536,
         ..smith::weft()
     };
     let Ok(bytes) = smith::terminating(config, &mut u, fuel) else {
@@ -242,6 +245,7 @@ pub fn run(input: &[u8]) -> Result<String, String> {
     wasmi_config.wasm_tail_call(true);
     wasmi_config.wasm_extended_const(true);
     wasmi_config.wasm_multi_memory(true);
+    wasmi_config.wasm_memory64(true);
     let wasmi_engine = wasmi::Engine::new(&wasmi_config);
     let wasmi_module = wasmi::Module::new(&wasmi_engine, &bytes)
         .map_err(|e| format!("wasmi rejected a valid module (harness?): {e}"))?;

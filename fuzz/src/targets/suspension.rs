@@ -498,6 +498,11 @@ pub fn run(input: &[u8]) -> Result<String, String> {
         max_imports: 5,
         export_everything: true,
         canonicalize_nans: true,
+        // Exceptions thrown and caught on a fiber across suspensions, and 64-bit memories,
+        // must behave as in the synchronous run too.
+        exceptions_enabled: true,
+        memory64_enabled: true,
+        max_memory64_bytes: 16 * 65536,
         ..smith::weft()
     };
     let Ok(bytes) = smith::terminating(config, &mut u, fuel) else {
