@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::I8;
+use cranelift_codegen::ir::types::{F32, F64, I8, I32, I64};
 use cranelift_codegen::ir::{
     self, AbiParam, ExternalName, InstBuilder, MemFlagsData, Signature, UserFuncName,
 };
@@ -15,8 +15,8 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedMachReloc, FinalizedRelocTarget, binemit::Reloc};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use wasmparser::{
-    FuncToValidate, FuncType, FuncValidatorAllocations, FunctionBody, Parser, ValidPayload,
-    Validator, ValidatorResources, WasmFeatures,
+    FuncToValidate, FuncType, FuncValidatorAllocations, FunctionBody, Parser, ValType,
+    ValidPayload, Validator, ValidatorResources, WasmFeatures,
 };
 use weft_environ::vmoffsets::{VMOffsets, host_func, store_context};
 use weft_environ::{
@@ -914,6 +914,31 @@ impl Compiler {
         let caller_vmctx = builder
             .ins()
             .load(pointer, MemFlagsData::trusted(), values, vmctx_slot);
+        self.throw_into_caller(&mut builder, caller_vmctx);
+        builder.switch_to_block(trapped);
+        builder.ins().trap(trap_code(TrapKind::Recorded));
+        builder.switch_to_block(returned);
+        let mut results = Vec::new();
+        for (i, &result) in ty.results().iter().enumerate() {
+            let ty = ir_type(result, pointer);
+            results.push(
+                builder
+                    .ins()
+                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
+            );
+        }
+        builder.ins().return_(&results);
+        builder.seal_all_blocks();
+        builder.finalize(self.isa.frontend_config());
+        self.finish(&mut ctx)
+    }
+
+    /// The body of a Wasm-to-host trampoline's block for a host function that threw: throws
+    /// the exnref the store context holds into the Wasm caller (the trampoline's return address
+    /// is where the handler search starts); traps with `RECORDED` if no frame of the
+    /// activation catches it.
+    fn throw_into_caller(&self, builder: &mut FunctionBuilder, caller_vmctx: ir::Value) {
+        let pointer = self.pointer_type();
         let store_ctx = builder.ins().load(
             pointer,
             MemFlagsData::trusted().with_readonly(),
@@ -940,8 +965,8 @@ impl Compiler {
                 builtin.offset(),
             )
         };
-        let stub = load_builtin(&mut builder, BuiltinFunction::ThrowRef);
-        let find = load_builtin(&mut builder, BuiltinFunction::FindHandler);
+        let stub = load_builtin(builder, BuiltinFunction::ThrowRef);
+        let find = load_builtin(builder, BuiltinFunction::FindHandler);
         let mut throw_sig = Signature::new(self.host_call_conv());
         throw_sig.params.extend([AbiParam::new(pointer); 3]);
         throw_sig.returns.push(AbiParam::new(I8));
@@ -950,22 +975,101 @@ impl Compiler {
             .ins()
             .call_indirect(throw_sig, stub, &[caller_vmctx, exn, find]);
         builder.ins().trap(trap_code(TrapKind::Recorded));
+    }
+
+    /// The register-argument Wasm-to-host trampoline for host functions of type `ty`, or
+    /// `None` if the type has no such calling convention (see [`native_call_supported`]): a
+    /// function with the Wasm calling convention whose vmctx is a host function's context. It
+    /// calls the context's `native_call(host_ctx, caller_vmctx, params...)` with the
+    /// parameters where the host's C calling convention puts them (for the first few, the
+    /// registers they arrived in), and returns the result from the first return register if
+    /// the status in the second is 1; otherwise it throws or traps as
+    /// [`Self::compile_wasm_to_array`]'s does (see `weft_environ::vmoffsets::host_func`).
+    ///
+    /// # Errors
+    /// `Codegen` if Cranelift fails.
+    pub fn compile_wasm_to_native(
+        &self,
+        ty: &FuncType,
+    ) -> Result<Option<CompiledFunction>, CompileError> {
+        if !native_call_supported(ty) {
+            return Ok(None);
+        }
+        let pointer = self.pointer_type();
+        let mut ctx = Context::new();
+        ctx.func.signature = wasm_signature(ty, pointer);
+        let mut builder_ctx = FunctionBuilderContext::new();
+        let mut builder = FunctionBuilder::new(&mut ctx.func, &mut builder_ctx);
+        let entry = builder.create_block();
+        builder.append_block_params_for_function_params(entry);
+        builder.switch_to_block(entry);
+        let params = builder.block_params(entry).to_vec();
+        let host_ctx = params[0];
+        let mut host_sig = Signature::new(self.host_call_conv());
+        host_sig.params.extend([AbiParam::new(pointer); 2]);
+        host_sig.params.extend(
+            ty.params()
+                .iter()
+                .map(|&param| AbiParam::new(ir_type(param, pointer))),
+        );
+        // `NativeReturn { value: u64, status: u64 }`: two integer registers in both ABIs.
+        host_sig.returns.extend([AbiParam::new(I64); 2]);
+        let host_sig = builder.import_signature(host_sig);
+        let native_call = builder.ins().load(
+            pointer,
+            MemFlagsData::trusted().with_readonly(),
+            host_ctx,
+            host_func::NATIVE_CALL,
+        );
+        let call = builder.ins().call_indirect(host_sig, native_call, &params);
+        let [value, status] = builder.inst_results(call) else {
+            unreachable!("two return values")
+        };
+        let (value, status) = (*value, *status);
+        let returned = builder.create_block();
+        let failed = builder.create_block();
+        let is_ok = builder.ins().icmp_imm_u(IntCC::Equal, status, 1);
+        builder.ins().brif(is_ok, returned, &[], failed, &[]);
+        builder.switch_to_block(failed);
+        builder.set_cold_block(failed);
+        let threw = builder.create_block();
+        let trapped = builder.create_block();
+        builder.set_cold_block(threw);
+        builder.set_cold_block(trapped);
+        let is_throw = builder
+            .ins()
+            .icmp_imm_u(IntCC::Equal, status, i64::from(host_func::THREW));
+        builder.ins().brif(is_throw, threw, &[], trapped, &[]);
+        builder.switch_to_block(threw);
+        // The shim returns the caller's vmctx as the value of a throw, so nothing had to be
+        // kept across the call for this path.
+        let caller_vmctx = if pointer == I64 {
+            value
+        } else {
+            builder.ins().ireduce(pointer, value)
+        };
+        self.throw_into_caller(&mut builder, caller_vmctx);
         builder.switch_to_block(trapped);
         builder.ins().trap(trap_code(TrapKind::Recorded));
         builder.switch_to_block(returned);
         let mut results = Vec::new();
-        for (i, &result) in ty.results().iter().enumerate() {
-            let ty = ir_type(result, pointer);
-            results.push(
-                builder
-                    .ins()
-                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
-            );
+        if let Some(&result) = ty.results().first() {
+            let result = match ir_type(result, pointer) {
+                I64 => value,
+                I32 => builder.ins().ireduce(I32, value),
+                F64 => builder.ins().bitcast(F64, MemFlagsData::new(), value),
+                F32 => {
+                    let bits = builder.ins().ireduce(I32, value);
+                    builder.ins().bitcast(F32, MemFlagsData::new(), bits)
+                }
+                other => unreachable!("native_call_supported refused {other}"),
+            };
+            results.push(result);
         }
         builder.ins().return_(&results);
         builder.seal_all_blocks();
         builder.finalize(self.isa.frontend_config());
-        self.finish(&mut ctx)
+        self.finish(&mut ctx).map(Some)
     }
 }
 
@@ -1010,6 +1114,18 @@ fn call_site_handlers(
     }
     sites.sort_by_key(|s| s.return_offset);
     Ok(sites)
+}
+
+/// Whether host functions of type `ty` can be called with their parameters and result in
+/// registers (the `host_func::NATIVE_CALL` convention): at most one result, and only the
+/// numeric types `i32`, `i64`, `f32` and `f64`, which the host's C ABI passes in the same
+/// registers (or stack slots) as Cranelift's and which fit the one integer result register.
+/// Any number of parameters: the ones past the argument registers go on the stack, laid out
+/// by the same C ABI on both sides.
+pub fn native_call_supported(ty: &FuncType) -> bool {
+    let numeric =
+        |t: &ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
+    ty.results().len() <= 1 && ty.params().iter().all(numeric) && ty.results().iter().all(numeric)
 }
 
 /// Byte offset of value slot `i` in a trampoline's value buffer.

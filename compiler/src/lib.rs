@@ -68,7 +68,7 @@ pub mod traps;
 
 pub use compile::{
     CodeFingerprint, CompileScratch, Compiler, CompilerOptions, Features, MAX_MEMORY32_BYTES,
-    MemoryBounds, MemoryMode, Tier,
+    MemoryBounds, MemoryMode, Tier, native_call_supported,
 };
 pub use environ::{CallKind, ExceptionHandler, FuncEnvironment};
 pub use parse::parse_module;

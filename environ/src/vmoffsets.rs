@@ -75,14 +75,23 @@ pub mod func_ref {
 }
 
 /// A host function's context, the vmctx its Wasm-to-host trampoline receives. Only the first
-/// field is read by compiled code; the runtime keeps the rest of its state after it.
+/// two fields are read by compiled code; the runtime keeps the rest of its state after them.
 pub mod host_func {
     /// `unsafe extern "C" fn(host_ctx, caller_vmctx, values: *mut ValRaw, len: usize) -> u8`,
     /// returning 0 when it recorded a trap, [`THREW`] when it throws a Wasm exception into
     /// its caller (the exnref is then in the store context's
     /// [`super::store_context::THROWN`]), else 1.
     pub const ARRAY_CALL: i32 = 0;
-    /// The status of an `ARRAY_CALL` that throws.
+    /// The register-argument shim, or null for a host function that has none:
+    /// `unsafe extern "C" fn(host_ctx, caller_vmctx, params...) -> NativeReturn`, each
+    /// parameter in its own type (`i32`, `i64`, `f32`, `f64`, as the host's C ABI passes
+    /// them), returning the pair `(value, status)` in the two integer return registers: the
+    /// status as `ARRAY_CALL`'s; the value the result's bits (zero-extended; any for no
+    /// result) when the status is 1, the caller's vmctx when it is [`THREW`]. Only types
+    /// with at most one result and no vector or reference value have such a shim (see the
+    /// compiler's `native_call_supported`).
+    pub const NATIVE_CALL: i32 = 8;
+    /// The status of an `ARRAY_CALL` or `NATIVE_CALL` that throws.
     pub const THREW: u8 = 2;
 }
 

@@ -459,8 +459,12 @@ const MAX_MEMORY_SETTING: u64 = 1 << 40;
 pub(crate) struct Trampolines {
     /// Address of `extern "C" fn(vmctx, code, values)`: host to Wasm.
     pub array_to_wasm: usize,
-    /// Address of a Wasm-convention function whose vmctx is a host function context.
+    /// Address of a Wasm-convention function whose vmctx is a host function context: calls
+    /// its `ARRAY_CALL` shim.
     pub wasm_to_array: usize,
+    /// The same calling the context's `NATIVE_CALL` shim, with the values in registers; 0 if
+    /// the type has no such convention (`weft_compiler::native_call_supported`).
+    pub wasm_to_native: usize,
 }
 
 /// A value type as the registry compares types: a concrete reference names either a type
@@ -693,7 +697,7 @@ impl Engine {
         }
         let ty = registry.types[id as usize].to_wasm_repr();
         let compiler = self.compiler();
-        let functions = [
+        let mut functions = vec![
             compiler
                 .compile_array_to_wasm(&ty)
                 .map_err(Error::from_compile)?,
@@ -701,10 +705,21 @@ impl Engine {
                 .compile_wasm_to_array(&ty)
                 .map_err(Error::from_compile)?,
         ];
-        let code = CodeMemory::publish(&functions, &[None, None], None).map_err(Error::Message)?;
+        functions.extend(
+            compiler
+                .compile_wasm_to_native(&ty)
+                .map_err(Error::from_compile)?,
+        );
+        let indices = vec![None; functions.len()];
+        let code = CodeMemory::publish(&functions, &indices, None).map_err(Error::Message)?;
         let t = Trampolines {
             array_to_wasm: code.function_address(0) as usize,
             wasm_to_array: code.function_address(1) as usize,
+            wasm_to_native: if functions.len() > 2 {
+                code.function_address(2) as usize
+            } else {
+                0
+            },
         };
         registry.code.push(code);
         registry.trampolines[id as usize] = Some(t);

@@ -86,13 +86,8 @@ impl Func {
         callback: HostCallback<T>,
     ) -> Func {
         let type_id = store.opaque.engine.type_id(ty);
-        let trampoline = store.opaque.engine.trampolines(type_id).ok();
-        Func::register_host(
-            store,
-            type_id,
-            callback,
-            trampoline.map(|t| t.wasm_to_array),
-        )
+        let trampolines = store.opaque.engine.trampolines(type_id).ok();
+        Func::register_host(store, type_id, callback, trampolines.as_ref())
     }
 
     /// A host function of the engine's function type `type_id` calling `callback`.
@@ -105,12 +100,12 @@ impl Func {
         type_id: u32,
         callback: HostCallback<T>,
     ) -> Result<Func> {
-        let trampoline = store.opaque.engine.trampolines(type_id)?.wasm_to_array;
+        let trampolines = store.opaque.engine.trampolines(type_id)?;
         Ok(Func::register_host(
             store,
             type_id,
             callback,
-            Some(trampoline),
+            Some(&trampolines),
         ))
     }
 
@@ -118,9 +113,9 @@ impl Func {
         store: &mut StoreContext<T>,
         type_id: u32,
         callback: HostCallback<T>,
-        wasm_to_array: Option<usize>,
+        trampolines: Option<&crate::engine::Trampolines>,
     ) -> Func {
-        let ctx = HostFuncContext::new(store, type_id, callback, wasm_to_array);
+        let ctx = HostFuncContext::new(store, type_id, callback, trampolines);
         let opaque = &mut store.opaque;
         let func_ref = ctx.func_ref();
         opaque.funcs.push(FuncData {
@@ -129,7 +124,7 @@ impl Func {
             host: Some(ctx),
             array_to_wasm: 0,
             slots: 0,
-            needs_trampoline: wasm_to_array.is_none(),
+            needs_trampoline: trampolines.is_none(),
         });
         let index = opaque.funcs.len() - 1;
         opaque.func_by_ref.insert(func_ref.to_raw(), index);

@@ -377,15 +377,12 @@ impl StoreOpaque {
     #[inline]
     pub fn ensure_wasm_callable(&mut self, index: usize) -> crate::Result<FuncRefPtr> {
         if self.funcs[index].needs_trampoline {
-            let trampoline = self
-                .engine
-                .trampolines(self.funcs[index].type_id)?
-                .wasm_to_array;
+            let trampolines = self.engine.trampolines(self.funcs[index].type_id)?;
             let host = self.funcs[index]
                 .host
                 .as_mut()
                 .expect("only host functions lack a trampoline");
-            host.install_trampoline(trampoline);
+            host.install_trampoline(&trampolines);
             self.funcs[index].needs_trampoline = false;
         }
         Ok(self.funcs[index].func_ref)

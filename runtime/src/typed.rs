@@ -164,7 +164,7 @@ macro_rules! into_func {
         {
             fn into_func(self) -> (FuncType, HostCallback<T>) {
                 let ty = FuncType::new(<($($arg,)*) as WasmParams>::valtypes(), R::Results::valtypes());
-                let callback = HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+                let callback = HostCallback::new_typed::<($($arg,)*), _>(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
                     let results = self(caller, $(args.$i),*).into_result()?;
@@ -181,7 +181,7 @@ macro_rules! into_func {
         {
             fn into_func(self) -> (FuncType, HostCallback<T>) {
                 let ty = FuncType::new(<($($arg,)*) as WasmParams>::valtypes(), R::Results::valtypes());
-                let callback = HostCallback::new(move |_: Caller<'_, T>, slots: &mut [ValRaw]| {
+                let callback = HostCallback::new_typed::<($($arg,)*), _>(move |_: Caller<'_, T>, slots: &mut [ValRaw]| {
                     #[allow(unused_variables)]
                     let args = <($($arg,)*) as WasmParams>::load(slots);
                     let results = self($(args.$i),*).into_result()?;

@@ -425,3 +425,99 @@ fn host_function_successes_errors_and_panics_alternate_in_one_store() {
     }
     assert_eq!(run.call(&mut store, 5).unwrap(), 11);
 }
+
+/// Typed host functions of types with at most one number result are called with their values
+/// in registers (the native convention); the others through the value buffer. Each result
+/// type comes back bit for bit (a NaN's payload, the sign of an `i32` and the high half of an
+/// `i64` included), and a function with two results or a `v128` still works.
+#[test]
+fn typed_host_functions_return_every_number_type_bit_for_bit() {
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (import "env" "i32" (func $i32 (param i32) (result i32)))
+             (import "env" "i64" (func $i64 (param i64) (result i64)))
+             (import "env" "f32" (func $f32 (param f32) (result f32)))
+             (import "env" "f64" (func $f64 (param f64) (result f64)))
+             (import "env" "pair" (func $pair (param i32 f64) (result i64 f32)))
+             (import "env" "v128" (func $v128 (param v128) (result v128)))
+             (import "env" "none" (func $none (param i64)))
+             (global $seen (mut i64) (i64.const 0))
+             (func (export "i32") (param i32) (result i32) (call $i32 (local.get 0)))
+             (func (export "i64") (param i64) (result i64) (call $i64 (local.get 0)))
+             (func (export "f32") (param i32) (result i32)
+               (i32.reinterpret_f32 (call $f32 (f32.reinterpret_i32 (local.get 0)))))
+             (func (export "f64") (param i64) (result i64)
+               (i64.reinterpret_f64 (call $f64 (f64.reinterpret_i64 (local.get 0)))))
+             (func (export "pair") (param i32 f64) (result i64 f32)
+               (call $pair (local.get 0) (local.get 1)))
+             (func (export "v128") (param i64) (result i64)
+               (i64x2.extract_lane 0 (call $v128 (i64x2.splat (local.get 0)))))
+             (func (export "none") (param i64) (call $none (local.get 0))))"#,
+    )
+    .unwrap();
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap("env", "i32", |x: i32| x.wrapping_neg())
+        .unwrap()
+        .func_wrap("env", "i64", |x: i64| !x)
+        .unwrap()
+        .func_wrap("env", "f32", |x: f32| f32::from_bits(x.to_bits() ^ 1))
+        .unwrap()
+        .func_wrap("env", "f64", |x: f64| f64::from_bits(x.to_bits() ^ 1))
+        .unwrap()
+        .func_wrap("env", "pair", |a: i32, b: f64| {
+            (i64::from(a) << 32, b as f32)
+        })
+        .unwrap()
+        .func_wrap("env", "v128", |v: u128| v.rotate_left(64) ^ 1)
+        .unwrap()
+        .func_wrap("env", "none", |mut caller: Caller<'_, i64>, x: i64| {
+            *caller.data_mut() = x;
+        })
+        .unwrap();
+    let mut store = Store::new(&engine, 0i64);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let i32_ = instance
+        .get_typed_func::<i32, i32>(&mut store, "i32")
+        .unwrap();
+    assert_eq!(i32_.call(&mut store, 5).unwrap(), -5);
+    assert_eq!(i32_.call(&mut store, i32::MIN).unwrap(), i32::MIN);
+    let i64_ = instance
+        .get_typed_func::<i64, i64>(&mut store, "i64")
+        .unwrap();
+    assert_eq!(
+        i64_.call(&mut store, 0x1234_5678_9abc_def0).unwrap(),
+        !0x1234_5678_9abc_def0
+    );
+    let f32_ = instance
+        .get_typed_func::<u32, u32>(&mut store, "f32")
+        .unwrap();
+    // A signalling NaN with a payload, and a negative number.
+    assert_eq!(f32_.call(&mut store, 0x7fa0_0002).unwrap(), 0x7fa0_0003);
+    assert_eq!(f32_.call(&mut store, 0xbf80_0000).unwrap(), 0xbf80_0001);
+    let f64_ = instance
+        .get_typed_func::<u64, u64>(&mut store, "f64")
+        .unwrap();
+    assert_eq!(
+        f64_.call(&mut store, 0x7ff4_0000_0000_0002).unwrap(),
+        0x7ff4_0000_0000_0003
+    );
+    let pair = instance
+        .get_typed_func::<(i32, f64), (i64, f32)>(&mut store, "pair")
+        .unwrap();
+    assert_eq!(
+        pair.call(&mut store, (-3, 2.5)).unwrap(),
+        (-3i64 << 32, 2.5f32)
+    );
+    let v128 = instance
+        .get_typed_func::<i64, i64>(&mut store, "v128")
+        .unwrap();
+    assert_eq!(v128.call(&mut store, 42).unwrap(), 42 ^ 1);
+    let none = instance
+        .get_typed_func::<i64, ()>(&mut store, "none")
+        .unwrap();
+    none.call(&mut store, -77).unwrap();
+    assert_eq!(*store.data(), -77);
+}
