@@ -54,8 +54,11 @@
 //!   the stub walks the frames and resumes at the handler, or returns when nothing in the
 //!   activation catches it, and the code traps with `TrapKind::Recorded`.
 //! - Host code is reached through per-signature trampolines: array-to-Wasm (the host calls
-//!   Wasm with a buffer of 16-byte value slots) and Wasm-to-array (Wasm calls a host function
-//!   the same way).
+//!   Wasm with a buffer of 16-byte value slots), Wasm-to-array (Wasm calls a host function
+//!   the same way) and, for types with at most one number result and number parameters,
+//!   Wasm-to-native (Wasm calls a host function's register-argument shim with the C calling
+//!   convention and tests the status it returns beside the result; see
+//!   `weft_environ::vmoffsets::host_func::NATIVE_CALL`).
 
 #![forbid(unsafe_code)]
 
