@@ -286,8 +286,10 @@ impl Stack {
     }
 
     /// Gives the stack back to its own pool, as [`StackPool::release`] describes: warm on this
-    /// thread if there is room, else into the shared list or vacant.
-    fn give_back(self) {
+    /// thread if there is room, else into the shared list or vacant. For an owner that no longer
+    /// knows the pool (a fiber kept by a store, say): the handle knows it. Nothing may run on
+    /// the stack any more.
+    pub fn give_back(self) {
         // A lone stack's pool never allocates again: only a keeping pool's stacks stay warm.
         let limit = if self.owner.keep {
             self.owner.config.warm_per_thread

@@ -142,8 +142,8 @@ pub(crate) struct StoreOpaque {
     /// The type of each exception tag of the store (instances' and the host's), by index,
     /// with the engine's id of that function type (what imports compare).
     pub tags: Vec<(crate::TagType, u32)>,
-    /// The stack of the last finished promising call, for the next one.
-    pub spare_stack: weft_arch::SpareStack,
+    /// The started fiber of the last finished promising call, for the next one.
+    pub spare_fiber: vm::async_call::SpareFiber,
     /// Per-call shadow stacks, if the embedder asked for them (`Instance::set_shadow_stack`).
     pub shadow_stack: Option<Box<crate::shadow_stack::ShadowStackState>>,
 }
@@ -166,7 +166,7 @@ impl<T: 'static> Store<T> {
                     func_by_ref: HashMap::default(),
                     externrefs: Vec::new(),
                     tags: Vec::new(),
-                    spare_stack: Default::default(),
+                    spare_fiber: Default::default(),
                     shadow_stack: None,
                 },
                 data,

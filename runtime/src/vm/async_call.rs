@@ -5,9 +5,26 @@
 //! fiber's stack (so starting a call allocates nothing on the heap), holds what the call needs
 //! (funcref, trampoline, value slots), what it reports (its trap, if any), and what the
 //! suspend protocol (`suspend`) reads while the call runs: the outer poll's `Context` and the
-//! cancel flag. The fiber's body enters Wasm with the fiber's own stack limit
-//! (`StackLimit::Fiber`), so Wasm traps with stack exhaustion through its prologue check
-//! while host functions it calls still have the fiber's headroom.
+//! cancel flag. The fiber's body enters Wasm in an activation of its own, kept in the state
+//! too (`entry::Activation::resident`), with the fiber's own stack limit, so Wasm traps with
+//! stack exhaustion through its prologue check while host functions it calls still have the
+//! fiber's headroom.
+//!
+//! # One started fiber per store
+//!
+//! The body does not return when its call is over: it parks (see `fiber`), and the store
+//! keeps the parked fiber ([`SpareFiber`]) for its next promising call, which rewrites the
+//! call's part of the state and resumes it. So a call does not map, prepare or tear down a
+//! stack and its first frames, nor set up an activation record: it takes the store's fiber,
+//! writes its funcref, trampoline and arguments, and switches in; the fiber's resume installs
+//! the fiber's activation (as for any resume), the body calls the trampoline through the
+//! activation's landing-pad routine (`entry::enter_resident`) and parks again when Wasm
+//! returns or traps. A trap is taken out of the activation, which is left ready for the next
+//! call. Calls in flight at the same time (on a `SharedStore`, or nested) take fibers of
+//! their own from the engine's pool; the first to finish while the store has none parks its
+//! fiber there, the others give their stacks back. A fiber that never ran (its call failed to
+//! start) is kept the same way. A store keeps at most one stack, as it kept one spare stack
+//! before fibers were kept started.
 //!
 //! The store context names the running call (`VMStoreContext::call`): that is how a suspending
 //! import finds where to suspend to. It is null in synchronous calls, which is how a suspending
@@ -35,8 +52,8 @@ use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
 use std::task::{Context, Waker};
 
-use super::entry::{self, Recorded, StackLimit, TrapInfo, TrapReason, enter_wasm_with_limit};
-use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, top_bytes};
+use super::entry::{self, Activation, Recorded, TrapInfo, TrapReason, enter_resident};
+use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, park, top_bytes};
 use super::vmstructs::{VMFuncRef, VMGlobal, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
 
@@ -74,6 +91,9 @@ pub struct CallState {
     inline_slots: [MaybeUninit<ValRaw>; INLINE_SLOTS],
     /// The call's own shadow stack pointer, if it has one (see the module docs).
     shadow: Option<ShadowSp>,
+    /// The fiber's one activation, set up with the fiber, which its calls enter Wasm in (see
+    /// the module docs).
+    activation: Activation,
 }
 
 /// A promising call's value of its store's shadow stack pointer global (see the module docs).
@@ -92,34 +112,43 @@ struct ShadowSp {
 unsafe impl Send for CallState {}
 
 impl FiberBody for CallState {
+    /// One call per run, parking in between (see the module docs): no frame of this loop
+    /// holds a value that needs dropping, or a reference into the state, across `park`.
     unsafe fn run(this: NonNull<Self>) {
         let state = this.as_ptr();
-        // SAFETY: the payload is valid while we run (the fiber's contract). `AsyncCall::new`
-        // took the funcref and trampoline from the store whose context this is, with slots for
-        // the function's parameters and results, and `resume` lent that store and prepared the
-        // thread. The limit and guard are this fiber's.
-        unsafe {
-            let slots = match &mut (*state).heap_slots {
-                Some(slots) => slots.as_mut_ptr(),
-                None => (*state).inline_slots.as_mut_ptr().cast::<ValRaw>(),
-            };
-            let result = enter_wasm_with_limit(
-                (*state).store.as_ptr(),
-                StackLimit::Fiber {
-                    limit: (*state).stack.wasm_limit,
-                    guard: (*state).stack.guard.clone(),
-                },
-                (*state).trampoline as *const u8,
-                (*state).func_ref.vmctx as usize,
-                (*state).func_ref.wasm_call as usize,
-                slots as usize,
-            );
-            if let Err(trap) = result {
-                (*state).result = Err(Box::new(trap));
+        loop {
+            // SAFETY: the payload is valid while we run (the fiber's contract). `AsyncCall::new`
+            // took the funcref and trampoline from the store whose context this is, with slots
+            // for the function's parameters and results, and `resume` lent that store and
+            // prepared the thread. The activation is this fiber's, at the top of its stack, and
+            // the fiber installs it as the innermost one with its limit (`new_fiber`); it runs
+            // no Wasm between calls.
+            unsafe {
+                let slots = match &mut (*state).heap_slots {
+                    Some(slots) => slots.as_mut_ptr(),
+                    None => (*state).inline_slots.as_mut_ptr().cast::<ValRaw>(),
+                };
+                let result = enter_resident(
+                    &raw mut (*state).activation,
+                    (*state).trampoline as *const u8,
+                    (*state).func_ref.vmctx as usize,
+                    (*state).func_ref.wasm_call as usize,
+                    slots as usize,
+                );
+                if let Err(trap) = result {
+                    (*state).result = Err(trap);
+                }
             }
+            // SAFETY: on this fiber, whose resumer waits; nothing is held across (see above).
+            unsafe { park((*state).stack.switch_top) };
         }
     }
 }
+
+/// A store's parked promising-call fiber, if it has one (see the module docs). Dropping it
+/// gives the stack back to its pool.
+#[derive(Default)]
+pub struct SpareFiber(Option<Fiber<CallState>>);
 
 /// How an [`AsyncCall::resume`] ended.
 pub enum Resumed {
@@ -154,13 +183,14 @@ impl AsyncCall {
         let callee = super::call::callee(store, index, slots)?;
         let opaque = &mut store.opaque;
         let context = NonNull::from(&*opaque.vm);
-        let init = |state: *mut CallState, stack: FiberStack| {
+        // Everything but the stack: written into a new fiber's payload, or over a parked one's
+        // (whose owning fields `finish` emptied, so nothing is leaked by writing over them).
+        let write_call = |state: *mut CallState| {
             // SAFETY: `state` is the fiber's payload: aligned, ours, nothing runs on the stack.
             // Field by field rather than `state.write(CallState { .. })`, which builds the
             // ~300-byte struct in this frame and then copies it: a third of this function's
             // instructions, for every promising call.
             unsafe {
-                (&raw mut (*state).stack).write(stack);
                 (&raw mut (*state).cx).write(ptr::null_mut());
                 (&raw mut (*state).cancelled).write(false);
                 (&raw mut (*state).store).write(context);
@@ -179,16 +209,14 @@ impl AsyncCall {
                 }
             }
         };
-        // SAFETY: `init` writes every field of the payload.
-        let fiber =
-            unsafe { Fiber::new(opaque.engine.stack_pool(), &mut opaque.spare_stack, init) }
-                .map_err(|e| {
-                    let hint = match e.kind() {
-                        std::io::ErrorKind::QuotaExceeded => " (Config::max_async_stacks)",
-                        _ => "",
-                    };
-                    crate::Error::ResourceLimit(format!("no stack for a promising call: {e}{hint}"))
-                })?;
+        let fiber = match opaque.spare_fiber.0.take() {
+            Some(mut fiber) => {
+                fiber.rearm();
+                write_call(fiber.payload_ptr().as_ptr());
+                fiber
+            }
+            None => new_fiber(opaque.engine.stack_pool(), write_call)?,
+        };
         Ok(AsyncCall { fiber })
     }
 
@@ -375,13 +403,61 @@ impl AsyncCall {
     #[inline(always)] // into `promising::finish`, as `new`
     pub fn finish<T: 'static>(mut self, store: &mut StoreContext<T>) {
         let panic = self.cancel(store);
-        let opaque = &mut store.opaque;
-        self.fiber
-            .finish(opaque.engine.stack_pool(), &mut opaque.spare_stack);
+        let spare = &mut store.opaque.spare_fiber.0;
+        if spare.is_none() && self.fiber.is_reusable() {
+            let state = self.fiber.payload_mut();
+            // What the next call would otherwise write over (see `new`); normally empty.
+            state.heap_slots = None;
+            state.result = Ok(());
+            *spare = Some(self.fiber);
+        } else {
+            self.fiber.finish();
+        }
         if let Some(panic) = panic {
             resume_cancel_panic(panic);
         }
     }
+}
+
+/// A fiber on a new stack from `pool`, with the stack part of its state written here and the
+/// rest by `write_call` (see `AsyncCall::new`). Out of line: the first call of a store, or
+/// one of several in flight.
+#[inline(never)]
+fn new_fiber(
+    pool: &weft_arch::StackPool,
+    write_call: impl FnOnce(*mut CallState),
+) -> crate::Result<Fiber<CallState>> {
+    let stack = pool.allocate().map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::QuotaExceeded => " (Config::max_async_stacks)",
+            _ => "",
+        };
+        crate::Error::ResourceLimit(format!("no stack for a promising call: {e}{hint}"))
+    })?;
+    let mut limit = 0;
+    let init = |state: *mut CallState, stack: FiberStack| {
+        limit = stack.wasm_limit;
+        // SAFETY: `state` is the new fiber's payload, ours; `write_call` writes the rest
+        // (`store` included, which the activation's is).
+        unsafe {
+            write_call(state);
+            (&raw mut (*state).activation).write(Activation::resident(
+                (*state).store.as_ptr(),
+                stack.wasm_limit,
+                stack.guard.clone(),
+            ));
+            (&raw mut (*state).stack).write(stack);
+        }
+    };
+    // SAFETY: `init` writes every field of the payload.
+    let mut fiber = unsafe { Fiber::new(stack, init) };
+    // SAFETY: the activation is the payload's, on the fiber's stack, of the call's store (a
+    // fiber serves one store), and the fiber has not started.
+    unsafe {
+        let activation = &raw mut (*fiber.payload_ptr().as_ptr()).activation;
+        fiber.set_activation(activation, limit);
+    }
+    Ok(fiber)
 }
 
 /// Puts the call's shadow stack pointer in its global; returns the value it replaces.

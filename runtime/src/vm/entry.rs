@@ -202,55 +202,20 @@ pub unsafe fn enter_wasm(
 ) -> Result<(), TrapInfo> {
     // SAFETY: the caller's guarantees are ours.
     unsafe {
-        enter(
-            store,
-            StackLimit::Inherit(max_wasm_stack),
-            trampoline,
-            a0,
-            a1,
-            a2,
-        )
+        enter(store, max_wasm_stack, trampoline, a0, a1, a2)
     }
 }
 
-/// Where the stack limit of a new activation comes from.
-#[derive(Clone)]
-pub enum StackLimit {
-    /// The enclosing activation's limit if there is one on this thread, else `sp - bytes`.
-    Inherit(usize),
-    /// The first activation on a fiber stack: `limit` is the stack's bottom plus
-    /// headroom for host code, `guard` the stack's guard page(s) (the enclosing activation, if
-    /// any, is on another stack). The caller has run [`prepare_thread`] on this thread.
-    Fiber { limit: usize, guard: Range<usize> },
-}
-
-/// [`enter_wasm`] with a chosen stack limit.
+/// The body of [`enter_wasm`]: the stack limit is the enclosing activation's if there is one
+/// on this thread, else `max_wasm_stack` below here. (A promising call's fiber enters through
+/// [`enter_resident`] instead.)
 ///
 /// # Safety
-/// As for [`enter_wasm`]; with [`StackLimit::Fiber`], the limit and guard must be those
-/// of the fiber stack this runs on, with room below the limit for host functions.
-#[inline(never)]
-pub unsafe fn enter_wasm_with_limit(
-    store: *const VMStoreContext,
-    limit: StackLimit,
-    trampoline: *const u8,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-) -> Result<(), TrapInfo> {
-    // SAFETY: the caller's guarantees are ours.
-    unsafe { enter(store, limit, trampoline, a0, a1, a2) }
-}
-
-/// The body of [`enter_wasm`] and [`enter_wasm_with_limit`], inlined into each so that the
-/// synchronous entry, the common one, carries no fiber case.
-///
-/// # Safety
-/// As for [`enter_wasm_with_limit`].
+/// As for [`enter_wasm`].
 #[inline(always)]
 unsafe fn enter(
     store: *const VMStoreContext,
-    limit: StackLimit,
+    max_wasm_stack: usize,
     trampoline: *const u8,
     a0: usize,
     a1: usize,
@@ -281,14 +246,12 @@ unsafe fn enter(
     // before the call below must not be reused after it.
     // SAFETY: the activation lives in this frame until it is unlinked below.
     let prev = unsafe { replace_current(activation_ptr) };
-    let (stack_limit, guard) = match limit {
-        StackLimit::Fiber { limit, guard } => (limit, guard),
-        StackLimit::Inherit(max_wasm_stack) if prev.is_null() => {
-            prepare_thread();
-            (sync_stack_limit(approximate_sp(), max_wasm_stack), 0..0)
-        }
+    let (stack_limit, guard) = if prev.is_null() {
+        prepare_thread();
+        (sync_stack_limit(approximate_sp(), max_wasm_stack), 0..0)
+    } else {
         // SAFETY: `prev` is a live activation further up this thread's stack.
-        StackLimit::Inherit(_) => unsafe { ((*prev).stack_limit, (*prev).guard.clone()) },
+        unsafe { ((*prev).stack_limit, (*prev).guard.clone()) }
     };
     // SAFETY: the activation is ours; the signal handler reads it only while Wasm runs.
     unsafe {
@@ -325,6 +288,14 @@ unsafe fn enter(
     if trapped == 0 {
         return Ok(());
     }
+    Err(take_trap(activation))
+}
+
+/// The trap an activation's entry routine returned through its landing pad, taken out of the
+/// activation (which is left as a new one would be, ready for another entry).
+#[cold]
+#[inline(never)]
+fn take_trap(activation: &mut Activation) -> TrapInfo {
     // SAFETY: the signal handler initialized the first `backtrace_len` entries.
     let pcs = unsafe {
         std::slice::from_raw_parts(
@@ -333,17 +304,78 @@ unsafe fn enter(
         )
     }
     .to_vec();
-    let reason = match (activation.fault, activation.recorded.take()) {
+    let reason = match (activation.fault.take(), activation.recorded.take()) {
         (Some(code), _) if code != TrapKind::Recorded => TrapReason::Code(code),
         (_, Some(recorded)) => TrapReason::Recorded(recorded),
         (Some(code), None) => TrapReason::Code(code),
         (None, None) => unreachable!("the landing pad is reached only through a recorded fault"),
     };
-    Err(TrapInfo {
+    let omitted = std::mem::take(&mut activation.backtrace_omitted);
+    activation.backtrace_len = 0;
+    TrapInfo {
         reason,
         pcs,
-        omitted: activation.backtrace_omitted,
-    })
+        omitted,
+    }
+}
+
+impl Activation {
+    /// An activation that stays in place on a fiber stack for many entries into Wasm
+    /// ([`enter_resident`]): its store, the fiber's stack limit (its bottom plus headroom for
+    /// host code) and guard page(s). The fiber installs it as its innermost activation
+    /// (`Fiber::set_activation`), so an entry pays neither the record's setup nor the
+    /// thread-local swaps of [`enter_wasm`].
+    pub fn resident(store: *const VMStoreContext, limit: usize, guard: Range<usize>) -> Self {
+        Activation {
+            entry: EntryRecord::new(),
+            prev: ptr::null_mut(),
+            store,
+            stack_limit: limit,
+            guard,
+            // Not used: the fiber saves and restores the store's fields around each switch.
+            saved_stack_limit: usize::MAX,
+            saved_store_activation: ptr::null_mut(),
+            fault: None,
+            backtrace_len: 0,
+            backtrace_omitted: 0,
+            recorded: None,
+            backtrace: [MaybeUninit::uninit(); MAX_BACKTRACE],
+        }
+    }
+}
+
+/// Calls `trampoline(a0, a1, a2)` as Wasm code in `activation`, a [`Activation::resident`] of
+/// the fiber this runs on, which is already this thread's innermost activation and its store's
+/// (the fiber's resume installed it), with the store's stack limit its own.
+///
+/// # Safety
+/// As for [`enter_wasm`], for the activation's store; `activation` is live, at a fixed address,
+/// installed as above, and not running Wasm already (no entry of it is on the stack).
+#[inline(always)]
+pub unsafe fn enter_resident(
+    activation: *mut Activation,
+    trampoline: *const u8,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+) -> Result<(), Box<TrapInfo>> {
+    // SAFETY: the caller vouches for the trampoline, its arguments and the activation, whose
+    // record stays in place for the whole call; the landing pad returns here with our
+    // registers restored.
+    let trapped = unsafe {
+        weft_arch::call_with_landing_pad(
+            &raw mut (*activation).entry,
+            trampoline as usize,
+            a0,
+            a1,
+            a2,
+        )
+    };
+    if trapped == 0 {
+        return Ok(());
+    }
+    // SAFETY: the entry routine has returned; the signal handler wrote through this pointer.
+    Err(Box::new(take_trap(unsafe { &mut *activation })))
 }
 
 /// Records why a builtin or host function is about to return failure to compiled code.

@@ -10,7 +10,8 @@
 //!
 //! ```text
 //!   stack top ──▶ ┌───────────────────────────┐
-//!                 │ saved per-activation state│  the fiber's, while it is switched out
+//!                 │ saved per-activation state│  the fiber's, while it is switched out;
+//!                 │ sp, flags, stack handle   │  the rest of the `Fiber`'s state
 //!                 │ payload P                 │  written by `Fiber::new`'s initializer
 //!   switch top ─▶ ├───────────────────────────┤
 //!                 │ switcher words, frames …  │  init_stack / fiber_start / the body
@@ -33,6 +34,18 @@
 //! [`switch_out`], a never-inlined function that touches no thread-local, so nothing computed on
 //! one thread is reused on another after a suspended fiber resumes elsewhere.
 //!
+//! # Parking
+//!
+//! A body may run many times on one stack: it ends a run by [`park`]ing instead of returning,
+//! and the fiber is then finished for its owner ([`Fiber::is_finished`]) while its frames stay
+//! on the stack, holding nothing that needs dropping and no reference into the payload. The
+//! owner may rewrite the payload, [`Fiber::rearm`] the fiber and resume it: `park` returns on
+//! the fiber's side and the body starts its next run from there, with its stack, its first
+//! frames and its saved per-activation state already in place. That is how a store keeps one
+//! started fiber for its promising calls (`async_call`): a call costs a switch each way, not a
+//! new stack frame and its teardown. A parked fiber may also be retired like a finished one:
+//! its frames are abandoned, which is sound because they own nothing.
+//!
 //! # Ownership
 //!
 //! The payload is an ordinary Rust value that the fiber owns: [`Fiber::finish`] (or dropping
@@ -40,15 +53,14 @@
 //! compiler-generated glue. A suspended fiber is the exception: its frames may still refer to
 //! its stack and payload (a pinned future registered with a timer, say), so neither may be
 //! reused; whoever owns it must unwind it first (the promising call cancels), or both leak.
-//! The stack goes back to the pool only through [`Fiber::finish`]; a fiber dropped without it
-//! (a panic between creation and finish) leaks its stack rather than guess at a pool.
+//! A retired fiber's stack goes back to the pool it came from (the stack knows it), whether
+//! through [`Fiber::finish`] or by dropping the fiber.
 
-use std::io;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::ptr::{self, NonNull};
 
-use weft_arch::{SpareStack, Stack, StackPool};
+use weft_arch::Stack;
 
 use super::entry::{Activation, replace_current_in_resumer};
 use super::vmstructs::VMStoreContext;
@@ -64,19 +76,21 @@ pub struct FiberStack {
     pub switch_top: usize,
     /// The Wasm stack limit for activations on this fiber: [`HOST_HEADROOM`] above the bottom.
     pub wasm_limit: usize,
-    /// The stack's guard page(s), for the signal handler (see `entry::StackLimit`).
+    /// The stack's guard page(s), for the signal handler (see `entry::Activation`).
     pub guard: Range<usize>,
 }
 
 /// The code a fiber runs, with its payload as `Self`.
 pub trait FiberBody: Sized {
     /// Runs on the fiber's stack from its first resume; the fiber is finished when this
-    /// returns. Must not unwind (it is called from an `extern "C"` frame).
+    /// returns, or each time it calls [`park`] (see the module docs). Must not unwind (it is
+    /// called from an `extern "C"` frame).
     ///
     /// # Safety
-    /// `this` is the fiber's initialized payload, valid until `run` returns. The resumer may
-    /// read and write it through the same pointer while `run` is switched out, so `run` keeps
-    /// no reference into it across [`switch_out`].
+    /// `this` is the fiber's initialized payload, valid until `run` returns (or the fiber,
+    /// parked, is retired). The resumer may read and write it through the same pointer while
+    /// `run` is switched out, so `run` keeps no reference into it across [`switch_out`] or
+    /// [`park`].
     unsafe fn run(this: NonNull<Self>);
 }
 
@@ -84,7 +98,7 @@ pub trait FiberBody: Sized {
 pub enum Switched {
     /// The body called [`switch_out`]: resume again later.
     Suspended,
-    /// The body returned.
+    /// The body returned, or parked (see the module docs).
     Finished,
 }
 
@@ -96,23 +110,28 @@ struct PerActivation {
     activation: *mut Activation,
 }
 
-/// What a fiber keeps at the top of its own stack (see the module docs): there rather than in
-/// [`Fiber`], which the call future moves around, so that a `Fiber` stays a few words.
+/// What a fiber keeps at the top of its own stack (see the module docs): all of its state, so
+/// that a [`Fiber`], which the call future moves around, is one pointer.
 #[repr(C)]
 struct FiberTop<P> {
     /// The fiber's per-activation state while it is switched out.
     saved: PerActivation,
+    /// Saved stack pointer of the suspended, parked or not yet started fiber; 0 once the body
+    /// returned.
+    sp: usize,
+    /// Resumed since it was made or last rearmed.
+    started: bool,
+    /// The body parked: finished for the owner, ready to be rearmed (see the module docs).
+    parked: bool,
+    /// The handle of the stack this lives on, read out when the fiber is retired.
+    stack: Stack,
     payload: P,
 }
 
-/// A stack with a body to run on it. See the module docs.
+/// A stack with a body to run on it: a pointer to the state at the stack's top. See the module
+/// docs.
 pub struct Fiber<P: FiberBody> {
-    /// `None` once given back (or leaked).
-    stack: Option<Stack>,
     top: NonNull<FiberTop<P>>,
-    /// Saved stack pointer of the suspended (or not yet started) fiber; 0 once finished.
-    sp: usize,
-    started: bool,
     _owns: PhantomData<P>,
 }
 
@@ -129,90 +148,131 @@ pub const fn top_bytes<P>() -> usize {
 }
 
 impl<P: FiberBody> Fiber<P> {
-    /// A fiber on a stack from `pool` (through `spare`), whose payload `init` writes.
+    /// A fiber on `stack` (nothing may run on it), whose payload `init` writes.
     ///
     /// # Safety
     /// `init` must initialize the whole payload it is handed (it also gets the fiber's
     /// [`FiberStack`] to keep what the body needs of it).
-    ///
-    /// # Errors
-    /// The OS error if a new stack cannot be mapped.
-    #[inline(always)] // into the promising call's out-of-line start: one frame instead of two
-    pub unsafe fn new(
-        pool: &StackPool,
-        spare: &mut SpareStack,
-        init: impl FnOnce(*mut P, FiberStack),
-    ) -> io::Result<Fiber<P>> {
+    pub unsafe fn new(stack: Stack, init: impl FnOnce(*mut P, FiberStack)) -> Fiber<P> {
         const { assert!(align_of::<FiberTop<P>>() <= weft_arch::STACK_ALIGNMENT) };
-        let stack = pool.allocate_from(spare)?;
         let switch_top = stack.top() - top_bytes::<P>();
         let top = switch_top as *mut FiberTop<P>;
+        let fiber_stack = FiberStack {
+            switch_top,
+            wasm_limit: stack.usable().start + HOST_HEADROOM,
+            guard: stack.guard(),
+        };
         // SAFETY: `top` is aligned (below a 16-aligned top by a multiple of 16) and on a stack
-        // that is ours, with nothing running on it.
+        // that is ours, with nothing running on it. `switch_top` is 16-aligned, the stack below
+        // it is ours and unused, and `fiber_start::<P>` gets the payload `init` initializes
+        // (the caller's contract).
         unsafe {
             (&raw mut (*top).saved).write(PerActivation {
                 current: ptr::null_mut(),
                 stack_limit: usize::MAX,
                 activation: ptr::null_mut(),
-            })
-        };
-        init(
-            // SAFETY: as above.
-            unsafe { &raw mut (*top).payload },
-            FiberStack {
-                switch_top,
-                wasm_limit: stack.usable().start + HOST_HEADROOM,
-                guard: stack.guard(),
-            },
-        );
-        // SAFETY: `switch_top` is 16-aligned, the stack below it is ours and unused, and
-        // `fiber_start::<P>` gets the payload `init` just initialized (the caller's contract).
-        let sp = unsafe { weft_arch::init_stack(switch_top, fiber_start::<P>, top as usize) };
-        Ok(Fiber {
-            stack: Some(stack),
+            });
+            (&raw mut (*top).stack).write(stack);
+            init(&raw mut (*top).payload, fiber_stack);
+            let sp = weft_arch::init_stack(switch_top, fiber_start::<P>, top as usize);
+            (&raw mut (*top).sp).write(sp);
+            (&raw mut (*top).started).write(false);
+            (&raw mut (*top).parked).write(false);
+        }
+        Fiber {
             // SAFETY: derived from a non-null stack address.
             top: unsafe { NonNull::new_unchecked(top) },
-            sp,
-            started: false,
             _owns: PhantomData,
-        })
+        }
+    }
+
+    /// The state at the top of the stack, live while `self` is.
+    #[inline(always)]
+    fn top(&self) -> *mut FiberTop<P> {
+        self.top.as_ptr()
     }
 
     /// The payload's address, for the resumer's raw access while the body is switched out.
     #[inline(always)]
     pub fn payload_ptr(&self) -> NonNull<P> {
         // SAFETY: a field of the live top; no reference is made.
-        unsafe { NonNull::new_unchecked(&raw mut (*self.top.as_ptr()).payload) }
+        unsafe { NonNull::new_unchecked(&raw mut (*self.top()).payload) }
     }
 
-    /// The payload, while the body has no frames: before the first resume or once finished.
+    /// The payload, while the body has no frames that may use it: before the first resume,
+    /// parked, or finished.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut P {
         assert!(
             !self.is_suspended(),
             "the payload of a suspended fiber is its body's"
         );
-        // SAFETY: initialized by `new`, not yet dropped (`stack` is only taken with it), and
-        // no frame of the body exists to hold a pointer into it; `&mut self` excludes others.
-        unsafe { &mut (*self.top.as_ptr()).payload }
+        // SAFETY: initialized by `new`, dropped only when `self` is; no frame of the body
+        // uses it (see above); `&mut self` excludes others.
+        unsafe { &mut (*self.top()).payload }
     }
 
     /// Where `switch_out` must switch from: just below the top.
     #[inline(always)]
     fn switch_top(&self) -> usize {
-        self.top.as_ptr() as usize
+        self.top() as usize
     }
 
-    /// Whether the body has frames on the stack: started and not finished.
+    /// Makes `activation` the fiber's innermost activation, and its stack limit the store's,
+    /// whenever the fiber runs: the state a body that stays in one activation across runs
+    /// (`entry::enter_resident`) starts from. A new fiber starts with none.
+    ///
+    /// # Safety
+    /// `activation` stays live and in place while the fiber runs (on the fiber's own stack,
+    /// say), is an activation of the store the fiber runs for, and no activation of the body
+    /// is running (the fiber has not started, or is parked).
+    pub unsafe fn set_activation(&mut self, activation: *mut Activation, stack_limit: usize) {
+        assert!(self.is_reusable(), "an activation set on a running fiber");
+        // SAFETY: the owner's field of the live top, which the body does not touch.
+        unsafe {
+            (*self.top()).saved = PerActivation {
+                current: activation,
+                stack_limit,
+                activation,
+            };
+        }
+    }
+
+    /// Whether the body has frames on the stack that are in the middle of a run: started, not
+    /// parked, not returned.
     #[inline(always)]
     pub fn is_suspended(&self) -> bool {
-        self.started && self.sp != 0
+        // SAFETY: the owner's fields of the live top; only the owner touches them.
+        unsafe { (*self.top()).started && (*self.top()).sp != 0 && !(*self.top()).parked }
     }
 
-    /// Whether the body has returned.
+    /// Whether the body has returned or parked.
     #[inline(always)]
     pub fn is_finished(&self) -> bool {
-        self.sp == 0
+        // SAFETY: as in `is_suspended`.
+        unsafe { (*self.top()).sp == 0 || (*self.top()).parked }
+    }
+
+    /// Whether the body can run (again) from where it is: never resumed, or parked.
+    #[inline(always)]
+    pub fn is_reusable(&self) -> bool {
+        // SAFETY: as in `is_suspended`.
+        unsafe { (*self.top()).sp != 0 && ((*self.top()).parked || !(*self.top()).started) }
+    }
+
+    /// Makes a reusable fiber ready to run its body again: the next [`Self::resume`] returns
+    /// from its [`park`] (or starts it, if it never ran). Rewrite the payload first.
+    ///
+    /// # Panics
+    /// If the fiber is not reusable.
+    #[inline(always)]
+    pub fn rearm(&mut self) {
+        assert!(self.is_reusable(), "rearming a fiber that is not parked");
+        // SAFETY: as in `is_suspended`.
+        unsafe {
+            (*self.top()).parked = false;
+            (*self.top()).started = false;
+        }
     }
 
     /// Runs the body until it switches out or returns, passing `value` to it (what `switch_out`
@@ -232,63 +292,63 @@ impl<P: FiberBody> Fiber<P> {
     /// If the fiber is finished.
     #[inline(always)]
     pub unsafe fn resume(&mut self, store: &VMStoreContext, value: usize) -> Switched {
-        assert!(self.sp != 0, "resuming a finished fiber");
-        let saved = self.top.as_ptr();
+        assert!(!self.is_finished(), "resuming a finished fiber");
+        let top = self.top();
         // SAFETY: the store is lent to us (the caller's contract) and the fiber's saved state
-        // is its own (only `resume` touches it). This frame stays on its thread across the
-        // switch, so the thread-local swaps may be inlined.
+        // is its own (only `resume` touches it; the body touches only the payload). This frame
+        // stays on its thread across the switch, so the thread-local swaps may be inlined.
         unsafe {
-            let outer_current = replace_current_in_resumer((*saved).saved.current);
-            let outer_limit = store.stack_limit.get().replace((*saved).saved.stack_limit);
-            let outer_activation = store.activation.get().replace((*saved).saved.activation);
-            self.started = true;
-            let (_, sp) = weft_arch::switch_and_link(value, self.sp, self.switch_top());
+            let outer_current = replace_current_in_resumer((*top).saved.current);
+            let outer_limit = store.stack_limit.get().replace((*top).saved.stack_limit);
+            let outer_activation = store.activation.get().replace((*top).saved.activation);
+            (*top).started = true;
+            let (how, sp) = weft_arch::switch_and_link(value, (*top).sp, self.switch_top());
             // Back on the resumer's side (same thread): save the fiber's, reinstall ours.
-            (*saved).saved = PerActivation {
+            (*top).saved = PerActivation {
                 current: replace_current_in_resumer(outer_current),
                 stack_limit: store.stack_limit.get().replace(outer_limit),
                 activation: store.activation.get().replace(outer_activation),
             };
             match sp {
                 Some(sp) => {
-                    self.sp = sp;
-                    Switched::Suspended
+                    (*top).sp = sp;
+                    if how == PARKED {
+                        (*top).parked = true;
+                        Switched::Finished
+                    } else {
+                        Switched::Suspended
+                    }
                 }
                 None => {
-                    self.sp = 0;
+                    (*top).sp = 0;
                     Switched::Finished
                 }
             }
         }
     }
 
-    /// Gives the stack back to `pool` (into `spare` if it is empty) and drops the payload. A
-    /// suspended fiber is leaked instead (see the module docs): unwind it first.
-    #[inline(always)] // into the promising call's out-of-line finish
-    pub fn finish(mut self, pool: &StackPool, spare: &mut SpareStack) {
-        if let Some(stack) = self.retire() {
-            pool.release_into(spare, stack);
-        }
-    }
-
-    /// Drops the payload and takes the stack, unless the fiber is suspended (then both leak).
-    #[inline(always)]
-    fn retire(&mut self) -> Option<Stack> {
-        let stack = self.stack.take()?;
-        if self.is_suspended() {
-            return None;
-        }
-        // SAFETY: the payload was initialized by `new` and is dropped once (`stack` was just
-        // taken, and every path here starts by taking it); no frame of the body is left.
-        unsafe { ptr::drop_in_place(self.payload_ptr().as_ptr()) };
-        Some(stack)
-    }
+    /// Drops the payload and gives the stack back to its pool. A suspended fiber is leaked
+    /// instead (see the module docs): unwind it first. The same as dropping it.
+    pub fn finish(self) {}
 }
 
 impl<P: FiberBody> Drop for Fiber<P> {
+    /// Drops the payload and gives the stack back, unless the fiber is suspended (then both
+    /// leak).
     fn drop(&mut self) {
-        // Not finished: no pool at hand, so the stack leaks (see the module docs).
-        let _leaked = self.retire();
+        if self.is_suspended() {
+            return;
+        }
+        let top = self.top();
+        // SAFETY: the payload was initialized by `new` and is dropped once, here; no frame of
+        // the body is left, or those of a parked body, which own nothing and are abandoned
+        // with the stack. The stack handle is read out before the stack is given back, and
+        // nothing touches the top afterwards.
+        unsafe {
+            ptr::drop_in_place(&raw mut (*top).payload);
+            let stack = (&raw const (*top).stack).read();
+            stack.give_back();
+        }
     }
 }
 
@@ -303,6 +363,24 @@ unsafe extern "C" fn fiber_start<P: FiberBody>(arg: usize, _value: usize, _top: 
     // which cannot happen while its body runs.
     unsafe { P::run(NonNull::new_unchecked(&raw mut (*top).payload)) };
     0
+}
+
+/// What [`park`] hands the resumer, telling it from a suspension (0).
+const PARKED: usize = 1;
+
+/// Ends the body's run without returning (see the module docs): switches out to the resumer,
+/// for whom the fiber is finished. Returns when the fiber is rearmed and resumed, with the value
+/// of that resume.
+///
+/// Never inlined, and touches no thread-local: it may return on another thread.
+///
+/// # Safety
+/// As for [`switch_out`]; moreover the body's frames own nothing that needs dropping and hold
+/// no reference into the payload across the call (the fiber may be retired meanwhile).
+#[inline(never)]
+pub unsafe fn park(switch_top: usize) -> usize {
+    // SAFETY: per the contract, as in `switch_out`.
+    unsafe { weft_arch::switch_yield(PARKED, switch_top) }
 }
 
 /// Switches out of the running fiber to its resumer; returns the value it is resumed with.
@@ -323,17 +401,20 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use weft_arch::StackConfig;
+    use weft_arch::{StackConfig, StackPool};
 
     use super::*;
 
     /// A payload that owns something (a counter it bumps when dropped) and suspends `rounds`
-    /// times before returning.
+    /// times before returning, or before parking if `park` is set (then each run after a
+    /// rearm suspends `rounds` times again).
     struct Counted {
         drops: Arc<AtomicUsize>,
         stack: FiberStack,
         rounds: usize,
         ran: usize,
+        park: bool,
+        runs: usize,
     }
 
     impl Drop for Counted {
@@ -345,35 +426,39 @@ mod tests {
     impl FiberBody for Counted {
         unsafe fn run(this: NonNull<Self>) {
             let this = this.as_ptr();
-            // SAFETY: the payload is valid while we run; no reference is held across switches.
+            // SAFETY: the payload is valid while we run; no reference is held across switches,
+            // and the frames own nothing when parking.
             unsafe {
-                while (*this).ran < (*this).rounds {
-                    (*this).ran += 1;
-                    switch_out((*this).stack.switch_top);
+                loop {
+                    (*this).runs += 1;
+                    while (*this).ran < (*this).rounds {
+                        (*this).ran += 1;
+                        switch_out((*this).stack.switch_top);
+                    }
+                    if !(*this).park {
+                        return;
+                    }
+                    park((*this).stack.switch_top);
                 }
             }
         }
     }
 
-    fn fiber(
-        pool: &StackPool,
-        spare: &mut SpareStack,
-        drops: &Arc<AtomicUsize>,
-        rounds: usize,
-    ) -> Fiber<Counted> {
+    fn fiber(pool: &StackPool, drops: &Arc<AtomicUsize>, rounds: usize) -> Fiber<Counted> {
         let drops = drops.clone();
         // SAFETY: the initializer writes the whole payload.
         unsafe {
-            Fiber::new(pool, spare, |payload: *mut Counted, stack| {
+            Fiber::new(pool.allocate().unwrap(), |payload: *mut Counted, stack| {
                 payload.write(Counted {
                     drops,
                     stack,
                     rounds,
                     ran: 0,
+                    park: false,
+                    runs: 0,
                 })
             })
         }
-        .unwrap()
     }
 
     /// Runs `fiber` to its end, with a store context of its own.
@@ -391,53 +476,89 @@ mod tests {
     #[test]
     fn finished_fiber_drops_its_payload_once_and_returns_its_stack() {
         let pool = StackPool::new(StackConfig::default());
-        let mut spare = SpareStack::default();
         let drops = Arc::new(AtomicUsize::new(0));
-        let mut f = fiber(&pool, &mut spare, &drops, 3);
+        let mut f = fiber(&pool, &drops, 3);
         let top = f.switch_top();
         assert_eq!(run_to_end(&mut f), 3);
+        assert!(f.is_finished() && !f.is_reusable());
         assert_eq!(f.payload_mut().ran, 3);
-        f.finish(&pool, &mut spare);
+        f.finish();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-        // The stack is back in the spare: the next fiber gets the same one.
-        let g = fiber(&pool, &mut spare, &drops, 0);
+        // The stack is back, warm on this thread: the next fiber gets the same one.
+        let g = fiber(&pool, &drops, 0);
         assert_eq!(g.switch_top(), top);
-        g.finish(&pool, &mut spare);
+        g.finish();
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn fiber_never_resumed_still_drops_its_payload() {
         let pool = StackPool::new(StackConfig::default());
-        let mut spare = SpareStack::default();
         let drops = Arc::new(AtomicUsize::new(0));
-        fiber(&pool, &mut spare, &drops, 1).finish(&pool, &mut spare);
+        fiber(&pool, &drops, 1).finish();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         // Dropped without `finish`: the payload is dropped all the same.
-        drop(fiber(&pool, &mut spare, &drops, 1));
+        drop(fiber(&pool, &drops, 1));
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn suspended_fiber_is_leaked_not_reused() {
         let pool = StackPool::new(StackConfig::default());
-        let mut spare = SpareStack::default();
         let drops = Arc::new(AtomicUsize::new(0));
-        let mut f = fiber(&pool, &mut spare, &drops, 2);
+        let mut f = fiber(&pool, &drops, 2);
         let top = f.switch_top();
         let store = VMStoreContext::new_for_tests();
         super::super::entry::prepare_thread();
         // SAFETY: as in `run_to_end`.
         let switched = unsafe { f.resume(&store, 0) };
         assert!(matches!(switched, Switched::Suspended));
-        f.finish(&pool, &mut spare);
+        assert!(!f.is_reusable());
+        f.finish();
         assert_eq!(
             drops.load(Ordering::SeqCst),
             0,
             "its frames may still use it"
         );
-        let g = fiber(&pool, &mut spare, &drops, 0);
+        let g = fiber(&pool, &drops, 0);
         assert_ne!(g.switch_top(), top);
-        g.finish(&pool, &mut spare);
+        g.finish();
+    }
+
+    #[test]
+    fn parked_fiber_runs_its_body_again_on_the_same_frames_after_a_rearm() {
+        let pool = StackPool::new(StackConfig::default());
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut f = fiber(&pool, &drops, 2);
+        f.payload_mut().park = true;
+        let top = f.switch_top();
+        for run in 1..=3 {
+            assert_eq!(run_to_end(&mut f), 2);
+            assert!(f.is_finished() && !f.is_suspended() && f.is_reusable());
+            let payload = f.payload_mut();
+            assert_eq!((payload.runs, payload.ran), (run, 2));
+            payload.ran = 0;
+            f.rearm();
+            assert!(!f.is_finished() && !f.is_suspended());
+        }
+        assert_eq!(f.switch_top(), top);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        // A parked fiber (here rearmed, not resumed) is retired like a finished one.
+        f.finish();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let g = fiber(&pool, &drops, 0);
+        assert_eq!(g.switch_top(), top, "its stack went back to the pool");
+        g.finish();
+    }
+
+    #[test]
+    #[should_panic(expected = "resuming a finished fiber")]
+    fn parked_fiber_is_not_resumed_without_a_rearm() {
+        let pool = StackPool::new(StackConfig::default());
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut f = fiber(&pool, &drops, 0);
+        f.payload_mut().park = true;
+        run_to_end(&mut f);
+        run_to_end(&mut f);
     }
 }
