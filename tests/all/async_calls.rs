@@ -842,3 +842,185 @@ fn panic_in_an_import_futures_drop_during_cancellation_is_re_raised_after_unwind
     let again = current_thread().block_on(two.call_async(&mut store, ()));
     assert_eq!(again.unwrap(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The store's kept fiber: promising calls run on one fiber per store, parked between calls
+
+const KEPT_FIBER_WAT: &str = r#"
+(module
+  (import "env" "wait" (func $wait (param i32) (result i32)))
+  (import "env" "fail" (func $fail (param i32) (result i32)))
+  (func (export "answer") (result i32) (i32.const 42))
+  (func (export "trap") (result i32) (unreachable))
+  (func $deep (export "deep") (param i32) (result i32)
+    (i32.add (call $deep (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "wait") (param i32) (result i32) (call $wait (local.get 0)))
+  (func (export "fail") (param i32) (result i32) (call $fail (local.get 0))))
+"#;
+
+/// A store whose imports suspend once (`wait`), and fail with an error (`fail` 0) or panic
+/// (`fail` 1) after suspending once.
+fn kept_fiber_instance(engine: &Engine) -> (Store<()>, weft::Instance) {
+    let module = Module::new(engine, KEPT_FIBER_WAT).unwrap();
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap_async("env", "wait", |_: Caller<'_, ()>, x: i32| async move {
+            pending_once().await;
+            x
+        })
+        .unwrap()
+        .func_wrap_async("env", "fail", |_: Caller<'_, ()>, how: i32| async move {
+            pending_once().await;
+            match how {
+                0 => Err::<i32, _>(weft::Error::msg("the host failed")),
+                _ => panic!("the host panicked"),
+            }
+        })
+        .unwrap();
+    let mut store = Store::new(engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    (store, instance)
+}
+
+/// Polls `future` to completion with a no-op waker (its imports wake themselves).
+fn spin<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = poll_once(future.as_mut()) {
+            return output;
+        }
+    }
+}
+
+/// Runs `answer` as a promising call: 42 if the store's fiber is in working order.
+fn answer_async(store: &mut Store<()>, instance: &weft::Instance) -> i32 {
+    let answer = instance
+        .get_typed_func::<(), i32>(&mut *store, "answer")
+        .unwrap();
+    spin(answer.call_async(store, ())).unwrap()
+}
+
+#[test]
+fn kept_fiber_serves_calls_after_traps_errors_panics_and_cancellations() {
+    let engine = Engine::default();
+    let (mut store, instance) = kept_fiber_instance(&engine);
+    let trap = instance
+        .get_typed_func::<(), i32>(&mut store, "trap")
+        .unwrap();
+    let deep = instance
+        .get_typed_func::<i32, i32>(&mut store, "deep")
+        .unwrap();
+    let wait = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait")
+        .unwrap();
+    let fail = instance
+        .get_typed_func::<i32, i32>(&mut store, "fail")
+        .unwrap();
+    for round in 0..2 {
+        assert_eq!(answer_async(&mut store, &instance), 42, "round {round}");
+        // A trap of compiled code, twice: the second reports its own trap.
+        for _ in 0..2 {
+            let error = spin(trap.call_async(&mut store, ())).unwrap_err();
+            assert_eq!(error.trap(), Some(Trap::Unreachable));
+        }
+        assert_eq!(answer_async(&mut store, &instance), 42);
+        // A host error recorded in the fiber's activation, then a trap of code: the second
+        // call does not see the first one's error.
+        let error = spin(fail.call_async(&mut store, 0)).unwrap_err();
+        assert!(error.to_string().contains("the host failed"), "{error}");
+        let error = spin(trap.call_async(&mut store, ())).unwrap_err();
+        assert_eq!(error.trap(), Some(Trap::Unreachable), "{error}");
+        // Stack exhaustion on the fiber.
+        let error = spin(deep.call_async(&mut store, 0)).unwrap_err();
+        assert_eq!(error.trap(), Some(Trap::StackOverflow));
+        assert_eq!(answer_async(&mut store, &instance), 42);
+        // A host panic, re-raised in the poller.
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = spin(fail.call_async(&mut store, 1));
+        }))
+        .unwrap_err();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the host panicked"));
+        assert_eq!(answer_async(&mut store, &instance), 42);
+        // A call dropped while suspended: cancelled, and its fiber serves the next call.
+        {
+            let mut call = pin!(wait.call_async(&mut store, 5));
+            assert!(poll_once(call.as_mut()).is_pending());
+        }
+        assert_eq!(answer_async(&mut store, &instance), 42);
+        assert_eq!(spin(wait.call_async(&mut store, 6)).unwrap(), 6);
+        // A synchronous call in between uses no fiber and leaves the kept one alone.
+        let answer = instance
+            .get_typed_func::<(), i32>(&mut store, "answer")
+            .unwrap();
+        assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+    }
+}
+
+#[test]
+fn nested_promising_call_polled_from_a_host_function_gets_a_fiber_of_its_own() {
+    // The outer call holds the store's fiber while its import runs an inner promising call of
+    // another store to completion; both fibers are then kept or given back.
+    let engine = Engine::default();
+    let module = Module::new(&engine, KEPT_FIBER_WAT).unwrap();
+    let (inner_store, inner) = kept_fiber_instance(&engine);
+    let inner_store = std::sync::Mutex::new((inner_store, inner));
+    let mut linker = Linker::new(&engine);
+    linker
+        .func_wrap_async("env", "wait", move |_: Caller<'_, ()>, x: i32| {
+            let mut guard = inner_store.lock().unwrap();
+            let (store, instance) = &mut *guard;
+            let inner = answer_async(store, instance);
+            async move {
+                pending_once().await;
+                x + inner
+            }
+        })
+        .unwrap()
+        .func_wrap("env", "fail", |x: i32| x)
+        .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let wait = instance
+        .get_typed_func::<i32, i32>(&mut store, "wait")
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(spin(wait.call_async(&mut store, i)).unwrap(), 42 + i);
+    }
+}
+
+#[test]
+fn store_dropped_with_its_fiber_parked_gives_the_stack_back() {
+    // One stack for the whole engine: a store that leaked its parked fiber's stack would leave
+    // none for the next store.
+    let mut config = Config::new();
+    config.max_async_stacks(1);
+    let engine = Engine::new(&config).unwrap();
+    for _ in 0..4 {
+        let (mut store, instance) = kept_fiber_instance(&engine);
+        assert_eq!(answer_async(&mut store, &instance), 42);
+        assert_eq!(answer_async(&mut store, &instance), 42);
+    }
+    // The same after a cancellation, a trap, and with the store moved to another thread in
+    // between (its parked fiber with it).
+    for _ in 0..2 {
+        let (mut store, instance) = kept_fiber_instance(&engine);
+        let wait = instance
+            .get_typed_func::<i32, i32>(&mut store, "wait")
+            .unwrap();
+        {
+            let mut call = pin!(wait.call_async(&mut store, 1));
+            assert!(poll_once(call.as_mut()).is_pending());
+        }
+        let trap = instance
+            .get_typed_func::<(), i32>(&mut store, "trap")
+            .unwrap();
+        assert!(spin(trap.call_async(&mut store, ())).is_err());
+        let (mut store, instance) = std::thread::spawn(move || {
+            assert_eq!(answer_async(&mut store, &instance), 42);
+            (store, instance)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(answer_async(&mut store, &instance), 42);
+    }
+}

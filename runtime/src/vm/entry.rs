@@ -201,9 +201,7 @@ pub unsafe fn enter_wasm(
     a2: usize,
 ) -> Result<(), TrapInfo> {
     // SAFETY: the caller's guarantees are ours.
-    unsafe {
-        enter(store, max_wasm_stack, trampoline, a0, a1, a2)
-    }
+    unsafe { enter(store, max_wasm_stack, trampoline, a0, a1, a2) }
 }
 
 /// The body of [`enter_wasm`]: the stack limit is the enclosing activation's if there is one
