@@ -97,7 +97,11 @@ impl SuspendPoint {
             // SAFETY: we run on this call's fiber and its resumer waits.
             unsafe { switch_out((*state).stack.switch_top) };
         };
-        self.drop_future(future);
+        // A future without drop glue (a plain async block of `Copy` state, say) has nothing to
+        // run with the store: no scope, no call.
+        if std::mem::needs_drop::<F>() {
+            self.drop_future(future);
+        }
         output
     }
 
