@@ -157,11 +157,13 @@
 //! ## Costs
 //!
 //! No allocation per call or per suspension: the call's state lives at the top of its fiber's
-//! stack, the import's future is pinned on that stack, and the engine's `StackPool` keeps
-//! stacks warm where they are reused cheapest (each store's spare stack, the stack of its last
-//! finished call, then a few warm stacks per thread; all of it the pool's policy), so back-to-back
-//! calls skip the pool's lock and its `madvise`. The price of those caches is one stack's
-//! touched pages per store and up to four stacks' per thread kept resident.
+//! stack, and the import's future is pinned on that stack. A store keeps the fiber of its last
+//! finished call started, parked between calls with its first frames and its activation record
+//! in place (`vm::async_call`), so the next call writes its funcref and arguments and switches
+//! in; calls in flight at the same time take stacks from the engine's `StackPool`, which keeps a
+//! few warm per thread (the pool's policy), so they too skip the pool's lock and its `madvise`.
+//! The price of those caches is one stack's touched pages per store and up to four stacks' per
+//! thread kept resident.
 //!
 //! The switch into a call's fiber is inlined into the call future's `poll` (and so into the
 //! executor's loop), with no frame of weft's to return from between a switch out and the next
