@@ -892,9 +892,39 @@ impl Compiler {
             &[host_ctx, caller_vmctx, values, len],
         );
         let status = builder.inst_results(call)[0];
-        // Anything but 1 leaves through a cold block: a host function that throws has its
-        // exception thrown into the Wasm caller from here (its return address is where the
-        // handler search starts), anything else is a recorded trap.
+        self.branch_on_status(&mut builder, status, |builder| {
+            let values = builder.ins().stack_addr(pointer, buffer, 0);
+            builder
+                .ins()
+                .load(pointer, MemFlagsData::trusted(), values, vmctx_slot)
+        });
+        let mut results = Vec::new();
+        for (i, &result) in ty.results().iter().enumerate() {
+            let ty = ir_type(result, pointer);
+            results.push(
+                builder
+                    .ins()
+                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
+            );
+        }
+        builder.ins().return_(&results);
+        builder.seal_all_blocks();
+        builder.finalize(self.isa.frontend_config());
+        self.finish(&mut ctx)
+    }
+
+    /// After a Wasm-to-host trampoline's call of its host shim, which returned `status`:
+    /// anything but 1 leaves through cold blocks. A host function that threw has its
+    /// exception thrown into the Wasm caller from here (the trampoline's return address is
+    /// where the handler search starts), with the caller's vmctx from `caller_vmctx` (emitted
+    /// in the throw block only); anything else is a recorded trap. Leaves `builder` in the
+    /// block where the call succeeded.
+    fn branch_on_status(
+        &self,
+        builder: &mut FunctionBuilder,
+        status: ir::Value,
+        caller_vmctx: impl FnOnce(&mut FunctionBuilder) -> ir::Value,
+    ) {
         let returned = builder.create_block();
         let failed = builder.create_block();
         let is_ok = builder.ins().icmp_imm_u(IntCC::Equal, status, 1);
@@ -910,27 +940,11 @@ impl Compiler {
             .icmp_imm_u(IntCC::Equal, status, i64::from(host_func::THREW));
         builder.ins().brif(is_throw, threw, &[], trapped, &[]);
         builder.switch_to_block(threw);
-        let values = builder.ins().stack_addr(pointer, buffer, 0);
-        let caller_vmctx = builder
-            .ins()
-            .load(pointer, MemFlagsData::trusted(), values, vmctx_slot);
-        self.throw_into_caller(&mut builder, caller_vmctx);
+        let caller_vmctx = caller_vmctx(builder);
+        self.throw_into_caller(builder, caller_vmctx);
         builder.switch_to_block(trapped);
         builder.ins().trap(trap_code(TrapKind::Recorded));
         builder.switch_to_block(returned);
-        let mut results = Vec::new();
-        for (i, &result) in ty.results().iter().enumerate() {
-            let ty = ir_type(result, pointer);
-            results.push(
-                builder
-                    .ins()
-                    .load(ty, MemFlagsData::trusted(), values, slot(i)),
-            );
-        }
-        builder.ins().return_(&results);
-        builder.seal_all_blocks();
-        builder.finalize(self.isa.frontend_config());
-        self.finish(&mut ctx)
     }
 
     /// The body of a Wasm-to-host trampoline's block for a host function that threw: throws
@@ -1026,32 +1040,15 @@ impl Compiler {
             unreachable!("two return values")
         };
         let (value, status) = (*value, *status);
-        let returned = builder.create_block();
-        let failed = builder.create_block();
-        let is_ok = builder.ins().icmp_imm_u(IntCC::Equal, status, 1);
-        builder.ins().brif(is_ok, returned, &[], failed, &[]);
-        builder.switch_to_block(failed);
-        builder.set_cold_block(failed);
-        let threw = builder.create_block();
-        let trapped = builder.create_block();
-        builder.set_cold_block(threw);
-        builder.set_cold_block(trapped);
-        let is_throw = builder
-            .ins()
-            .icmp_imm_u(IntCC::Equal, status, i64::from(host_func::THREW));
-        builder.ins().brif(is_throw, threw, &[], trapped, &[]);
-        builder.switch_to_block(threw);
         // The shim returns the caller's vmctx as the value of a throw, so nothing had to be
         // kept across the call for this path.
-        let caller_vmctx = if pointer == I64 {
-            value
-        } else {
-            builder.ins().ireduce(pointer, value)
-        };
-        self.throw_into_caller(&mut builder, caller_vmctx);
-        builder.switch_to_block(trapped);
-        builder.ins().trap(trap_code(TrapKind::Recorded));
-        builder.switch_to_block(returned);
+        self.branch_on_status(&mut builder, status, |builder| {
+            if pointer == I64 {
+                value
+            } else {
+                builder.ins().ireduce(pointer, value)
+            }
+        });
         let mut results = Vec::new();
         if let Some(&result) = ty.results().first() {
             let result = match ir_type(result, pointer) {
