@@ -20,6 +20,7 @@ use crate::types::FuncType;
 use crate::values::Val;
 use crate::vm::ValRaw;
 use crate::vm::async_call::{AsyncCall, Resumed};
+use crate::vm::entry::TrapInfo;
 use crate::vm::suspend::{SuspendPoint, with_polling_store};
 
 mod sealed {
@@ -31,13 +32,18 @@ mod sealed {
     pub trait Sealed {
         /// The store's data type (equal to [`AsyncStore::Data`]).
         type StoreData: 'static;
-        /// The store for one poll. `waiter` is the caller's place in line for a
-        /// [`SharedStore`] (unused otherwise).
+        /// A caller's place in line for the store: a [`LockWaiter`] for a [`SharedStore`],
+        /// nothing for a `&mut Store`, so that a promising call on one neither carries nor
+        /// drops one.
+        type Waiter: Default + Unpin;
+        /// The store for one poll. `waiter` is the caller's place in line.
         fn poll_store(
             &mut self,
-            waiter: &mut LockWaiter<Self::StoreData>,
+            waiter: &mut Self::Waiter,
             cx: &mut Context<'_>,
         ) -> Poll<StoreLock<'_, Self::StoreData>>;
+        /// Gives up `waiter`'s place in line, if it has one.
+        fn leave(_waiter: &mut Self::Waiter) {}
         /// Finishes (cancels) `call` with the store, without a context to wait in (for
         /// `Drop`): once no poll holds it, or at once if it is lent to a suspending import's
         /// poll on this thread; if the store is in use further down this thread's stack, when
@@ -80,7 +86,8 @@ impl<T: 'static> AsyncStore for &mut Store<T> {
 }
 impl<T: 'static> sealed::Sealed for &mut Store<T> {
     type StoreData = T;
-    fn poll_store(&mut self, _: &mut LockWaiter<T>, _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
+    type Waiter = ();
+    fn poll_store(&mut self, _: &mut (), _: &mut Context<'_>) -> Poll<StoreLock<'_, T>> {
         Poll::Ready(StoreLock::Exclusive(self.as_context_mut()))
     }
     fn finish_call_blocking(&mut self, call: AsyncCall) {
@@ -93,12 +100,17 @@ impl<T: 'static> AsyncStore for SharedStore<T> {
 }
 impl<T: 'static> sealed::Sealed for SharedStore<T> {
     type StoreData = T;
+    type Waiter = LockWaiter<T>;
     fn poll_store(
         &mut self,
         waiter: &mut LockWaiter<T>,
         cx: &mut Context<'_>,
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
+    }
+    #[inline]
+    fn leave(waiter: &mut LockWaiter<T>) {
+        waiter.leave();
     }
     fn finish_call_blocking(&mut self, call: AsyncCall) {
         shared_finish_call_blocking(self, call)
@@ -113,12 +125,17 @@ impl<T: 'static> AsyncStore for &SharedStore<T> {
 }
 impl<T: 'static> sealed::Sealed for &SharedStore<T> {
     type StoreData = T;
+    type Waiter = LockWaiter<T>;
     fn poll_store(
         &mut self,
         waiter: &mut LockWaiter<T>,
         cx: &mut Context<'_>,
     ) -> Poll<StoreLock<'_, T>> {
         self.poll_lock(waiter, cx).map(StoreLock::Shared)
+    }
+    #[inline]
+    fn leave(waiter: &mut LockWaiter<T>) {
+        waiter.leave();
     }
     fn finish_call_blocking(&mut self, call: AsyncCall) {
         shared_finish_call_blocking(self, call)
@@ -180,7 +197,7 @@ pub(crate) async fn with_store<S: AsyncStore, R>(
     f: impl FnOnce(&mut StoreContext<S::Data>) -> R,
 ) -> R {
     let mut f = Some(f);
-    let mut waiter = LockWaiter::new();
+    let mut waiter = S::Waiter::default();
     poll_fn(|cx| match store.poll_store(&mut waiter, cx) {
         Poll::Ready(mut lock) => {
             Poll::Ready((f.take().expect("polled after completion"))(lock.context()))
@@ -212,7 +229,7 @@ pub(crate) struct PromisingCall<S: AsyncStore, V> {
     call: Option<AsyncCall>,
     done: bool,
     /// Its place in line for a `SharedStore` while a poll waits for the lock.
-    waiter: LockWaiter<S::Data>,
+    waiter: <S as sealed::Sealed>::Waiter,
 }
 
 impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
@@ -223,38 +240,25 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             values,
             call: None,
             done: false,
-            waiter: LockWaiter::new(),
+            waiter: Default::default(),
         }
     }
 }
 
-/// What starting a promising call gave: a call to resume, or the result of a host function
-/// called directly.
-enum Started<R> {
-    Call(AsyncCall),
-    Done(Result<R>),
-}
-
-/// The first poll's work, out of line (see `poll`): checks the function, writes the arguments
-/// into a new call's slots, or calls a host function directly.
+/// The first poll's work, out of line (see `poll`): checks the function and writes the
+/// arguments into a new call's slots. `None` for a host function, which
+/// [`call_host_directly`] calls instead (nothing to run on a stack of its own).
 #[inline(never)]
 fn start<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
     func: Func,
     values: &mut V,
-) -> Result<Started<V::Output>> {
+) -> Result<Option<AsyncCall>> {
     store.opaque.check(func.store);
-    let slots = values.slots();
     if store.opaque.funcs[func.index].host.is_some() {
-        // A host function called directly: nothing to run on a stack of its own.
-        let mut buffer = vec![ValRaw::default(); slots.max(1)];
-        values.write_params(store, &mut buffer)?;
-        let result = call_raw(store, func.index, &mut buffer);
-        return Ok(Started::Done(
-            result.map(|()| values.read_results(store, &buffer)),
-        ));
+        return Ok(None);
     }
-    let mut call = AsyncCall::new(store, func.index, slots)?;
+    let mut call = AsyncCall::new(store, func.index, values.slots())?;
     if let Err(error) = values.write_params(store, call.slots()) {
         call.finish(store);
         return Err(error);
@@ -265,21 +269,45 @@ fn start<T: 'static, V: CallValues<T>>(
         call.finish(store);
         return Err(error);
     }
-    Ok(Started::Call(call))
+    Ok(Some(call))
 }
 
-/// The last poll's work, out of line: reads the results and gives the stack back.
+/// A promising call of a host function: called at once, on the poller's stack.
+#[cold]
+#[inline(never)]
+fn call_host_directly<T: 'static, V: CallValues<T>>(
+    store: &mut StoreContext<T>,
+    func: Func,
+    values: &mut V,
+) -> Result<V::Output> {
+    let mut buffer = vec![ValRaw::default(); values.slots().max(1)];
+    values.write_params(store, &mut buffer)?;
+    call_raw(store, func.index, &mut buffer)?;
+    Ok(values.read_results(store, &buffer))
+}
+
+/// The last poll's work, out of line: reads the results and gives the fiber back. A trap is
+/// handed back boxed, as the call's state holds it, for [`trap_error`] to turn into an
+/// [`Error`]: the result of a call that returned is then small (for `()`, one word that is
+/// null), and the poll builds its 72-byte `Result<_, Error>` in place instead of moving one.
 #[inline(never)]
 fn finish<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
     mut call: AsyncCall,
     values: &mut V,
-) -> Result<V::Output> {
+) -> Result<V::Output, Box<TrapInfo>> {
     let output = call
         .take_outcome()
         .map(|()| values.read_results(store, call.slots()));
     finish_call(store, call);
-    output.map_err(|info| trap_to_error(info, &mut store.opaque))
+    output
+}
+
+/// A finished call's trap as the error its future returns (out of line: see [`finish`]).
+#[cold]
+#[inline(never)]
+fn trap_error<T: 'static>(trap: Box<TrapInfo>, store: &mut StoreContext<T>) -> Error {
+    trap_to_error(*trap, &mut store.opaque)
 }
 
 impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
@@ -291,10 +319,6 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        assert!(
-            !this.done,
-            "a promising call's future polled after completion"
-        );
         let Poll::Ready(mut lock) = this.store.poll_store(&mut this.waiter, cx) else {
             return this.poll_nested(cx);
         };
@@ -312,7 +336,8 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
 }
 
 /// One poll of a promising call with the store in hand. Always inlined into `poll` (see
-/// there).
+/// there). Only the paths of a call that returned are hot: each failure leaves through an
+/// arm of its own, which moves its `Error` once, so the hot paths never copy one.
 #[inline(always)]
 fn poll_with<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
@@ -324,24 +349,31 @@ fn poll_with<T: 'static, V: CallValues<T>>(
 ) -> Poll<Result<V::Output>> {
     let call = match this_call {
         Some(call) => call,
-        None => match start(store, func, values) {
-            Ok(Started::Call(call)) => this_call.insert(call),
-            Ok(Started::Done(result)) => {
-                *done = true;
-                return Poll::Ready(result);
+        None => {
+            // Not started, or finished (then `call` is `None` again).
+            assert!(!*done, "a promising call's future polled after completion");
+            match start(store, func, values) {
+                Ok(Some(call)) => this_call.insert(call),
+                Ok(None) => {
+                    *done = true;
+                    return Poll::Ready(call_host_directly(store, func, values));
+                }
+                Err(error) => {
+                    *done = true;
+                    return Poll::Ready(Err(error));
+                }
             }
-            Err(error) => {
-                *done = true;
-                return Poll::Ready(Err(error));
-            }
-        },
+        }
     };
     match call.resume(store, cx, false) {
         Resumed::Suspended => Poll::Pending,
         Resumed::Finished => {
             let call = this_call.take().expect("running");
             *done = true;
-            Poll::Ready(finish(store, call, values))
+            match finish(store, call, values) {
+                Ok(output) => Poll::Ready(Ok(output)),
+                Err(trap) => Poll::Ready(Err(trap_error(trap, store))),
+            }
         }
     }
 }
@@ -363,7 +395,7 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
         let polled = with_polling_store::<S::Data, _>(id, |store| {
             // Not waiting for the lock any more: give our ticket back, so that a release
             // does not hand the store to a call that is already running.
-            waiter.leave();
+            S::leave(&mut waiter);
             poll_with(
                 store,
                 cx,
@@ -382,7 +414,7 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
             // cancelled when this future is dropped, or by the store's user as it releases the
             // store if that drop happens here too.
             None if crate::vm::entry::store_runs_on_this_thread(id) => {
-                self.waiter.leave();
+                S::leave(&mut self.waiter);
                 self.done = true;
                 Poll::Ready(Err(Error::StoreInUse))
             }
@@ -392,12 +424,26 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
 }
 
 impl<S: AsyncStore, V> Drop for PromisingCall<S, V> {
+    /// Inline: a future dropped after it returned `Ready` (the common case) has no call and
+    /// no place in line, and its drop is two tests.
+    #[inline(always)]
     fn drop(&mut self) {
-        // Out of line first: a grant of the lock to this call is passed on, not held while
-        // `lock_store` below spins.
-        self.waiter.leave();
+        // First: a grant of the lock to this call is passed on, not held while
+        // `finish_call_blocking` below spins.
+        S::leave(&mut self.waiter);
+        if self.call.is_some() {
+            self.drop_call();
+        }
+    }
+}
+
+impl<S: AsyncStore, V> PromisingCall<S, V> {
+    /// Cancels a call dropped before it finished (its host frames run with the store) and
+    /// gives its fiber back.
+    #[cold]
+    #[inline(never)]
+    fn drop_call(&mut self) {
         if let Some(call) = self.call.take() {
-            // Cancels the call (its host frames run with the store) before the stack goes back.
             self.store.finish_call_blocking(call);
         }
     }

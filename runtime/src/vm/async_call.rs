@@ -54,7 +54,7 @@ use std::task::{Context, Waker};
 
 use super::entry::{self, Activation, Recorded, TrapInfo, TrapReason, enter_resident};
 use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, park, top_bytes};
-use super::vmstructs::{VMFuncRef, VMGlobal, VMStoreContext, ValRaw, lend_store};
+use super::vmstructs::{FuncRefPtr, VMGlobal, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
 
 /// Value slots a call keeps in its state; calls with more parameters or results use a heap
@@ -75,10 +75,13 @@ pub struct CallState {
     pub(super) cx: *mut Context<'static>,
     /// Set when the call's future is dropped: suspending imports must not suspend again.
     pub(super) cancelled: bool,
-    /// The call: store context, trampoline, funcref, value slots.
+    /// The call's store context: the fiber's, for its whole life (a fiber serves one store).
     pub(super) store: NonNull<VMStoreContext>,
+    /// The call (written by `AsyncCall::new` for each call): trampoline, funcref, and
+    /// `slot_count` value slots at `slots` (the inline ones, or `heap_slots`).
     trampoline: usize,
-    func_ref: VMFuncRef,
+    func_ref: FuncRefPtr,
+    slots: *mut ValRaw,
     slot_count: usize,
     heap_slots: Option<Box<[ValRaw]>>,
     /// `Ok(())` until the body writes a trap there; read once by [`AsyncCall::take_outcome`].
@@ -124,16 +127,13 @@ impl FiberBody for CallState {
             // the fiber installs it as the innermost one with its limit (`new_fiber`); it runs
             // no Wasm between calls.
             unsafe {
-                let slots = match &mut (*state).heap_slots {
-                    Some(slots) => slots.as_mut_ptr(),
-                    None => (*state).inline_slots.as_mut_ptr().cast::<ValRaw>(),
-                };
+                let func_ref = (*state).func_ref.read();
                 let result = enter_resident(
                     &raw mut (*state).activation,
                     (*state).trampoline as *const u8,
-                    (*state).func_ref.vmctx as usize,
-                    (*state).func_ref.wasm_call as usize,
-                    slots as usize,
+                    func_ref.vmctx as usize,
+                    func_ref.wasm_call as usize,
+                    (*state).slots as usize,
                 );
                 if let Err(trap) = result {
                     (*state).result = Err(trap);
@@ -168,54 +168,71 @@ impl AsyncCall {
     /// A call of function `index` of `store`, a Wasm function, that runs when first resumed.
     /// Write the arguments into [`Self::slots`] first.
     ///
+    /// The common case is inline: the store's parked fiber, a function called before (its
+    /// trampoline known) with at most `INLINE_SLOTS` values. A parked fiber's state is idle
+    /// (see [`CallState::is_idle`]), so only the call's fields are written: the trampoline,
+    /// the funcref's address, the slots. Anything else goes through [`Self::new_slow`].
+    ///
     /// # Errors
     /// If no stack can be mapped for it, or its type's trampoline cannot be compiled.
     ///
     /// # Panics
     /// If `slots` is fewer than the function's parameters or results, or `index` is a host
     /// function (see `call::callee`).
-    #[inline(always)] // into `promising::start`, itself out of line: one frame instead of two
+    #[inline(always)]
     pub fn new<T: 'static>(
+        store: &mut StoreContext<T>,
+        index: usize,
+        slots: usize,
+    ) -> crate::Result<AsyncCall> {
+        let opaque = &mut store.opaque;
+        let data = &opaque.funcs[index];
+        let (trampoline, func_ref, needed) = (data.array_to_wasm, data.func_ref, data.slots);
+        if trampoline != 0
+            && slots <= INLINE_SLOTS
+            && data.host.is_none()
+            && slots >= needed
+            && let Some(mut fiber) = opaque.spare_fiber.0.take()
+        {
+            fiber.rearm();
+            // SAFETY: the payload of a fiber that is ours and runs nothing (just rearmed).
+            unsafe { write_call(fiber.payload_ptr().as_ptr(), trampoline, func_ref, slots) };
+            return Ok(AsyncCall { fiber });
+        }
+        Self::new_slow(store, index, slots)
+    }
+
+    /// [`Self::new`] without its conditions: compiles the trampoline if need be, checks the
+    /// function, and makes a fiber if the store has none parked.
+    #[cold]
+    #[inline(never)]
+    fn new_slow<T: 'static>(
         store: &mut StoreContext<T>,
         index: usize,
         slots: usize,
     ) -> crate::Result<AsyncCall> {
         let callee = super::call::callee(store, index, slots)?;
         let opaque = &mut store.opaque;
+        let func_ref = opaque.funcs[index].func_ref;
         let context = NonNull::from(&*opaque.vm);
-        // Everything but the stack: written into a new fiber's payload, or over a parked one's
-        // (whose owning fields `finish` emptied, so nothing is leaked by writing over them).
-        let write_call = |state: *mut CallState| {
-            // SAFETY: `state` is the fiber's payload: aligned, ours, nothing runs on the stack.
-            // Field by field rather than `state.write(CallState { .. })`, which builds the
-            // ~300-byte struct in this frame and then copies it: a third of this function's
-            // instructions, for every promising call.
-            unsafe {
-                (&raw mut (*state).cx).write(ptr::null_mut());
-                (&raw mut (*state).cancelled).write(false);
-                (&raw mut (*state).store).write(context);
-                (&raw mut (*state).trampoline).write(callee.trampoline);
-                (&raw mut (*state).func_ref).write(callee.func_ref);
-                (&raw mut (*state).slot_count).write(slots.min(INLINE_SLOTS));
-                (&raw mut (*state).heap_slots).write(
-                    (slots > INLINE_SLOTS)
-                        .then(|| vec![ValRaw::default(); slots].into_boxed_slice()),
-                );
-                (&raw mut (*state).result).write(Ok(()));
-                (&raw mut (*state).shadow).write(None);
-                let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
-                for i in 0..slots.min(INLINE_SLOTS) {
-                    inline.add(i).write(ValRaw::default());
-                }
-            }
-        };
         let fiber = match opaque.spare_fiber.0.take() {
             Some(mut fiber) => {
                 fiber.rearm();
-                write_call(fiber.payload_ptr().as_ptr());
+                // SAFETY: the payload of a fiber that is ours and runs nothing (just rearmed).
+                unsafe {
+                    write_call(
+                        fiber.payload_ptr().as_ptr(),
+                        callee.trampoline,
+                        func_ref,
+                        slots,
+                    )
+                };
                 fiber
             }
-            None => new_fiber(opaque.engine.stack_pool(), write_call)?,
+            None => new_fiber(opaque.engine.stack_pool(), context, |state| {
+                // SAFETY: `new_fiber` hands us the new fiber's payload, ours.
+                unsafe { write_call(state, callee.trampoline, func_ref, slots) }
+            })?,
         };
         Ok(AsyncCall { fiber })
     }
@@ -227,16 +244,9 @@ impl AsyncCall {
     #[inline]
     pub fn slots(&mut self) -> &mut [ValRaw] {
         let state = self.fiber.payload_mut();
-        match &mut state.heap_slots {
-            Some(slots) => slots,
-            // SAFETY: `new` initialized the first `slot_count` inline slots.
-            None => unsafe {
-                std::slice::from_raw_parts_mut(
-                    state.inline_slots.as_mut_ptr().cast::<ValRaw>(),
-                    state.slot_count,
-                )
-            },
-        }
+        // SAFETY: `new` pointed `slots` at `slot_count` initialized slots of the state's own
+        // (inline, or `heap_slots`), which we borrow with the state.
+        unsafe { std::slice::from_raw_parts_mut(state.slots, state.slot_count) }
     }
 
     /// Gives the call a shadow stack of its own: the store's global number `global` (an index
@@ -343,14 +353,10 @@ impl AsyncCall {
     /// # Panics
     /// If the call has not finished.
     #[inline]
-    pub fn take_outcome(&mut self) -> Result<(), TrapInfo> {
+    pub fn take_outcome(&mut self) -> Result<(), Box<TrapInfo>> {
         assert!(self.fiber.is_finished(), "the call has not finished");
-        let result = &mut self.fiber.payload_mut().result;
-        if result.is_ok() {
-            // The common case, without moving (and dropping) a `TrapInfo`-sized value.
-            return Ok(());
-        }
-        std::mem::replace(result, Ok(())).map_err(|trap| *trap)
+        // Boxed as the state holds it: the common case moves one null word.
+        std::mem::replace(&mut self.fiber.payload_mut().result, Ok(()))
     }
 
     /// Unwinds a suspended call (see the module docs); nothing if it is not. [`Self::finish`]
@@ -382,7 +388,7 @@ impl AsyncCall {
             // Whatever the trap or error, the call is abandoned; not a panic (below).
             let _ = self.resume(store, &mut cx, true);
         }
-        match self.take_outcome() {
+        match self.take_outcome().map_err(|trap| *trap) {
             Err(TrapInfo {
                 reason: TrapReason::Recorded(Recorded::Panic(panic)),
                 ..
@@ -400,15 +406,30 @@ impl AsyncCall {
     /// does not swallow it. Unless this thread is already panicking (a call future dropped
     /// during unwinding): a second panic would abort the process, so it is dropped then, after
     /// the panic hook has printed it.
-    #[inline(always)] // into `promising::finish`, as `new`
-    pub fn finish<T: 'static>(mut self, store: &mut StoreContext<T>) {
+    #[inline(always)] // into `promising::finish`: its common case is a few tests
+    pub fn finish<T: 'static>(self, store: &mut StoreContext<T>) {
+        let spare = &mut store.opaque.spare_fiber.0;
+        if spare.is_none() && self.fiber.is_finished() && self.fiber.is_reusable() {
+            let state = self.fiber.payload_ptr().as_ptr();
+            // SAFETY: a parked fiber's payload is ours (its frames hold no reference into it).
+            if unsafe { (*state).is_idle() } {
+                // The common case: parked, with nothing of the call to give back.
+                *spare = Some(self.fiber);
+                return;
+            }
+        }
+        self.finish_slow(store)
+    }
+
+    /// [`Self::finish`] of a call that is suspended, returned with a trap or heap slots, or
+    /// that the store cannot keep.
+    #[cold]
+    #[inline(never)]
+    fn finish_slow<T: 'static>(mut self, store: &mut StoreContext<T>) {
         let panic = self.cancel(store);
         let spare = &mut store.opaque.spare_fiber.0;
         if spare.is_none() && self.fiber.is_reusable() {
-            let state = self.fiber.payload_mut();
-            // What the next call would otherwise write over (see `new`); normally empty.
-            state.heap_slots = None;
-            state.result = Ok(());
+            self.fiber.payload_mut().make_idle();
             *spare = Some(self.fiber);
         } else {
             self.fiber.finish();
@@ -419,12 +440,60 @@ impl AsyncCall {
     }
 }
 
-/// A fiber on a new stack from `pool`, with the stack part of its state written here and the
-/// rest by `write_call` (see `AsyncCall::new`). Out of line: the first call of a store, or
-/// one of several in flight.
+impl CallState {
+    /// Whether the state holds nothing of a call that the next one would have to drop or
+    /// reset: how a parked fiber is kept, and a new one made, so that `AsyncCall::new` writes
+    /// only the call's own fields. (`cx` is null whenever no resume runs, and `store` is the
+    /// fiber's for its whole life.)
+    #[inline(always)]
+    fn is_idle(&self) -> bool {
+        !self.cancelled && self.heap_slots.is_none() && self.result.is_ok() && self.shadow.is_none()
+    }
+
+    /// Makes the state idle (see [`Self::is_idle`]).
+    fn make_idle(&mut self) {
+        self.cancelled = false;
+        self.heap_slots = None;
+        self.result = Ok(());
+        self.shadow = None;
+    }
+}
+
+/// Writes a call's own fields into an idle state (see [`CallState::is_idle`]), heap slots if
+/// it needs more than `INLINE_SLOTS`, and zeroes its slots.
+///
+/// # Safety
+/// `state` is an idle fiber payload that only the caller touches (nothing runs on the fiber),
+/// or, for a new fiber, a payload whose other fields are written too.
+#[inline(always)]
+unsafe fn write_call(state: *mut CallState, trampoline: usize, func_ref: FuncRefPtr, slots: usize) {
+    // SAFETY: per the contract. Field by field rather than a struct write, which would build
+    // the ~300-byte state in this frame and copy it.
+    unsafe {
+        (&raw mut (*state).trampoline).write(trampoline);
+        (&raw mut (*state).func_ref).write(func_ref);
+        (&raw mut (*state).slot_count).write(slots);
+        let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
+        if slots > INLINE_SLOTS {
+            let mut heap = vec![ValRaw::default(); slots].into_boxed_slice();
+            (&raw mut (*state).slots).write(heap.as_mut_ptr());
+            (&raw mut (*state).heap_slots).write(Some(heap));
+        } else {
+            (&raw mut (*state).slots).write(inline);
+            for i in 0..slots {
+                inline.add(i).write(ValRaw::default());
+            }
+        }
+    }
+}
+
+/// A fiber on a new stack from `pool` for the store whose context is `context`, its state
+/// idle (see [`CallState::is_idle`]) but for the call's fields, which `write_call` writes (see
+/// `AsyncCall::new`). Out of line: the first call of a store, or one of several in flight.
 #[inline(never)]
 fn new_fiber(
     pool: &weft_arch::StackPool,
+    context: NonNull<VMStoreContext>,
     write_call: impl FnOnce(*mut CallState),
 ) -> crate::Result<Fiber<CallState>> {
     let stack = pool.allocate().map_err(|e| {
@@ -437,12 +506,18 @@ fn new_fiber(
     let mut limit = 0;
     let init = |state: *mut CallState, stack: FiberStack| {
         limit = stack.wasm_limit;
-        // SAFETY: `state` is the new fiber's payload, ours; `write_call` writes the rest
-        // (`store` included, which the activation's is).
+        // SAFETY: `state` is the new fiber's payload, ours; `write_call` writes the call's
+        // fields, this the rest.
         unsafe {
+            (&raw mut (*state).cx).write(ptr::null_mut());
+            (&raw mut (*state).cancelled).write(false);
+            (&raw mut (*state).store).write(context);
+            (&raw mut (*state).heap_slots).write(None);
+            (&raw mut (*state).result).write(Ok(()));
+            (&raw mut (*state).shadow).write(None);
             write_call(state);
             (&raw mut (*state).activation).write(Activation::resident(
-                (*state).store.as_ptr(),
+                context.as_ptr(),
                 stack.wasm_limit,
                 stack.guard.clone(),
             ));
