@@ -248,7 +248,7 @@ impl<S: AsyncStore, V: CallValues<S::Data>> PromisingCall<S, V> {
 /// The first poll's work, out of line (see `poll`): checks the function and writes the
 /// arguments into a new call's slots. `None` for a host function, which
 /// [`call_host_directly`] calls instead (nothing to run on a stack of its own).
-#[inline(never)]
+#[inline(always)]
 fn start<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
     func: Func,
@@ -290,7 +290,7 @@ fn call_host_directly<T: 'static, V: CallValues<T>>(
 /// handed back boxed, as the call's state holds it, for [`trap_error`] to turn into an
 /// [`Error`]: the result of a call that returned is then small (for `()`, one word that is
 /// null), and the poll builds its 72-byte `Result<_, Error>` in place instead of moving one.
-#[inline(never)]
+#[inline(always)]
 fn finish<T: 'static, V: CallValues<T>>(
     store: &mut StoreContext<T>,
     mut call: AsyncCall,
