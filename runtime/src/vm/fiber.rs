@@ -110,19 +110,32 @@ struct PerActivation {
     activation: *mut Activation,
 }
 
+/// Where a fiber's body stands, for its owner: one byte, so that each of the `is_*` tests is
+/// one compare and the owner's successive tests of one state fold into each other.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Phase {
+    /// Not resumed since it was made or last rearmed: the next resume starts the body, or
+    /// returns from its `park`.
+    Ready,
+    /// Resumed, in the middle of a run: running, or switched out by [`switch_out`].
+    Running,
+    /// The body parked: finished for the owner, ready to be rearmed (see the module docs).
+    Parked,
+    /// The body returned: its frames are gone.
+    Returned,
+}
+
 /// What a fiber keeps at the top of its own stack (see the module docs): all of its state, so
 /// that a [`Fiber`], which the call future moves around, is one pointer.
 #[repr(C)]
 struct FiberTop<P> {
     /// The fiber's per-activation state while it is switched out.
     saved: PerActivation,
-    /// Saved stack pointer of the suspended, parked or not yet started fiber; 0 once the body
-    /// returned.
+    /// Saved stack pointer of the suspended, parked or not yet started fiber (stale once the
+    /// body returned).
     sp: usize,
-    /// Resumed since it was made or last rearmed.
-    started: bool,
-    /// The body parked: finished for the owner, ready to be rearmed (see the module docs).
-    parked: bool,
+    phase: Phase,
     /// The handle of the stack this lives on, read out when the fiber is retired.
     stack: Stack,
     payload: P,
@@ -176,8 +189,7 @@ impl<P: FiberBody> Fiber<P> {
             init(&raw mut (*top).payload, fiber_stack);
             let sp = weft_arch::init_stack(switch_top, fiber_start::<P>, top as usize);
             (&raw mut (*top).sp).write(sp);
-            (&raw mut (*top).started).write(false);
-            (&raw mut (*top).parked).write(false);
+            (&raw mut (*top).phase).write(Phase::Ready);
         }
         Fiber {
             // SAFETY: derived from a non-null stack address.
@@ -242,22 +254,26 @@ impl<P: FiberBody> Fiber<P> {
     /// parked, not returned.
     #[inline(always)]
     pub fn is_suspended(&self) -> bool {
-        // SAFETY: the owner's fields of the live top; only the owner touches them.
-        unsafe { (*self.top()).started && (*self.top()).sp != 0 && !(*self.top()).parked }
+        self.phase() == Phase::Running
+    }
+
+    /// The owner's view of the body (see [`Phase`]).
+    #[inline(always)]
+    fn phase(&self) -> Phase {
+        // SAFETY: the owner's field of the live top; only the owner touches it.
+        unsafe { (*self.top()).phase }
     }
 
     /// Whether the body has returned or parked.
     #[inline(always)]
     pub fn is_finished(&self) -> bool {
-        // SAFETY: as in `is_suspended`.
-        unsafe { (*self.top()).sp == 0 || (*self.top()).parked }
+        self.phase() >= Phase::Parked
     }
 
     /// Whether the body can run (again) from where it is: never resumed, or parked.
     #[inline(always)]
     pub fn is_reusable(&self) -> bool {
-        // SAFETY: as in `is_suspended`.
-        unsafe { (*self.top()).sp != 0 && ((*self.top()).parked || !(*self.top()).started) }
+        matches!(self.phase(), Phase::Ready | Phase::Parked)
     }
 
     /// Makes a reusable fiber ready to run its body again: the next [`Self::resume`] returns
@@ -268,11 +284,8 @@ impl<P: FiberBody> Fiber<P> {
     #[inline(always)]
     pub fn rearm(&mut self) {
         assert!(self.is_reusable(), "rearming a fiber that is not parked");
-        // SAFETY: as in `is_suspended`.
-        unsafe {
-            (*self.top()).parked = false;
-            (*self.top()).started = false;
-        }
+        // SAFETY: the owner's field of the live top; only the owner touches it.
+        unsafe { (*self.top()).phase = Phase::Ready };
     }
 
     /// Runs the body until it switches out or returns, passing `value` to it (what `switch_out`
@@ -301,7 +314,7 @@ impl<P: FiberBody> Fiber<P> {
             let outer_current = replace_current_in_resumer((*top).saved.current);
             let outer_limit = store.stack_limit.get().replace((*top).saved.stack_limit);
             let outer_activation = store.activation.get().replace((*top).saved.activation);
-            (*top).started = true;
+            (*top).phase = Phase::Running;
             let (how, sp) = weft_arch::switch_and_link(value, (*top).sp, self.switch_top());
             // Back on the resumer's side (same thread): save the fiber's, reinstall ours.
             (*top).saved = PerActivation {
@@ -313,14 +326,14 @@ impl<P: FiberBody> Fiber<P> {
                 Some(sp) => {
                     (*top).sp = sp;
                     if how == PARKED {
-                        (*top).parked = true;
+                        (*top).phase = Phase::Parked;
                         Switched::Finished
                     } else {
                         Switched::Suspended
                     }
                 }
                 None => {
-                    (*top).sp = 0;
+                    (*top).phase = Phase::Returned;
                     Switched::Finished
                 }
             }
@@ -372,12 +385,17 @@ const PARKED: usize = 1;
 /// for whom the fiber is finished. Returns when the fiber is rearmed and resumed, with the value
 /// of that resume.
 ///
-/// Never inlined, and touches no thread-local: it may return on another thread.
+/// Always inlined, into the body's loop: the switch then jumps out and back in with no call
+/// and no `ret`, so the resumer's returns stay predicted (a `ret` from here after the switch
+/// would go to a call site the CPU's return-stack predictor did not push; see `weft_arch`'s
+/// docs). The price: it may return on another thread, so the function it is inlined into must
+/// not use a thread-local (its address could be computed once and reused across the switch).
 ///
 /// # Safety
 /// As for [`switch_out`]; moreover the body's frames own nothing that needs dropping and hold
-/// no reference into the payload across the call (the fiber may be retired meanwhile).
-#[inline(never)]
+/// no reference into the payload across the call (the fiber may be retired meanwhile), and
+/// the calling function touches no thread-local (see above).
+#[inline(always)]
 pub unsafe fn park(switch_top: usize) -> usize {
     // SAFETY: per the contract, as in `switch_out`.
     unsafe { weft_arch::switch_yield(PARKED, switch_top) }
