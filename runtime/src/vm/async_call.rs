@@ -139,7 +139,8 @@ impl FiberBody for CallState {
                     (*state).result = Err(trap);
                 }
             }
-            // SAFETY: on this fiber, whose resumer waits; nothing is held across (see above).
+            // SAFETY: on this fiber, whose resumer waits; nothing is held across (see above),
+            // and this function touches no thread-local (`park` is inlined here).
             unsafe { park((*state).stack.switch_top) };
         }
     }
