@@ -319,19 +319,19 @@ impl<S: AsyncStore, V: CallValues<S::Data>> Future for PromisingCall<S, V> {
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Poll::Ready(mut lock) = this.store.poll_store(&mut this.waiter, cx) else {
+        let Poll::Ready(lock) = this.store.poll_store(&mut this.waiter, cx) else {
             return this.poll_nested(cx);
         };
-        let output = poll_with(
-            lock.context(),
-            cx,
-            this.func,
-            &mut this.call,
-            &mut this.done,
-            &mut this.values,
-        );
-        drop(lock);
-        output
+        let (func, call, done, values) =
+            (this.func, &mut this.call, &mut this.done, &mut this.values);
+        // One arm per kind of lock, rather than one `context()` of the lock: for a `&mut
+        // Store` the other arm is dead, and no lock value lives in memory across the switch.
+        match lock {
+            StoreLock::Exclusive(store) => poll_with(store, cx, func, call, done, values),
+            StoreLock::Shared(mut guard) => {
+                poll_with(guard.as_context_mut(), cx, func, call, done, values)
+            }
+        }
     }
 }
 
