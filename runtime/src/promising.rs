@@ -347,13 +347,16 @@ fn poll_with<T: 'static, V: CallValues<T>>(
     done: &mut bool,
     values: &mut V,
 ) -> Poll<Result<V::Output>> {
-    let call = match this_call {
+    // Out of `this_call` while it runs, back in if it suspends: a call that returns in its
+    // first poll is never written there. (Nothing in `resume` panics once the fiber runs; a
+    // call lost to a panic before would be leaked with its stack, never reused.)
+    let mut call = match this_call.take() {
         Some(call) => call,
         None => {
-            // Not started, or finished (then `call` is `None` again).
+            // Not started, or finished.
             assert!(!*done, "a promising call's future polled after completion");
             match start(store, func, values) {
-                Ok(Some(call)) => this_call.insert(call),
+                Ok(Some(call)) => call,
                 Ok(None) => {
                     *done = true;
                     return Poll::Ready(call_host_directly(store, func, values));
@@ -366,9 +369,11 @@ fn poll_with<T: 'static, V: CallValues<T>>(
         }
     };
     match call.resume(store, cx, false) {
-        Resumed::Suspended => Poll::Pending,
+        Resumed::Suspended => {
+            *this_call = Some(call);
+            Poll::Pending
+        }
         Resumed::Finished => {
-            let call = this_call.take().expect("running");
             *done = true;
             match finish(store, call, values) {
                 Ok(output) => Poll::Ready(Ok(output)),
