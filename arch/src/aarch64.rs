@@ -46,7 +46,7 @@
 
 use core::arch::{asm, naked_asm};
 
-use crate::{ContextRegisters, EntryRecord, StackEntry, landing_pad_address};
+use crate::{ContextRegisters, EntryRecord, ResidentCall, StackEntry, landing_pad_address};
 
 /// Required alignment of a stack top, and of the stack pointer at all times (AAPCS64).
 pub const STACK_ALIGNMENT: usize = 16;
@@ -172,6 +172,100 @@ pub unsafe extern "C" fn call_with_landing_pad(
         "mov sp, x9",
         "mov x0, #1",
         "b 2b",
+        ".cfi_endproc",
+    )
+}
+
+/// [`call_with_landing_pad`] for a routine on a stack of its own that serves one call after
+/// another from a single entry frame: calls `call.callee(call.a0, call.a1, call.a2)`, then
+/// switches out to its resumer as [`switch_yield`]`(call.yield_value, call.stack_top)` would,
+/// and each time it is resumed, calls again with `call`'s fields read afresh. So the
+/// callee-saved registers are saved and `record` written once, not once per call.
+///
+/// Returns only through the landing pad: 1.
+///
+/// The entry frame is [`call_with_landing_pad`]'s, word for word, so that routine's landing pad
+/// and epilogue serve this one too (the landing pad is reached with `x29` = `record.fp`, and
+/// the epilogue returns to whoever called the routine whose frame that is). `x19` holds
+/// `call` throughout: callee-saved for the callee, and saved by the switch itself.
+///
+/// Registers on entry: `x0` = `record`, `x1` = `call`.
+///
+/// # Safety
+///
+/// As for [`call_with_landing_pad`], for each call; moreover it must run on the stack whose
+/// top is `call.stack_top`, whose resumer waits in [`switch_and_link`], and `call` must stay
+/// valid and in place while the routine lives (it is read after each resume). A resumer finds
+/// the routine switched out after each call, and may abandon it there (the frame owns
+/// nothing), or resume it for the next call.
+#[unsafe(naked)]
+pub unsafe extern "C" fn serve_with_landing_pad(
+    record: *mut EntryRecord,
+    call: *const ResidentCall,
+) -> usize {
+    // The entry frame: as `call_with_landing_pad`'s (see there).
+    naked_asm!(
+        ".cfi_startproc",
+        "stp x29, x30, [sp, #-16]!",
+        ".cfi_def_cfa_offset 16",
+        ".cfi_offset x30, -8",
+        ".cfi_offset x29, -16",
+        "mov x29, sp",
+        ".cfi_def_cfa x29, 16",
+        "sub sp, sp, #144",
+        "stp x19, x20, [sp, #128]",
+        ".cfi_offset x19, -32",
+        ".cfi_offset x20, -24",
+        "stp x21, x22, [sp, #112]",
+        ".cfi_offset x21, -48",
+        ".cfi_offset x22, -40",
+        "stp x23, x24, [sp, #96]",
+        ".cfi_offset x23, -64",
+        ".cfi_offset x24, -56",
+        "stp x25, x26, [sp, #80]",
+        ".cfi_offset x25, -80",
+        ".cfi_offset x26, -72",
+        "stp x27, x28, [sp, #64]",
+        ".cfi_offset x27, -96",
+        ".cfi_offset x28, -88",
+        "stp d8, d9, [sp, #48]",
+        ".cfi_offset d8, -112",
+        ".cfi_offset d9, -104",
+        "stp d10, d11, [sp, #32]",
+        ".cfi_offset d10, -128",
+        ".cfi_offset d11, -120",
+        "stp d12, d13, [sp, #16]",
+        ".cfi_offset d12, -144",
+        ".cfi_offset d13, -136",
+        "stp d14, d15, [sp]",
+        ".cfi_offset d14, -160",
+        ".cfi_offset d15, -152",
+        "mov x9, sp",
+        "stp x9, x29, [x0]",
+        "mov x19, x1",
+        // One call: `callee` at 0, `a0`..`a2` at 8..24 (see `ResidentCall`).
+        "3:",
+        "ldp x9, x0, [x19]",
+        "ldp x1, x2, [x19, #16]",
+        "blr x9",
+        // Switch out as switch_yield(yield_value at 40, stack_top at 32): save x29, the resume
+        // pc and x19 below sp, hand our sp to the resumer in x1, restore the resumer from the
+        // parent link. The CFA is x29-based, so moving sp does not change it.
+        "ldp x2, x0, [x19, #32]",
+        "adr x9, 4f",
+        "sub sp, sp, #32",
+        "stp x29, x9, [sp]",
+        "str x19, [sp, #16]",
+        "mov x1, sp",
+        "ldr x9, [x2, #-16]",
+        "ldp x29, x10, [x9]",
+        "ldr x19, [x9, #16]",
+        "add sp, x9, #32",
+        "br x10",
+        // Resumed here by switch_and_link, with x19, x29 and sp ours again: the next call.
+        "4:",
+        "nop",
+        "b 3b",
         ".cfi_endproc",
     )
 }

@@ -143,9 +143,9 @@
 //! # Layout
 //!
 //! One file per ISA (`x86_64.rs`, `aarch64.rs`, selected with `cfg`), each exporting the same
-//! items (`call_with_landing_pad`, `context_registers`, `redirect_to_landing_pad`,
-//! `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`, `throw`, `STACK_ALIGNMENT`),
-//! each with its stack layout drawn once;
+//! items (`call_with_landing_pad`, `serve_with_landing_pad`, `context_registers`,
+//! `redirect_to_landing_pad`, `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`,
+//! `throw`, `STACK_ALIGNMENT`), each with its stack layout drawn once;
 //! `stack.rs` holds the stacks; this file holds the shared types and re-exports the host ISA.
 
 #![warn(missing_docs)]
@@ -166,7 +166,7 @@ pub mod stack;
 
 pub use isa::{
     STACK_ALIGNMENT, call_with_landing_pad, context_registers, flush_icache, init_stack,
-    redirect_to_landing_pad, switch_and_link, switch_yield, throw,
+    redirect_to_landing_pad, serve_with_landing_pad, switch_and_link, switch_yield, throw,
 };
 
 /// Where [`throw`] resumes: a Wasm exception handler, as the handler search found it.
@@ -367,7 +367,8 @@ macro_rules! __preserve_all_asm {
 /// and pass them out through the result.
 pub type StackEntry = unsafe extern "C" fn(arg: usize, value: usize, stack_top: usize) -> usize;
 
-/// State the landing pad needs to abandon everything called from [`call_with_landing_pad`].
+/// State the landing pad needs to abandon everything called from [`call_with_landing_pad`] (or
+/// [`serve_with_landing_pad`]).
 ///
 /// Written by `call_with_landing_pad` before it calls the callee; read by
 /// [`redirect_to_landing_pad`] (in a signal handler) and by backtrace walkers. The layout is
@@ -390,6 +391,34 @@ impl EntryRecord {
         EntryRecord { sp: 0, fp: 0 }
     }
 }
+
+/// The call [`serve_with_landing_pad`] makes each time it runs, read afresh before each call,
+/// and how it switches out after it. The layout is part of the assembly's contract (checked
+/// below).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ResidentCall {
+    /// The function called, with the C ABI: `callee(a0, a1, a2)`, returning nothing.
+    pub callee: usize,
+    /// Its arguments.
+    pub a0: usize,
+    /// See `a0`.
+    pub a1: usize,
+    /// See `a0`.
+    pub a2: usize,
+    /// The top of the stack the routine runs on, as for [`switch_yield`].
+    pub stack_top: usize,
+    /// The value the routine hands its resumer each time it switches out (what the resumer's
+    /// [`switch_and_link`] returns).
+    pub yield_value: usize,
+}
+
+const _: () = assert!(core::mem::offset_of!(ResidentCall, callee) == 0);
+const _: () = assert!(core::mem::offset_of!(ResidentCall, a0) == 8);
+const _: () = assert!(core::mem::offset_of!(ResidentCall, a1) == 16);
+const _: () = assert!(core::mem::offset_of!(ResidentCall, a2) == 24);
+const _: () = assert!(core::mem::offset_of!(ResidentCall, stack_top) == 32);
+const _: () = assert!(core::mem::offset_of!(ResidentCall, yield_value) == 40);
 
 /// Registers of an interrupted context, as seen by a signal handler.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -42,7 +42,7 @@
 
 use core::arch::{asm, naked_asm};
 
-use crate::{ContextRegisters, EntryRecord, StackEntry, landing_pad_address};
+use crate::{ContextRegisters, EntryRecord, ResidentCall, StackEntry, landing_pad_address};
 
 /// Required alignment of a stack top, and of the stack pointer at every call.
 pub const STACK_ALIGNMENT: usize = 16;
@@ -140,6 +140,85 @@ pub unsafe extern "C" fn call_with_landing_pad(
         "mov rbp, [rdi + 8]",
         "mov eax, 1",
         "jmp 2b",
+        ".cfi_endproc",
+    )
+}
+
+/// [`call_with_landing_pad`] for a routine on a stack of its own that serves one call after
+/// another from a single entry frame: calls `call.callee(call.a0, call.a1, call.a2)`, then
+/// switches out to its resumer as [`switch_yield`]`(call.yield_value, call.stack_top)` would,
+/// and each time it is resumed, calls again with `call`'s fields read afresh. So the
+/// callee-saved registers are saved and `record` written once, not once per call.
+///
+/// Returns only through the landing pad: 1.
+///
+/// The entry frame is [`call_with_landing_pad`]'s, word for word, so that routine's landing pad
+/// and epilogue serve this one too (the landing pad is reached with `rbp` = `record.fp`, and
+/// the epilogue returns to whoever called the routine whose frame that is). `rbx` holds
+/// `call` throughout: callee-saved for the callee, and saved by the switch itself.
+///
+/// Registers on entry: `rdi` = `record`, `rsi` = `call`.
+///
+/// # Safety
+///
+/// As for [`call_with_landing_pad`], for each call; moreover it must run on the stack whose
+/// top is `call.stack_top`, whose resumer waits in [`switch_and_link`], and `call` must stay
+/// valid and in place while the routine lives (it is read after each resume). A resumer finds
+/// the routine switched out after each call, and may abandon it there (the frame owns
+/// nothing), or resume it for the next call.
+#[unsafe(naked)]
+pub unsafe extern "C" fn serve_with_landing_pad(
+    record: *mut EntryRecord,
+    call: *const ResidentCall,
+) -> usize {
+    // The entry frame: as `call_with_landing_pad`'s (see there).
+    naked_asm!(
+        ".cfi_startproc",
+        "push rbp",
+        ".cfi_def_cfa_offset 16",
+        ".cfi_offset rbp, -16",
+        "mov rbp, rsp",
+        ".cfi_def_cfa_register rbp",
+        "push rbx",
+        ".cfi_offset rbx, -24",
+        "push r12",
+        ".cfi_offset r12, -32",
+        "push r13",
+        ".cfi_offset r13, -40",
+        "push r14",
+        ".cfi_offset r14, -48",
+        "push r15",
+        ".cfi_offset r15, -56",
+        "sub rsp, 8",
+        "mov [rdi], rsp",
+        "mov [rdi + 8], rbp",
+        "mov rbx, rsi",
+        // One call: `callee` at 0, `a0`..`a2` at 8..24 (see `ResidentCall`).
+        "3:",
+        "mov rax, [rbx]",
+        "mov rdi, [rbx + 8]",
+        "mov rsi, [rbx + 16]",
+        "mov rdx, [rbx + 24]",
+        "call rax",
+        // Switch out as switch_yield(yield_value at 40, stack_top at 32): push rbx, the resume
+        // pc and rbp, hand our sp to the resumer in rsi, restore the resumer from the parent
+        // link. The pushes do not move the CFA, which is rbp-based.
+        "mov rdi, [rbx + 40]",
+        "mov rdx, [rbx + 32]",
+        "push rbx",
+        "lea rax, [rip + 4f]",
+        "push rax",
+        "push rbp",
+        "mov rsi, rsp",
+        "mov rsp, [rdx - 16]",
+        "pop rbp",
+        "pop rax",
+        "pop rbx",
+        "jmp rax",
+        // Resumed here by switch_and_link, with rbx, rbp and rsp ours again: the next call.
+        "4:",
+        "nop",
+        "jmp 3b",
         ".cfi_endproc",
     )
 }

@@ -17,10 +17,10 @@
 //! call's part of the state and resumes it. So a call does not map, prepare or tear down a
 //! stack and its first frames, nor set up an activation record: it takes the store's fiber,
 //! writes its funcref, trampoline and arguments, and switches in; the fiber's resume installs
-//! the fiber's activation (as for any resume), the body calls the trampoline through the
-//! activation's landing-pad routine (`entry::enter_resident`) and parks again when Wasm
-//! returns or traps. A trap is taken out of the activation, which is left ready for the next
-//! call. Calls in flight at the same time (on a `SharedStore`, or nested) take fibers of
+//! the fiber's activation (as for any resume), and the body's entry routine, which stays in
+//! the activation's one entry frame (`entry::serve_resident`), calls the trampoline and parks
+//! again when Wasm returns; a trap lands in the body, which takes it out of the activation
+//! (left ready for the next call), parks, and enters the routine again for the next call. Calls in flight at the same time (on a `SharedStore`, or nested) take fibers of
 //! their own from the engine's pool; the first to finish while the store has none parks its
 //! fiber there, the others give their stacks back. A fiber that never ran (its call failed to
 //! start) is kept the same way. A store keeps at most one stack, as it kept one spare stack
@@ -52,8 +52,12 @@ use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
 use std::task::{Context, Waker};
 
-use super::entry::{self, Activation, Recorded, TrapInfo, TrapReason, enter_resident};
-use super::fiber::{Fiber, FiberBody, FiberStack, HOST_HEADROOM, Switched, park, top_bytes};
+use weft_arch::ResidentCall;
+
+use super::entry::{self, Activation, Recorded, TrapInfo, TrapReason, serve_resident};
+use super::fiber::{
+    Fiber, FiberBody, FiberStack, HOST_HEADROOM, PARKED, Switched, park, top_bytes,
+};
 use super::vmstructs::{FuncRefPtr, VMGlobal, VMStoreContext, ValRaw, lend_store};
 use crate::store::StoreContext;
 
@@ -77,11 +81,11 @@ pub struct CallState {
     pub(super) cancelled: bool,
     /// The call's store context: the fiber's, for its whole life (a fiber serves one store).
     pub(super) store: NonNull<VMStoreContext>,
-    /// The call (written by `AsyncCall::new` for each call): trampoline, funcref, and
-    /// `slot_count` value slots at `slots` (the inline ones, or `heap_slots`).
-    trampoline: usize,
-    func_ref: FuncRefPtr,
-    slots: *mut ValRaw,
+    /// The call, as the body's entry routine reads it on every resume: the trampoline, the
+    /// callee's vmctx and code, and `slot_count` value slots (the inline ones, or
+    /// `heap_slots`), written by `AsyncCall::new` for each call; and the fiber's stack top and
+    /// `PARKED`, written once, for the switch out after each call.
+    resident: ResidentCall,
     slot_count: usize,
     heap_slots: Option<Box<[ValRaw]>>,
     /// `Ok(())` until the body writes a trap there; read once by [`AsyncCall::take_outcome`].
@@ -115,29 +119,25 @@ struct ShadowSp {
 unsafe impl Send for CallState {}
 
 impl FiberBody for CallState {
-    /// One call per run, parking in between (see the module docs): no frame of this loop
-    /// holds a value that needs dropping, or a reference into the state, across `park`.
+    /// One call per run, parking in between (see the module docs): the calls run in
+    /// `serve_resident`, which parks after each of them itself and returns only with a trap;
+    /// the trap is written into the state and the fiber parks here. No frame holds a value
+    /// that needs dropping, or a reference into the state, across a switch (the entry
+    /// routine's pointer to the `resident` call is raw, and the state stays in place).
     unsafe fn run(this: NonNull<Self>) {
         let state = this.as_ptr();
         loop {
-            // SAFETY: the payload is valid while we run (the fiber's contract). `AsyncCall::new`
-            // took the funcref and trampoline from the store whose context this is, with slots
-            // for the function's parameters and results, and `resume` lent that store and
-            // prepared the thread. The activation is this fiber's, at the top of its stack, and
-            // the fiber installs it as the innermost one with its limit (`new_fiber`); it runs
-            // no Wasm between calls.
+            // SAFETY: the payload is valid while we run (the fiber's contract), at the top of
+            // its stack. `AsyncCall::new` writes each call's trampoline, funcref and slots from
+            // the store whose context this is, with slots for the function's parameters and
+            // results, before `resume` lends that store, prepares the thread and switches in.
+            // The activation is this fiber's and the fiber installs it as the innermost one
+            // with its limit (`new_fiber`); it runs no Wasm between calls. `resident` names
+            // this fiber's stack top.
             unsafe {
-                let func_ref = (*state).func_ref.read();
-                let result = enter_resident(
-                    &raw mut (*state).activation,
-                    (*state).trampoline as *const u8,
-                    func_ref.vmctx as usize,
-                    func_ref.wasm_call as usize,
-                    (*state).slots as usize,
-                );
-                if let Err(trap) = result {
-                    (*state).result = Err(trap);
-                }
+                let trap =
+                    serve_resident(&raw mut (*state).activation, &raw const (*state).resident);
+                (*state).result = Err(trap);
             }
             // SAFETY: on this fiber, whose resumer waits; nothing is held across (see above),
             // and this function touches no thread-local (`park` is inlined here).
@@ -245,9 +245,11 @@ impl AsyncCall {
     #[inline]
     pub fn slots(&mut self) -> &mut [ValRaw] {
         let state = self.fiber.payload_mut();
-        // SAFETY: `new` pointed `slots` at `slot_count` initialized slots of the state's own
-        // (inline, or `heap_slots`), which we borrow with the state.
-        unsafe { std::slice::from_raw_parts_mut(state.slots, state.slot_count) }
+        // SAFETY: `new` pointed `resident.a2` at `slot_count` initialized slots of the state's
+        // own (inline, or `heap_slots`), which we borrow with the state.
+        unsafe {
+            std::slice::from_raw_parts_mut(state.resident.a2 as *mut ValRaw, state.slot_count)
+        }
     }
 
     /// Gives the call a shadow stack of its own: the store's global number `global` (an index
@@ -471,16 +473,19 @@ unsafe fn write_call(state: *mut CallState, trampoline: usize, func_ref: FuncRef
     // SAFETY: per the contract. Field by field rather than a struct write, which would build
     // the ~300-byte state in this frame and copy it.
     unsafe {
-        (&raw mut (*state).trampoline).write(trampoline);
-        (&raw mut (*state).func_ref).write(func_ref);
+        let func_ref = func_ref.read();
+        let resident = &raw mut (*state).resident;
+        (&raw mut (*resident).callee).write(trampoline);
+        (&raw mut (*resident).a0).write(func_ref.vmctx as usize);
+        (&raw mut (*resident).a1).write(func_ref.wasm_call as usize);
         (&raw mut (*state).slot_count).write(slots);
         let inline = (&raw mut (*state).inline_slots).cast::<ValRaw>();
         if slots > INLINE_SLOTS {
             let mut heap = vec![ValRaw::default(); slots].into_boxed_slice();
-            (&raw mut (*state).slots).write(heap.as_mut_ptr());
+            (&raw mut (*resident).a2).write(heap.as_mut_ptr() as usize);
             (&raw mut (*state).heap_slots).write(Some(heap));
         } else {
-            (&raw mut (*state).slots).write(inline);
+            (&raw mut (*resident).a2).write(inline as usize);
             for i in 0..slots {
                 inline.add(i).write(ValRaw::default());
             }
@@ -516,6 +521,8 @@ fn new_fiber(
             (&raw mut (*state).heap_slots).write(None);
             (&raw mut (*state).result).write(Ok(()));
             (&raw mut (*state).shadow).write(None);
+            (&raw mut (*state).resident.stack_top).write(stack.switch_top);
+            (&raw mut (*state).resident.yield_value).write(PARKED);
             write_call(state);
             (&raw mut (*state).activation).write(Activation::resident(
                 context.as_ptr(),

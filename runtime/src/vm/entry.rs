@@ -206,7 +206,7 @@ pub unsafe fn enter_wasm(
 
 /// The body of [`enter_wasm`]: the stack limit is the enclosing activation's if there is one
 /// on this thread, else `max_wasm_stack` below here. (A promising call's fiber enters through
-/// [`enter_resident`] instead.)
+/// [`serve_resident`] instead.)
 ///
 /// # Safety
 /// As for [`enter_wasm`].
@@ -319,7 +319,7 @@ fn take_trap(activation: &mut Activation) -> TrapInfo {
 
 impl Activation {
     /// An activation that stays in place on a fiber stack for many entries into Wasm
-    /// ([`enter_resident`]): its store, the fiber's stack limit (its bottom plus headroom for
+    /// ([`serve_resident`]): its store, the fiber's stack limit (its bottom plus headroom for
     /// host code) and guard page(s). The fiber installs it as its innermost activation
     /// (`Fiber::set_activation`), so an entry pays neither the record's setup nor the
     /// thread-local swaps of [`enter_wasm`].
@@ -342,38 +342,31 @@ impl Activation {
     }
 }
 
-/// Calls `trampoline(a0, a1, a2)` as Wasm code in `activation`, a [`Activation::resident`] of
-/// the fiber this runs on, which is already this thread's innermost activation and its store's
-/// (the fiber's resume installed it), with the store's stack limit its own.
+/// Serves the calls `call` describes as Wasm code in `activation`, a [`Activation::resident`]
+/// of the fiber this runs on, through `weft_arch::serve_with_landing_pad`: each call runs in
+/// the one entry frame set up here, and the fiber switches out after it (parks) and calls again
+/// when resumed, so a call pays neither the record's setup nor the thread-local swaps of
+/// [`enter_wasm`], nor the entry routine's saving of every callee-saved register. Returns when
+/// a call traps, with its trap.
 ///
 /// # Safety
-/// As for [`enter_wasm`], for the activation's store; `activation` is live, at a fixed address,
-/// installed as above, and not running Wasm already (no entry of it is on the stack).
+/// As for [`enter_wasm`], for every call, with the activation's store: `call` names a published
+/// array-to-Wasm trampoline and valid arguments for it whenever the fiber is resumed, and
+/// stays in place, as does `activation`; this runs on the fiber whose top `call.stack_top` is,
+/// whose resumer installed `activation` as this thread's innermost activation and its store's,
+/// with the store's stack limit its own, and not running Wasm already.
 #[inline(always)]
-pub unsafe fn enter_resident(
+pub unsafe fn serve_resident(
     activation: *mut Activation,
-    trampoline: *const u8,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-) -> Result<(), Box<TrapInfo>> {
-    // SAFETY: the caller vouches for the trampoline, its arguments and the activation, whose
-    // record stays in place for the whole call; the landing pad returns here with our
+    call: *const weft_arch::ResidentCall,
+) -> Box<TrapInfo> {
+    // SAFETY: the caller vouches for the calls, the activation and the fiber; the record
+    // stays in place for the routine's life, and the landing pad returns here with our
     // registers restored.
-    let trapped = unsafe {
-        weft_arch::call_with_landing_pad(
-            &raw mut (*activation).entry,
-            trampoline as usize,
-            a0,
-            a1,
-            a2,
-        )
-    };
-    if trapped == 0 {
-        return Ok(());
-    }
-    // SAFETY: the entry routine has returned; the signal handler wrote through this pointer.
-    Err(Box::new(take_trap(unsafe { &mut *activation })))
+    unsafe { weft_arch::serve_with_landing_pad(&raw mut (*activation).entry, call) };
+    // SAFETY: the routine returned (only a trap does that); the signal handler wrote through
+    // this pointer.
+    Box::new(take_trap(unsafe { &mut *activation }))
 }
 
 /// Records why a builtin or host function is about to return failure to compiled code.

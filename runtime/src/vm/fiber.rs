@@ -378,8 +378,9 @@ unsafe extern "C" fn fiber_start<P: FiberBody>(arg: usize, _value: usize, _top: 
     0
 }
 
-/// What [`park`] hands the resumer, telling it from a suspension (0).
-const PARKED: usize = 1;
+/// What [`park`] hands the resumer, telling it from a suspension (0). A body that switches
+/// out by other means (`entry::serve_resident`) hands it the same.
+pub(super) const PARKED: usize = 1;
 
 /// Ends the body's run without returning (see the module docs): switches out to the resumer,
 /// for whom the fiber is finished. Returns when the fiber is rearmed and resumed, with the value
