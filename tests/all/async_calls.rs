@@ -957,6 +957,47 @@ fn kept_fiber_serves_calls_after_traps_errors_panics_and_cancellations() {
 }
 
 #[test]
+fn kept_fiber_traps_report_their_own_backtrace_between_many_returned_calls() {
+    // The kept fiber enters Wasm once and serves later calls from the same entry frame; a trap
+    // leaves it, and the next call enters again. Each trap's backtrace must still end at the
+    // entry frame, and every call between them return its own value.
+    let engine = Engine::default();
+    let module = Module::new(
+        &engine,
+        r#"(module
+             (func $inner (unreachable))
+             (func $outer (export "outer") (param i32) (result i32)
+               (if (i32.eqz (i32.rem_u (local.get 0) (i32.const 5))) (then (call $inner)))
+               (local.get 0)))"#,
+    )
+    .unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::new(&engine)
+        .instantiate(&mut store, &module)
+        .unwrap();
+    let outer = instance
+        .get_typed_func::<i32, i32>(&mut store, "outer")
+        .unwrap();
+    for i in 0..40 {
+        let result = spin(outer.call_async(&mut store, i));
+        if i % 5 == 0 {
+            let error = result.unwrap_err();
+            assert_eq!(error.trap(), Some(Trap::Unreachable), "call {i}");
+            let names: Vec<_> = error
+                .backtrace()
+                .unwrap()
+                .frames
+                .iter()
+                .map(|f| f.func_name.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(names, ["inner", "outer"], "call {i}");
+        } else {
+            assert_eq!(result.unwrap(), i, "call {i}");
+        }
+    }
+}
+
+#[test]
 fn nested_promising_call_polled_from_a_host_function_gets_a_fiber_of_its_own() {
     // The outer call holds the store's fiber while its import runs an inner promising call of
     // another store to completion; both fibers are then kept or given back.
