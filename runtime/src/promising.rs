@@ -304,8 +304,11 @@ fn finish<T: 'static, V: CallValues<T>>(
 }
 
 /// A finished call's trap as the error its future returns (out of line: see [`finish`]).
+/// Takes the box itself so that the poll's arm, inlined into every executor's call of
+/// `poll`, stays a pointer move; the unboxing and the deallocation are out of line here.
 #[cold]
 #[inline(never)]
+#[allow(clippy::boxed_local)]
 fn trap_error<T: 'static>(trap: Box<TrapInfo>, store: &mut StoreContext<T>) -> Error {
     trap_to_error(*trap, &mut store.opaque)
 }
