@@ -158,9 +158,10 @@
 //!
 //! No allocation per call or per suspension: the call's state lives at the top of its fiber's
 //! stack, and the import's future is pinned on that stack. A store keeps the fiber of its last
-//! finished call started, parked between calls with its first frames and its activation record
-//! in place (`vm::async_call`), so the next call writes its funcref and arguments and switches
-//! in; calls in flight at the same time take stacks from the engine's `StackPool`, which keeps a
+//! finished call started, parked between calls with its first frames, its activation record
+//! and its entry frame in place (`vm::async_call`; the entry routine stays entered and parks
+//! after each call), so the next call writes its funcref and arguments and switches in; calls
+//! in flight at the same time take stacks from the engine's `StackPool`, which keeps a
 //! few warm per thread (the pool's policy), so they too skip the pool's lock and its `madvise`.
 //! The price of those caches is one stack's touched pages per store and up to four stacks' per
 //! thread kept resident.

@@ -4,7 +4,9 @@
 //! stack it runs on in `altstack`; [`prepare_thread`] sets both up.
 //!
 //! Every call from the host into Wasm goes through [`enter_wasm`], which pushes an
-//! [`Activation`] and calls the code through `weft_arch::call_with_landing_pad`. Compiled code
+//! [`Activation`] and calls the code through `weft_arch::call_with_landing_pad` (a promising
+//! call's fiber enters once, through [`serve_resident`], and serves its calls from that entry
+//! frame; its traps land the same way). Compiled code
 //! reports every trap by faulting (a guard-page access, or a `ud2`/`udf` Cranelift emitted for a
 //! trap condition). The signal handler finds the thread's innermost activation, checks that the
 //! faulting PC is a trap site of published Wasm code, records the trap code and a frame-pointer

@@ -232,7 +232,7 @@ impl<P: FiberBody> Fiber<P> {
 
     /// Makes `activation` the fiber's innermost activation, and its stack limit the store's,
     /// whenever the fiber runs: the state a body that stays in one activation across runs
-    /// (`entry::enter_resident`) starts from. A new fiber starts with none.
+    /// (`entry::serve_resident`) starts from. A new fiber starts with none.
     ///
     /// # Safety
     /// `activation` stays live and in place while the fiber runs (on the fiber's own stack,
