@@ -417,6 +417,16 @@ pub unsafe fn flush_icache(start: *const u8, len: usize) {
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
 }
 
+/// The stack pointer where this is inlined: one instruction, for code that checks which stack
+/// it runs on (a suspend point asserting it is on its fiber, say) on every use.
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads a register; touches no memory and no flags.
+    unsafe { asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
 /// Prepares the fresh stack below `stack_top` so that the first [`switch_and_link`] to the
 /// returned stack pointer runs `entry(arg, value, stack_top)` on it, where `value` is the value
 /// passed to that first switch. When `entry` returns `result`, control goes back to the resumer

@@ -144,8 +144,8 @@
 //!
 //! One file per ISA (`x86_64.rs`, `aarch64.rs`, selected with `cfg`), each exporting the same
 //! items (`call_with_landing_pad`, `serve_with_landing_pad`, `context_registers`,
-//! `redirect_to_landing_pad`, `flush_icache`, `init_stack`, `switch_and_link`, `switch_yield`,
-//! `throw`, `STACK_ALIGNMENT`), each with its stack layout drawn once;
+//! `redirect_to_landing_pad`, `flush_icache`, `init_stack`, `stack_pointer`, `switch_and_link`,
+//! `switch_yield`, `throw`, `STACK_ALIGNMENT`), each with its stack layout drawn once;
 //! `stack.rs` holds the stacks; this file holds the shared types and re-exports the host ISA.
 
 #![warn(missing_docs)]
@@ -166,7 +166,8 @@ pub mod stack;
 
 pub use isa::{
     STACK_ALIGNMENT, call_with_landing_pad, context_registers, flush_icache, init_stack,
-    redirect_to_landing_pad, serve_with_landing_pad, switch_and_link, switch_yield, throw,
+    redirect_to_landing_pad, serve_with_landing_pad, stack_pointer, switch_and_link, switch_yield,
+    throw,
 };
 
 /// Where [`throw`] resumes: a Wasm exception handler, as the handler search found it.

@@ -75,7 +75,8 @@ pub fn stack_size(max_wasm_stack: usize) -> usize {
 pub struct CallState {
     /// The fiber's stack: where to switch out to, the Wasm limit, the guard.
     pub(super) stack: FiberStack,
-    /// The outer poll's context; valid while the call runs (set by every `resume`).
+    /// The outer poll's context, set by every `resume`: valid while the call runs, dangling
+    /// (and unread) while it is switched out.
     pub(super) cx: *mut Context<'static>,
     /// Set when the call's future is dropped: suspending imports must not suspend again.
     pub(super) cancelled: bool,
@@ -342,7 +343,6 @@ impl AsyncCall {
                 switch_shadow_out(state, outer_shadow);
             }
             context.call.get().write(outer_call);
-            (*state).cx = ptr::null_mut();
             match switched {
                 Switched::Suspended => Resumed::Suspended,
                 Switched::Finished => Resumed::Finished,

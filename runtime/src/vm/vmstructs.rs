@@ -47,13 +47,13 @@ pub struct VMStoreContext {
     store: UnsafeCell<*mut ()>,
     /// `TypeId` of that `StoreContext<T>`: checked wherever the pointer is cast back.
     store_type: TypeId,
-    /// The promising call running Wasm of this store right now, or null outside promising
-    /// calls (and while a suspending import polls its future): where a suspending import
-    /// suspends to (see `suspend`).
+    /// What runs Wasm of this store on this thread right now, in one word (see `suspend`):
+    /// the promising call whose Wasm it is (where a suspending import suspends to), null in a
+    /// synchronous call or when no Wasm runs, or [`suspend::POLLING`] while a suspending import
+    /// polls its future (the store is then lent to that poll, and nothing may suspend).
+    ///
+    /// [`suspend::POLLING`]: super::suspend::POLLING
     pub(super) call: UnsafeCell<*mut CallState>,
-    /// Set while a suspending import of this store polls its future: the store is then lent to
-    /// that poll (see `suspend::with_polling_store`).
-    pub(super) polling: UnsafeCell<bool>,
     /// The store's exception objects (what exnrefs point to), allocated by compiled code's
     /// `throw` and by the host.
     pub(super) exceptions: UnsafeCell<super::exception::ExceptionHeap>,
@@ -84,7 +84,6 @@ impl VMStoreContext {
             store: UnsafeCell::new(ptr::null_mut()),
             store_type: TypeId::of::<StoreContext<T>>(),
             call: UnsafeCell::new(ptr::null_mut()),
-            polling: UnsafeCell::new(false),
             exceptions: UnsafeCell::new(Default::default()),
             store_id,
         })
