@@ -24,8 +24,12 @@
 //!
 //! Per-activation state — stack limit, landing pad, the chain of activations — lives in the
 //! activation record and the store context, not in thread-locals tied to the OS stack. The one
-//! thread-local, [`CURRENT`], only tells a signal handler which activation is running on this
-//! thread; whoever switches stacks swaps it with the rest.
+//! thread-local, [`CURRENT`], tells which activation is running on this thread: the signal
+//! handler reads it, and so do builtins and host functions that report to the activation
+//! running their Wasm caller (which is the innermost one while they run: [`record`], the
+//! exception unwinder), so the store context needs no copy of it that every entry and every
+//! stack switch would have to keep up to date. Whoever switches stacks swaps it with the
+//! store's stack limit.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -91,7 +95,6 @@ pub struct Activation {
     /// thread's own stack): a fault there that is not a Wasm trap is host code overflowing.
     pub(super) guard: Range<usize>,
     saved_stack_limit: usize,
-    saved_store_activation: *mut Activation,
     /// Set by the signal handler.
     pub(super) fault: Option<TrapKind>,
     pub(super) backtrace_len: usize,
@@ -231,8 +234,6 @@ unsafe fn enter(
         guard: 0..0,
         // SAFETY: exclusive access to the store (see above); no Wasm runs yet.
         saved_stack_limit: unsafe { *store_ref.stack_limit.get() },
-        // SAFETY: as above.
-        saved_store_activation: unsafe { *store_ref.activation.get() },
         fault: None,
         backtrace_len: 0,
         backtrace_omitted: 0,
@@ -259,11 +260,8 @@ unsafe fn enter(
         (*activation_ptr).stack_limit = stack_limit;
         (*activation_ptr).guard = guard;
     }
-    // SAFETY: as above; Wasm reads these fields only while this activation runs.
-    unsafe {
-        *store_ref.stack_limit.get() = stack_limit;
-        *store_ref.activation.get() = activation_ptr;
-    }
+    // SAFETY: as above; Wasm reads the limit only while this activation runs.
+    unsafe { *store_ref.stack_limit.get() = stack_limit };
     // SAFETY: the caller vouches for the trampoline and its arguments; `entry` lives in this
     // frame for the whole call, and the landing pad returns here with our registers restored.
     let trapped = unsafe {
@@ -281,10 +279,7 @@ unsafe fn enter(
     // signal handler wrote to it through this same pointer.
     let activation = unsafe { &mut *activation_ptr };
     // SAFETY: exclusive access to the store, as above.
-    unsafe {
-        *store_ref.stack_limit.get() = activation.saved_stack_limit;
-        *store_ref.activation.get() = activation.saved_store_activation;
-    }
+    unsafe { *store_ref.stack_limit.get() = activation.saved_stack_limit };
     if trapped == 0 {
         return Ok(());
     }
@@ -332,9 +327,8 @@ impl Activation {
             store,
             stack_limit: limit,
             guard,
-            // Not used: the fiber saves and restores the store's fields around each switch.
+            // Not used: the fiber installs and restores the store's limit around each switch.
             saved_stack_limit: usize::MAX,
-            saved_store_activation: ptr::null_mut(),
             fault: None,
             backtrace_len: 0,
             backtrace_omitted: 0,
@@ -374,14 +368,16 @@ pub unsafe fn serve_resident(
 /// Records why a builtin or host function is about to return failure to compiled code.
 ///
 /// # Safety
-/// `store` must be the live store context of the store whose Wasm called the builtin; an
-/// activation of it must be running (always the case when called from compiled code).
+/// `store` must be the live store context of the store whose Wasm called the builtin or host
+/// function, directly: the activation running that Wasm is then this thread's innermost one
+/// (activations the host function entered meanwhile have returned).
 pub unsafe fn record(store: *const VMStoreContext, what: Recorded) {
-    // SAFETY: the caller guarantees the context is live; the activation it names is on this
-    // thread's stack below us, and nothing else touches `recorded` until the trap lands.
+    let activation = current();
+    // SAFETY: per the contract, the innermost activation is the one running the Wasm that
+    // called us, live on this thread's stack below us; nothing else touches `recorded` until
+    // the trap lands.
     unsafe {
-        let activation = *(*store).activation.get();
-        debug_assert!(!activation.is_null());
+        debug_assert!(!activation.is_null() && ptr::eq((*activation).store, store));
         (*activation).recorded = Some(what);
     }
 }

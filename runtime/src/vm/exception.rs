@@ -159,8 +159,9 @@ pub(super) unsafe extern "C" fn find_handler(
 ) -> u8 {
     // SAFETY: our contract.
     let store = unsafe { store_of(vmctx) };
-    // SAFETY: the store's Wasm runs this builtin, so its innermost activation is live.
-    let end = unsafe { (*(*store.activation.get())).entry.fp };
+    // SAFETY: the store's Wasm runs this builtin, so the activation running it is this
+    // thread's innermost one, live.
+    let end = unsafe { (*super::entry::current()).entry.fp };
     // SAFETY: as above, nothing else touches the heap while the builtin runs.
     let thrown = unsafe { (*store.exceptions.get()).get(exn) }.map(|(tag, _)| tag);
     let Some(thrown) = thrown else {

@@ -10,7 +10,8 @@
 //!
 //! ```text
 //!   stack top ──▶ ┌───────────────────────────┐
-//!                 │ saved per-activation state│  the fiber's, while it is switched out;
+//!                 │ innermost activation,     │  the fiber's per-activation state;
+//!                 │ stack limit               │
 //!                 │ sp, flags, stack handle   │  the rest of the `Fiber`'s state
 //!                 │ payload P                 │  written by `Fiber::new`'s initializer
 //!   switch top ─▶ ├───────────────────────────┤
@@ -25,14 +26,19 @@
 //!
 //! # Switching and per-activation state
 //!
-//! Three things describe "the Wasm running on this thread": the thread-local innermost
-//! activation the signal handler reads (`entry::replace_current`), and the store context's
-//! `stack_limit` and `activation`. A fiber carries its own copies of all three.
-//! [`Fiber::resume`] installs them, switches in, and when the fiber switches back (suspended or
-//! finished), saves them and reinstalls the resumer's. All of this happens in the resumer's
-//! frame, which never changes threads during a switch; the fiber side only calls
-//! [`switch_out`], a never-inlined function that touches no thread-local, so nothing computed on
-//! one thread is reused on another after a suspended fiber resumes elsewhere.
+//! Two things describe "the Wasm running on this thread": the thread-local innermost
+//! activation (`entry::replace_current`; the signal handler reads it, and so do builtins
+//! reporting to their activation) and the store context's `stack_limit`. A fiber carries its
+//! own of both. [`Fiber::resume`] installs them, switches in, and when the fiber switches back
+//! (suspended or finished), saves its innermost activation and reinstalls the resumer's two.
+//! The fiber's stack limit needs no saving: every activation on a fiber's stack runs with the
+//! fiber's limit (the resident one has it, and an entry nested on the fiber inherits it from
+//! the activation below), so it is fixed, set with the activation ([`Fiber::set_activation`]).
+//! All of this happens in the resumer's frame, which never changes threads during a switch;
+//! the fiber side only switches from frames that touch no thread-local across the switch
+//! ([`switch_out`], never inlined, or [`switch_out_in_place`] in a frame that keeps the rule),
+//! so nothing computed on one thread is reused on another after a suspended fiber resumes
+//! elsewhere.
 //!
 //! # Parking
 //!
@@ -102,14 +108,6 @@ pub enum Switched {
     Finished,
 }
 
-/// The state of the three per-activation values while their owner is switched out.
-#[derive(Clone, Copy)]
-struct PerActivation {
-    current: *mut Activation,
-    stack_limit: usize,
-    activation: *mut Activation,
-}
-
 /// Where a fiber's body stands, for its owner: one byte, so that each of the `is_*` tests is
 /// one compare and the owner's successive tests of one state fold into each other.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,8 +128,10 @@ enum Phase {
 /// that a [`Fiber`], which the call future moves around, is one pointer.
 #[repr(C)]
 struct FiberTop<P> {
-    /// The fiber's per-activation state while it is switched out.
-    saved: PerActivation,
+    /// The fiber's innermost activation while it is switched out (null: none).
+    current: *mut Activation,
+    /// The store's stack limit whenever the fiber runs (see the module docs).
+    stack_limit: usize,
     /// Saved stack pointer of the suspended, parked or not yet started fiber (stale once the
     /// body returned).
     sp: usize,
@@ -180,11 +180,8 @@ impl<P: FiberBody> Fiber<P> {
         // it is ours and unused, and `fiber_start::<P>` gets the payload `init` initializes
         // (the caller's contract).
         unsafe {
-            (&raw mut (*top).saved).write(PerActivation {
-                current: ptr::null_mut(),
-                stack_limit: usize::MAX,
-                activation: ptr::null_mut(),
-            });
+            (&raw mut (*top).current).write(ptr::null_mut());
+            (&raw mut (*top).stack_limit).write(usize::MAX);
             (&raw mut (*top).stack).write(stack);
             init(&raw mut (*top).payload, fiber_stack);
             let sp = weft_arch::init_stack(switch_top, fiber_start::<P>, top as usize);
@@ -230,23 +227,21 @@ impl<P: FiberBody> Fiber<P> {
         self.top() as usize
     }
 
-    /// Makes `activation` the fiber's innermost activation, and its stack limit the store's,
-    /// whenever the fiber runs: the state a body that stays in one activation across runs
-    /// (`entry::serve_resident`) starts from. A new fiber starts with none.
+    /// Makes `activation` the fiber's innermost activation, and `stack_limit` (the
+    /// activation's) the store's, whenever the fiber runs: the state a body that stays in one
+    /// activation across runs (`entry::serve_resident`) starts from. A new fiber starts with
+    /// none.
     ///
     /// # Safety
     /// `activation` stays live and in place while the fiber runs (on the fiber's own stack,
-    /// say), is an activation of the store the fiber runs for, and no activation of the body
-    /// is running (the fiber has not started, or is parked).
+    /// say), is an activation of the store the fiber runs for, with this limit, and no
+    /// activation of the body is running (the fiber has not started, or is parked).
     pub unsafe fn set_activation(&mut self, activation: *mut Activation, stack_limit: usize) {
         assert!(self.is_reusable(), "an activation set on a running fiber");
-        // SAFETY: the owner's field of the live top, which the body does not touch.
+        // SAFETY: the owner's fields of the live top, which the body does not touch.
         unsafe {
-            (*self.top()).saved = PerActivation {
-                current: activation,
-                stack_limit,
-                activation,
-            };
+            (*self.top()).current = activation;
+            (*self.top()).stack_limit = stack_limit;
         }
     }
 
@@ -311,17 +306,14 @@ impl<P: FiberBody> Fiber<P> {
         // is its own (only `resume` touches it; the body touches only the payload). This frame
         // stays on its thread across the switch, so the thread-local swaps may be inlined.
         unsafe {
-            let outer_current = replace_current_in_resumer((*top).saved.current);
-            let outer_limit = store.stack_limit.get().replace((*top).saved.stack_limit);
-            let outer_activation = store.activation.get().replace((*top).saved.activation);
+            let outer_current = replace_current_in_resumer((*top).current);
+            let outer_limit = store.stack_limit.get().replace((*top).stack_limit);
             (*top).phase = Phase::Running;
             let (how, sp) = weft_arch::switch_and_link(value, (*top).sp, self.switch_top());
-            // Back on the resumer's side (same thread): save the fiber's, reinstall ours.
-            (*top).saved = PerActivation {
-                current: replace_current_in_resumer(outer_current),
-                stack_limit: store.stack_limit.get().replace(outer_limit),
-                activation: store.activation.get().replace(outer_activation),
-            };
+            // Back on the resumer's side (same thread): save the fiber's innermost activation
+            // (its limit is fixed), reinstall ours.
+            (*top).current = replace_current_in_resumer(outer_current);
+            store.stack_limit.get().write(outer_limit);
             match sp {
                 Some(sp) => {
                     (*top).sp = sp;

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use weft_environ::vmoffsets;
 
 use super::async_call::CallState;
-use super::entry::Activation;
 use crate::store::StoreContext;
 
 /// Per-store state compiled code reads (see `vmoffsets::store_context`), followed by what only
@@ -40,8 +39,6 @@ pub struct VMStoreContext {
     pub(super) interruption: UnsafeCell<Interruption>,
     /// Keeps the counter `epoch_counter` points to alive.
     epoch_owner: Arc<AtomicU64>,
-    /// The innermost active Wasm activation of this store, or null.
-    pub(super) activation: UnsafeCell<*mut Activation>,
     /// The `StoreContext<T>` that owns this context, as lent by the latest entry into Wasm
     /// ([`lend_store`]); host functions and suspending imports reach the store through it.
     store: UnsafeCell<*mut ()>,
@@ -80,7 +77,6 @@ impl VMStoreContext {
             thrown: UnsafeCell::new(0),
             fuel_reserve: UnsafeCell::new(0),
             interruption: UnsafeCell::new(Interruption::default()),
-            activation: UnsafeCell::new(ptr::null_mut()),
             store: UnsafeCell::new(ptr::null_mut()),
             store_type: TypeId::of::<StoreContext<T>>(),
             call: UnsafeCell::new(ptr::null_mut()),
