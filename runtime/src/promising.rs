@@ -537,7 +537,10 @@ macro_rules! into_async_func {
                     <($($arg,)*) as WasmParams>::valtypes(),
                     <R::Results as WasmParams>::valtypes(),
                 );
-                let callback = HostCallback::new(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
+                // With a native-call shim, as a synchronous typed import: Wasm passes the
+                // arguments in registers and gets the result back in one, and the shim runs on
+                // the fiber like any host call.
+                let callback = HostCallback::new_typed::<($($arg,)*), _>(move |caller: Caller<'_, T>, slots: &mut [ValRaw]| {
                     let Some(suspend) = caller.suspend_point() else {
                         return Err(Error::trap_without_backtrace(Trap::SuspendOutsidePromisingCall));
                     };
