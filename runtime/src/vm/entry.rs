@@ -349,8 +349,8 @@ impl Activation {
 /// As for [`enter_wasm`], for every call, with the activation's store: `call` names a published
 /// array-to-Wasm trampoline and valid arguments for it whenever the fiber is resumed, and
 /// stays in place, as does `activation`; this runs on the fiber whose top `call.stack_top` is,
-/// whose resumer installed `activation` as this thread's innermost activation and its store's,
-/// with the store's stack limit its own, and not running Wasm already.
+/// whose resumer installed `activation` as this thread's innermost activation, with the
+/// store's stack limit its own, and not running Wasm already.
 #[inline(always)]
 pub unsafe fn serve_resident(
     activation: *mut Activation,

@@ -402,8 +402,30 @@ pub unsafe fn park(switch_top: usize) -> usize {
 /// Must run on the fiber whose [`FiberStack::switch_top`] is `switch_top`, while its resumer
 /// waits in [`Fiber::resume`].
 #[inline(never)]
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the general way out for bodies; suspending imports switch in place"
+    )
+)]
 pub unsafe fn switch_out(switch_top: usize) -> usize {
     // SAFETY: per the contract, we are on that stack and its resumer waits in switch_and_link.
+    unsafe { weft_arch::switch_yield(0, switch_top) }
+}
+
+/// [`switch_out`] inlined into the calling frame: no call, no frame of its own, and no return
+/// after the switch back (each such return mispredicts when the resumer ran other code in
+/// between; see `weft_arch`'s docs on `ret` after a switch). The calling frame saves the
+/// registers the switch clobbers, if it has not already.
+///
+/// # Safety
+/// As for [`switch_out`]; moreover the calling frame (with whatever is inlined into it) must not
+/// use after this a thread-local address it computed before: the switch may return on another
+/// thread.
+#[inline(always)]
+pub unsafe fn switch_out_in_place(switch_top: usize) -> usize {
+    // SAFETY: per the contract, as in `switch_out`.
     unsafe { weft_arch::switch_yield(0, switch_top) }
 }
 

@@ -27,9 +27,11 @@
 //! A suspended fiber may be resumed on another thread. The frames on its stack must not reuse a
 //! thread-local address computed before a switch after it; Rust code does not know which of its
 //! frames those are, so the rule is kept by structure: each poll of the future (the code that
-//! touches an executor's thread-locals) runs in a never-inlined frame of its own that returns
-//! before the switch, the switch is [`switch_out`] (never inlined, no thread-local), and the
-//! frame that spans the switch (`block_on`, inlined into the import's shim) touches none.
+//! touches an executor's thread-locals) and its drop run in never-inlined frames of their own
+//! that return before the switch, and the frame that switches (the import's shim, with
+//! `block_on` and the switch inlined into it) runs only weft's code after the first poll, which
+//! touches no thread-local. The import's closure, which made the future, runs before it, and
+//! is done: what it computed is not used after a switch.
 
 use std::future::Future;
 use std::mem::{ManuallyDrop, needs_drop};
@@ -39,7 +41,7 @@ use std::task::Poll;
 
 use super::async_call::CallState;
 use super::entry;
-use super::fiber::switch_out;
+use super::fiber::switch_out_in_place;
 use super::vmstructs::VMStoreContext;
 
 /// The store context's `call` word while a suspending import of the store polls its future
@@ -135,8 +137,9 @@ impl SuspendPoint {
             if let Poll::Ready(output) = unsafe { poll(state, future) } {
                 return Ok(output);
             }
-            // SAFETY: we run on this call's fiber and its resumer waits.
-            unsafe { switch_out((*state).stack.switch_top) };
+            // SAFETY: we run on this call's fiber and its resumer waits. This frame reuses no
+            // thread-local address across the switch (see the module docs).
+            unsafe { switch_out_in_place((*state).stack.switch_top) };
         }
     }
 }
