@@ -90,11 +90,11 @@
 //! their own, resumed from inside a promising call's fiber.
 //!
 //! Per-activation state (the thread-local "running activation" the signal handler reads, and
-//! the store context's stack limit and activation chain) travels with the fiber: every switch
-//! in installs the fiber's copy and every switch out restores the resumer's. So a call may
-//! suspend on one thread and resume on another, and its futures are `Send` when `T` is. The
-//! switches happen in the resumer's frame; the suspending side only calls the switch, from
-//! frames that never cache a thread-local address across it (`vm::fiber`).
+//! the store context's stack limit) travels with the fiber: every switch in installs the
+//! fiber's and every switch out restores the resumer's. So a call may suspend on one thread
+//! and resume on another, and its futures are `Send` when `T` is. The swaps happen in the
+//! resumer's frame; the suspending side switches from frames that never reuse a thread-local
+//! address across the switch (`vm::fiber`, `vm::suspend`).
 //!
 //! A suspending import reached from a synchronous `call` (no promising call to switch out of)
 //! traps with [`Trap::SuspendOutsidePromisingCall`]; weft never blocks on a future. Inside a
@@ -169,10 +169,12 @@
 //! The switch into a call's fiber is inlined into the call future's `poll` (and so into the
 //! executor's loop), with no frame of weft's to return from between a switch out and the next
 //! switch in: a `ret` whose `call` happened on the other stack mispredicts, and those, not the
-//! saved registers, were most of a suspension's cost. A switch also swaps the per-activation
-//! state (one thread-local, three store-context fields); once-per-thread work (signal handlers,
-//! the alternate signal stack) is behind a thread-local flag, and a suspending import's poll
-//! marks the store as lent in the store context rather than in a thread-local.
+//! saved registers, were most of a suspension's cost. On the fiber's side the switch is inlined
+//! into the suspending import's shim, so a resumed fiber returns through two frames (the shim
+//! and the trampoline) before it is back in Wasm. A switch also swaps the per-activation state
+//! (one thread-local, the store's stack limit); once-per-thread work (signal handlers, the
+//! alternate signal stack) is behind a thread-local flag, and a suspending import's poll marks
+//! the store as lent in one word of the store context rather than in a thread-local.
 //!
 //! ## Interruption: epochs and fuel
 //!
