@@ -75,9 +75,8 @@ impl SuspendPoint {
             return None;
         }
         // SAFETY: not null (above).
-        Some(SuspendPoint {
-            state: unsafe { NonNull::new_unchecked(state) },
-        })
+        let state = unsafe { NonNull::new_unchecked(state) };
+        Some(SuspendPoint { state })
     }
 
     /// Polls `future` until it is ready, switching out of the promising call whenever it is
@@ -131,9 +130,10 @@ impl SuspendPoint {
             // again before switching back in): we may lend the store to the poll.
             unsafe { store.call.get().write(POLLING) };
             // SAFETY: the future is never moved out of `polled`, which stays in this frame and
-            // drops it in place. `resume` set `cx` to its own context, which outlives this
-            // poll, and waits for us.
+            // drops it in place.
             let future = unsafe { Pin::new_unchecked(&mut *polled.future) };
+            // SAFETY: we run on the call's fiber; `resume` set `cx` to its own context, which
+            // outlives this poll, and waits for us; the word is `POLLING` (just written).
             if let Poll::Ready(output) = unsafe { poll(state, future) } {
                 return Ok(output);
             }
