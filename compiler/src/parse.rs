@@ -267,7 +267,11 @@ pub fn check_heap_type(ty: wasmparser::HeapType) -> Result<(), CompileError> {
     match ty {
         HeapType::Abstract {
             shared: false,
-            ty: AbstractHeapType::Func | AbstractHeapType::Extern | AbstractHeapType::Exn,
+            ty:
+                AbstractHeapType::Func
+                | AbstractHeapType::Extern
+                | AbstractHeapType::Exn
+                | AbstractHeapType::NoExn,
         }
         | HeapType::Concrete(_) => Ok(()),
         other => Err(CompileError::Unsupported(format!(

@@ -81,7 +81,7 @@ impl ValType {
             ValType::F64 => W::F64,
             ValType::V128 => W::V128,
             ValType::Ref(r) if r.heap_type == HeapType::Extern => W::EXTERNREF,
-            ValType::Ref(r) if r.heap_type == HeapType::Exn => W::EXNREF,
+            ValType::Ref(r) if r.heap_type.is_exn() => W::EXNREF,
             ValType::Ref(_) => W::FUNCREF,
         }
     }
@@ -144,6 +144,10 @@ impl RefType {
                 ty: AbstractHeapType::Exn,
                 ..
             } => HeapType::Exn,
+            W::Abstract {
+                ty: AbstractHeapType::NoExn,
+                ..
+            } => HeapType::NoExn,
             // The parser refuses every other heap type (`weft_compiler::parse::check_ref_type`),
             // and a module's types name each other by module index.
             _ => HeapType::Func,
@@ -158,6 +162,7 @@ impl fmt::Display for RefType {
             (true, HeapType::Func) => f.write_str("funcref"),
             (true, HeapType::Extern) => f.write_str("externref"),
             (true, HeapType::Exn) => f.write_str("exnref"),
+            (true, HeapType::NoExn) => f.write_str("nullexnref"),
             (nullable, heap) => write!(f, "(ref {}{heap})", if nullable { "null " } else { "" }),
         }
     }
@@ -172,14 +177,27 @@ pub enum HeapType {
     Extern,
     /// An exception.
     Exn,
+    /// No exception: the bottom of `exn` (the exception-handling proposal's `noexn`). Only null
+    /// is a value of `(ref null noexn)`, i.e. `nullexnref`, and `(ref noexn)` has none.
+    NoExn,
     /// A function of one type, as the engine names it (see [`crate::Engine::func_type_id`]).
     ConcreteFunc(FuncTypeId),
 }
 
 impl HeapType {
-    /// Subtyping: equal heap types, or a concrete function type below `func`.
+    /// Subtyping: equal heap types, a concrete function type below `func`, or `noexn` below
+    /// `exn`.
     pub fn matches(&self, other: &HeapType) -> bool {
-        self == other || matches!((self, other), (HeapType::ConcreteFunc(_), HeapType::Func))
+        self == other
+            || matches!(
+                (self, other),
+                (HeapType::ConcreteFunc(_), HeapType::Func) | (HeapType::NoExn, HeapType::Exn)
+            )
+    }
+
+    /// Whether references of this type are exception references in memory (`exn`, `noexn`).
+    pub(crate) fn is_exn(&self) -> bool {
+        matches!(self, HeapType::Exn | HeapType::NoExn)
     }
 }
 
@@ -189,6 +207,7 @@ impl fmt::Display for HeapType {
             HeapType::Func => f.write_str("func"),
             HeapType::Extern => f.write_str("extern"),
             HeapType::Exn => f.write_str("exn"),
+            HeapType::NoExn => f.write_str("noexn"),
             HeapType::ConcreteFunc(id) => write!(f, "{id}"),
         }
     }

@@ -62,7 +62,7 @@ impl Val {
         match (self, expected.heap_type) {
             (Val::FuncRef(None), HeapType::Func | HeapType::ConcreteFunc(_))
             | (Val::ExternRef(None), HeapType::Extern)
-            | (Val::ExnRef(None), HeapType::Exn) => expected.nullable,
+            | (Val::ExnRef(None), HeapType::Exn | HeapType::NoExn) => expected.nullable,
             (Val::FuncRef(Some(_)), HeapType::Func)
             | (Val::ExternRef(Some(_)), HeapType::Extern)
             | (Val::ExnRef(Some(_)), HeapType::Exn) => true,
@@ -85,7 +85,7 @@ impl Val {
             ValType::F64 => Val::F64(0),
             ValType::V128 => Val::V128(0),
             ValType::Ref(r) if r.heap_type == HeapType::Extern => Val::ExternRef(None),
-            ValType::Ref(r) if r.heap_type == HeapType::Exn => Val::ExnRef(None),
+            ValType::Ref(r) if r.heap_type.is_exn() => Val::ExnRef(None),
             ValType::Ref(_) => Val::FuncRef(None),
         }
     }
@@ -155,7 +155,7 @@ impl Val {
             ValType::F32 => Val::F32(raw.get_u32()),
             ValType::F64 => Val::F64(raw.get_u64()),
             ValType::V128 => Val::V128(raw.get_u128()),
-            ValType::Ref(r) if r.heap_type == HeapType::Exn => Val::ExnRef(match raw.get_u64() {
+            ValType::Ref(r) if r.heap_type.is_exn() => Val::ExnRef(match raw.get_u64() {
                 0 => None,
                 exn => {
                     // Already pinned (a first-class exnref always is); pinning again keeps

@@ -492,3 +492,53 @@ fn a_host_exnref_handle_stays_valid_through_later_throws_and_catches() {
     assert_eq!(e.exnref(), Some(made));
     assert_eq!(store.exception_count(), 1);
 }
+
+/// `nullexnref`, the exception-handling proposal's bottom type below `exnref` (found refused
+/// as unsupported by the `compile` fuzz target): modules using it compile, its only value is
+/// null, it is a subtype of `exnref` but not the same type, and a `call_indirect` that expects
+/// one of the two traps on a function of the other.
+#[test]
+fn nullexnref_is_the_bottom_of_exnref() {
+    use weft::{HeapType, RefType};
+    let wat = r#"
+      (module
+        (type $to_null (func (result nullexnref)))
+        (type $to_exn (func (result exnref)))
+        (table funcref (elem $null $exn))
+        (global $g (mut nullexnref) (ref.null noexn))
+        (func $null (export "null") (type $to_null) (global.get $g))
+        (func $exn (type $to_exn) (ref.null exn))
+        (func (export "widen") (result exnref) (call $null))
+        (func (export "is_null") (param nullexnref) (result i32) (ref.is_null (local.get 0)))
+        (func (export "wrong_type") (result i32)
+          (ref.is_null (call_indirect (type $to_null) (i32.const 1)))))
+    "#;
+    let engine = Engine::default();
+    let module = Module::new(&engine, wat).unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = Instance::new(&mut store, &module, &[]).unwrap();
+    let null = instance.get_func(&mut store, "null").unwrap();
+    let nullexnref = ValType::Ref(RefType::new(true, HeapType::NoExn));
+    assert_eq!(null.ty(&store).results(), &[nullexnref]);
+    assert_eq!(nullexnref.to_string(), "nullexnref");
+    assert!(nullexnref.matches(&ValType::EXNREF) && !ValType::EXNREF.matches(&nullexnref));
+    let mut results = [Val::I32(1)];
+    null.call(&mut store, &[], &mut results).unwrap();
+    assert!(matches!(results[0], Val::ExnRef(None)));
+    let widen = instance.get_func(&mut store, "widen").unwrap();
+    widen.call(&mut store, &[], &mut results).unwrap();
+    assert!(matches!(results[0], Val::ExnRef(None)));
+    let is_null = instance.get_func(&mut store, "is_null").unwrap();
+    let mut flag = [Val::I32(0)];
+    is_null
+        .call(&mut store, &[Val::ExnRef(None)], &mut flag)
+        .unwrap();
+    assert!(matches!(flag[0], Val::I32(1)));
+    let wrong = instance
+        .get_typed_func::<(), i32>(&mut store, "wrong_type")
+        .unwrap();
+    match wrong.call(&mut store, ()) {
+        Err(Error::Trap { trap, .. }) => assert_eq!(trap, Trap::IndirectCallTypeMismatch),
+        other => panic!("expected a signature-mismatch trap, got {other:?}"),
+    }
+}
