@@ -591,11 +591,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             End if self.control.len() == 1 => {
                 // The body falls off its end: return right here rather than through the return
                 // block, which then serves only branches to the function's label (if any).
-                let n = self.control[0].num_results;
-                let results = self.peek_n(n).to_vec();
-                self.env.before_return(&mut self.builder);
-                self.builder.ins().return_(&results);
-                self.reachable = false;
+                self.return_results();
                 self.close_frame();
             }
             End => {
@@ -655,13 +651,7 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
                 self.branch_if(reference, target, args);
                 self.pop();
             }
-            Return => {
-                let n = self.control[0].num_results;
-                let results = self.peek_n(n).to_vec();
-                self.env.before_return(&mut self.builder);
-                self.builder.ins().return_(&results);
-                self.reachable = false;
-            }
+            Return => self.return_results(),
 
             // ---------------------------------------------------------------------------------
             // Calls
@@ -1543,11 +1533,9 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
         self.push_block_params(frame.next);
         self.reachable = true;
         if self.control.is_empty() {
-            // The end of the function body.
+            // The end of the function body, reached by branches to its label.
             let results = self.stack.clone();
-            self.env.before_return(&mut self.builder);
-            self.builder.ins().return_(&results);
-            self.reachable = false;
+            self.emit_return(&results);
         }
     }
 
@@ -1606,6 +1594,21 @@ impl<E: FuncEnvironment + ?Sized> FuncTranslator<'_, E> {
             frame.next_branched_to = true;
         }
         (target, self.peek_n(n).to_vec())
+    }
+
+    /// Returns the function's results from the top of the stack (`return`, or falling off the
+    /// body's end); what follows is dead until the enclosing `end`.
+    fn return_results(&mut self) {
+        let n = self.control[0].num_results;
+        let results = self.peek_n(n).to_vec();
+        self.emit_return(&results);
+    }
+
+    /// Returns `results`, with the environment's work before every return.
+    fn emit_return(&mut self, results: &[Value]) {
+        self.env.before_return(&mut self.builder);
+        self.builder.ins().return_(results);
+        self.reachable = false;
     }
 
     fn jump(&mut self, block: ir::Block, args: &[Value]) {

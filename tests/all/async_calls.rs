@@ -24,6 +24,17 @@ fn pending_once() -> PendingOnce {
     PendingOnce(false)
 }
 
+/// The function names of a trap's backtrace, innermost first ("" for a frame without one).
+fn frame_names(error: &weft::Error) -> Vec<String> {
+    error
+        .backtrace()
+        .expect("a trap with a backtrace")
+        .frames
+        .iter()
+        .map(|f| f.func_name.clone().unwrap_or_default())
+        .collect()
+}
+
 /// Polls `future` once with a no-op waker.
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
@@ -445,14 +456,7 @@ fn trap_inside_resumed_continuation_reaches_caller() {
         panic!("expected a trap");
     };
     assert_eq!(error.trap(), Some(Trap::Unreachable));
-    let names: Vec<_> = error
-        .backtrace()
-        .unwrap()
-        .frames
-        .iter()
-        .map(|f| f.func_name.clone().unwrap_or_default())
-        .collect();
-    assert_eq!(names, ["fail", "trap_after_wait"]);
+    assert_eq!(frame_names(&error), ["fail", "trap_after_wait"]);
 }
 
 #[test]
@@ -983,14 +987,7 @@ fn kept_fiber_traps_report_their_own_backtrace_between_many_returned_calls() {
         if i % 5 == 0 {
             let error = result.unwrap_err();
             assert_eq!(error.trap(), Some(Trap::Unreachable), "call {i}");
-            let names: Vec<_> = error
-                .backtrace()
-                .unwrap()
-                .frames
-                .iter()
-                .map(|f| f.func_name.clone().unwrap_or_default())
-                .collect();
-            assert_eq!(names, ["inner", "outer"], "call {i}");
+            assert_eq!(frame_names(&error), ["inner", "outer"], "call {i}");
         } else {
             assert_eq!(result.unwrap(), i, "call {i}");
         }
